@@ -1,0 +1,36 @@
+//! Bakes an rpath to the venv's libtorch into every binary, test and bench of this package, so
+//! `target/release/dp-bench` starts without `LD_LIBRARY_PATH` (torch-sys links but sets no rpath).
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-changed=build.rs");
+    let libtorch = std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/libtorch"));
+    // Resolve the .venv/libtorch link so the rpath survives the link being re-made.
+    let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
+    let lib = libtorch.join("lib");
+    if !lib.join("libtorch_cpu.so").exists() {
+        println!(
+            "cargo:warning=no libtorch_cpu.so under {}: run scripts/setup.sh first",
+            lib.display()
+        );
+    }
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // The torch package's version.py says which libtorch this is; run.json records it.
+    let version = std::fs::read_to_string(libtorch.join("version.py"))
+        .ok()
+        .and_then(|v| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("__version__ = "))
+                .map(|s| s.trim().trim_matches(['\'', '"']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=DP_BENCH_LIBTORCH_VERSION={version}");
+    // Keep libtorch_cuda in the dependency list even though no symbol of it is used directly, so
+    // `--device cuda` finds the CUDA backend when the libtorch has one.
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+}

@@ -1,0 +1,148 @@
+//! The command line: flags (kebab-case, with the seed script's underscore spellings as aliases),
+//! their defaults, and the entry point that starts MPI, builds the `Config` and reports errors
+//! once, as one line, with exit status 2 for bad input.
+
+use crate::config::{Config, DatasetSpec, DeviceKind, Partition, Preset};
+use crate::dist::{Communicator, Mpi};
+use crate::UsageError;
+use clap::Parser;
+use mpi::topology::Communicator as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Data-parallel GPT-2 translation training over MPI, with per-rank epoch metrics.
+///
+/// Launch one process per device with `mpirun -n N dp-bench …`; without mpirun it runs as one
+/// rank. Each rank writes `rank{r}_results_epoch{e}.json` into the workdir after every epoch, and
+/// rank 0 writes `run.json`.
+#[derive(Debug, Parser)]
+#[command(name = "dp-bench", version, about, long_about)]
+pub struct TrainArgs {
+    /// Number of ranks; must equal the MPI world size [default: the MPI world size]
+    #[arg(long, alias = "world_size")]
+    pub world_size: Option<usize>,
+    /// GLOBAL batch size: each of the N ranks takes batch-size / N examples per step
+    #[arg(long, alias = "batch_size", default_value_t = 64)]
+    pub batch_size: usize,
+    /// Training epochs (the first is warm-up for the benchmark statistics)
+    #[arg(long, alias = "n_epochs", default_value_t = 10)]
+    pub n_epochs: usize,
+    /// AdamW learning rate
+    #[arg(long, alias = "learning_rate", default_value_t = 1e-4)]
+    pub learning_rate: f64,
+    /// Sequence length: examples are cut to this many input positions and padded to it
+    #[arg(long, alias = "model_max_length", default_value_t = 128)]
+    pub model_max_length: usize,
+    /// Model size: tiny (2×128), small (4×256) or gpt2 (12×768)
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// `synthetic` (built-in German→English corpus from the seed), a directory of
+    /// train/val/test .de/.en files (optionally .gz; Multi30k and IWSLT14 layouts), or a JSON-lines
+    /// file of {"translation": {"de": …, "en": …}} records
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: DatasetSpec,
+    /// Training pairs taken from the start of the train split
+    #[arg(long, alias = "train_examples", default_value_t = 5000)]
+    pub train_examples: usize,
+    /// Validation pairs (validation loss)
+    #[arg(long, alias = "val_examples", default_value_t = 1000)]
+    pub val_examples: usize,
+    /// Test pairs (greedy translation and BLEU)
+    #[arg(long, alias = "test_examples", default_value_t = 100)]
+    pub test_examples: usize,
+    /// Directory for metrics, the tokenizer and the final weights
+    #[arg(long, default_value = "workdir")]
+    pub workdir: PathBuf,
+    /// Seed of the corpus, the shuffle, the initial weights and dropout
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Intra-op threads per rank [default: the host's cores divided by the ranks on the host]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu, or cuda (rank r uses its node-local GPU r mod count)
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// How training examples are split across ranks: strided (N ranks see the same examples per
+    /// step as one rank) or contiguous (the original DataPartitioner)
+    #[arg(long, value_enum, default_value_t = Partition::Strided)]
+    pub partition: Partition,
+    /// Dropout on embeddings, attention weights and residual branches
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    /// Skip validation loss and BLEU (training time only)
+    #[arg(long, alias = "benchmark_only")]
+    pub benchmark_only: bool,
+    /// Train at most this many steps per epoch
+    #[arg(long, alias = "max_batches")]
+    pub max_batches: Option<usize>,
+    /// Replace the results of a different configuration in the workdir
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl TrainArgs {
+    /// The configuration for an MPI world of `mpi_size` ranks, `local_ranks` of them on this host.
+    pub fn into_config(self, mpi_size: usize, local_ranks: usize) -> Config {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Config {
+            world_size: self.world_size.unwrap_or(mpi_size),
+            batch_size: self.batch_size,
+            n_epochs: self.n_epochs,
+            learning_rate: self.learning_rate,
+            model_max_length: self.model_max_length,
+            preset: self.preset,
+            dataset: self.dataset,
+            train_examples: self.train_examples,
+            val_examples: self.val_examples,
+            test_examples: self.test_examples,
+            seed: self.seed,
+            threads: self.threads.unwrap_or((cores / local_ranks.max(1)).max(1)),
+            device: self.device,
+            partition: self.partition,
+            dropout: self.dropout,
+            benchmark_only: self.benchmark_only,
+            max_batches: self.max_batches,
+            workdir: self.workdir,
+            overwrite: self.overwrite,
+        }
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let args = TrainArgs::parse();
+    let Some(universe) = mpi::initialize() else {
+        eprintln!("dp-bench: MPI was already initialised");
+        return ExitCode::FAILURE;
+    };
+    let world = universe.world();
+    let local_ranks = world.split_shared(0).size() as usize;
+    let comm = Mpi { world };
+    let rank = comm.rank();
+    let config = args.into_config(comm.size(), local_ranks);
+    match train(&config, &comm) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e, rank),
+    }
+}
+
+fn train(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
+    config.validate().map_err(UsageError::from_err)?;
+    config.validate_world(comm.size()).map_err(UsageError::from_err)?;
+    tch::set_num_threads(config.threads as i32);
+    tch::set_num_interop_threads(1);
+    crate::run::run(config, comm)
+}
+
+/// Prints an error once: bad input as one line from rank 0 (every rank saw the same), anything
+/// else from the rank it happened on, with its causes.
+fn report(e: &anyhow::Error, rank: usize) -> ExitCode {
+    if let Some(usage) = e.downcast_ref::<UsageError>() {
+        if rank == 0 && !usage.quiet {
+            eprintln!("dp-bench: error: {}", usage.message);
+        }
+        return ExitCode::from(2);
+    }
+    eprintln!("dp-bench: rank {rank}: error: {e:#}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,264 @@
+//! The one typed configuration of a training run: model presets, data sizes, distribution and
+//! measurement options, and `validate()`, which every entry point calls before any work starts.
+//! It owns no I/O; the command line (`cli`) builds it and the run directory (`metrics`) stores it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Model size presets from WORKLOAD.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Tiny,
+    Small,
+    Gpt2,
+}
+
+/// The dimensions of a GPT-2 model; `vocab_size` is filled in once the tokenizer is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelDims {
+    pub n_layer: i64,
+    pub n_embd: i64,
+    pub n_head: i64,
+    pub n_positions: i64,
+}
+
+impl Preset {
+    /// WORKLOAD.md's preset table.
+    pub fn dims(self) -> ModelDims {
+        let (n_layer, n_embd, n_head, n_positions) = match self {
+            Preset::Tiny => (2, 128, 4, 128),
+            Preset::Small => (4, 256, 4, 128),
+            Preset::Gpt2 => (12, 768, 12, 1024),
+        };
+        ModelDims { n_layer, n_embd, n_head, n_positions }
+    }
+
+    /// Tokenizer vocabulary cap (WORKLOAD.md: 8000 for tiny/small, GPT-2's 50257 for gpt2).
+    pub fn vocab_cap(self) -> usize {
+        match self {
+            Preset::Tiny | Preset::Small => 8000,
+            Preset::Gpt2 => 50257,
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Preset::Tiny => "tiny",
+            Preset::Small => "small",
+            Preset::Gpt2 => "gpt2",
+        })
+    }
+}
+
+/// How the shuffled training set is split across ranks (WORKLOAD.md, "Partitioning").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Partition {
+    /// Rank r takes shuffled positions r, r+N, r+2N, …: step k of N ranks sees exactly the
+    /// examples of step k of one rank with the same global batch.
+    Strided,
+    /// The original DataPartitioner: N consecutive slices of the shuffled order.
+    Contiguous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// Where the parallel text comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetSpec {
+    /// The built-in German→English corpus, generated from the seed.
+    Synthetic,
+    /// A directory of parallel files or a JSON-lines file.
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for DatasetSpec {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s == "synthetic" { DatasetSpec::Synthetic } else { DatasetSpec::Path(s.into()) })
+    }
+}
+
+impl fmt::Display for DatasetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatasetSpec::Synthetic => f.write_str("synthetic"),
+            DatasetSpec::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Everything that defines a training run. Two runs with equal `Config`s (less `workdir` and
+/// `overwrite`) do the same work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub world_size: usize,
+    /// Global batch size; each rank takes `batch_size / world_size`.
+    pub batch_size: usize,
+    pub n_epochs: usize,
+    pub learning_rate: f64,
+    pub model_max_length: usize,
+    pub preset: Preset,
+    pub dataset: DatasetSpec,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub test_examples: usize,
+    pub seed: u64,
+    /// Intra-op threads per rank.
+    pub threads: usize,
+    pub device: DeviceKind,
+    pub partition: Partition,
+    pub dropout: f64,
+    pub benchmark_only: bool,
+    pub max_batches: Option<usize>,
+    #[serde(skip)]
+    pub workdir: PathBuf,
+    #[serde(skip)]
+    pub overwrite: bool,
+}
+
+/// A configuration that cannot run, with the fix in the message.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("--world-size {given} does not match the MPI world size {mpi}: launch with `mpirun -n {given}` or pass --world-size {mpi}")]
+    WorldSizeMismatch { given: usize, mpi: usize },
+    #[error("--batch-size must be at least 1")]
+    ZeroBatch,
+    #[error("--batch-size {batch} is not divisible by the world size {world}: use a multiple of {world}")]
+    BatchNotDivisible { batch: usize, world: usize },
+    #[error("--n-epochs must be at least 1")]
+    ZeroEpochs,
+    #[error("--threads must be at least 1")]
+    ZeroThreads,
+    #[error("--train-examples must be at least 1")]
+    ZeroTrain,
+    #[error("--model-max-length {len} must be between 2 and the preset's {positions} positions")]
+    MaxLength { len: usize, positions: i64 },
+    #[error("--dropout {0} must be in [0, 1)")]
+    Dropout(f64),
+    #[error("--learning-rate {0} must be positive and finite")]
+    LearningRate(f64),
+    #[error("--max-batches must be at least 1")]
+    ZeroMaxBatches,
+}
+
+impl Config {
+    pub fn local_batch_size(&self) -> usize {
+        self.batch_size / self.world_size
+    }
+
+    pub fn dims(&self) -> ModelDims {
+        self.preset.dims()
+    }
+
+    /// Checks everything that can be checked before data or MPI are touched, except the MPI world
+    /// size, which `validate_world` checks once MPI is up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch_size == 0 {
+            return Err(ConfigError::ZeroBatch);
+        }
+        if self.batch_size % self.world_size != 0 {
+            return Err(ConfigError::BatchNotDivisible {
+                batch: self.batch_size,
+                world: self.world_size,
+            });
+        }
+        if self.n_epochs == 0 {
+            return Err(ConfigError::ZeroEpochs);
+        }
+        if self.threads == 0 {
+            return Err(ConfigError::ZeroThreads);
+        }
+        if self.train_examples == 0 {
+            return Err(ConfigError::ZeroTrain);
+        }
+        let positions = self.dims().n_positions;
+        if self.model_max_length < 2 || self.model_max_length as i64 > positions {
+            return Err(ConfigError::MaxLength { len: self.model_max_length, positions });
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Dropout(self.dropout));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(ConfigError::LearningRate(self.learning_rate));
+        }
+        if self.max_batches == Some(0) {
+            return Err(ConfigError::ZeroMaxBatches);
+        }
+        Ok(())
+    }
+
+    pub fn validate_world(&self, mpi_world_size: usize) -> Result<(), ConfigError> {
+        if self.world_size != mpi_world_size {
+            return Err(ConfigError::WorldSizeMismatch {
+                given: self.world_size,
+                mpi: mpi_world_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn tiny_config() -> Config {
+        Config {
+            world_size: 1,
+            batch_size: 8,
+            n_epochs: 1,
+            learning_rate: 1e-4,
+            model_max_length: 128,
+            preset: Preset::Tiny,
+            dataset: DatasetSpec::Synthetic,
+            train_examples: 64,
+            val_examples: 16,
+            test_examples: 4,
+            seed: 1234,
+            threads: 1,
+            device: DeviceKind::Cpu,
+            partition: Partition::Strided,
+            dropout: 0.0,
+            benchmark_only: false,
+            max_batches: None,
+            workdir: PathBuf::from("workdir"),
+            overwrite: false,
+        }
+    }
+
+    #[test]
+    fn batch_must_divide_by_world() {
+        let mut c = tiny_config();
+        c.world_size = 3;
+        c.batch_size = 8;
+        assert_eq!(c.validate(), Err(ConfigError::BatchNotDivisible { batch: 8, world: 3 }));
+        c.batch_size = 9;
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.local_batch_size(), 3);
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        let mut c = tiny_config();
+        c.n_epochs = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroEpochs));
+        let mut c = tiny_config();
+        c.model_max_length = 129;
+        assert!(matches!(c.validate(), Err(ConfigError::MaxLength { .. })));
+        let mut c = tiny_config();
+        c.threads = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroThreads));
+        assert!(tiny_config().validate_world(2).is_err());
+    }
+}

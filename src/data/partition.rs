@@ -1,0 +1,148 @@
+//! Which training examples each rank sees at each step (WORKLOAD.md, "Partitioning"). Pure index
+//! arithmetic: the shuffle, the strided and contiguous splits, and the step schedule that every
+//! rank computes identically, so each knows the whole global batch of a step without talking.
+
+use crate::config::Partition;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Example indices `0..n` shuffled once with the seed; the same order every epoch.
+pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order
+}
+
+/// `steps[k][r]`: the example indices rank `r` trains on at step `k`. Every rank takes part in
+/// every step (a rank may get an empty last batch), so the collectives stay matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub steps: Vec<Vec<Vec<usize>>>,
+}
+
+impl Schedule {
+    /// Builds the schedule for `n` examples, `world` ranks and a global batch of `global_batch`
+    /// (a multiple of `world`). The last partial batch is kept.
+    pub fn new(n: usize, seed: u64, partition: Partition, world: usize, global_batch: usize) -> Self {
+        assert!(world > 0 && global_batch % world == 0, "validated by Config");
+        let order = shuffled_order(n, seed);
+        let local = global_batch / world;
+        let steps = match partition {
+            Partition::Strided => order
+                .chunks(global_batch)
+                .map(|global| {
+                    (0..world)
+                        .map(|r| global.iter().skip(r).step_by(world).copied().collect())
+                        .collect()
+                })
+                .collect(),
+            Partition::Contiguous => {
+                // N consecutive slices whose sizes differ by at most one, so nothing is dropped.
+                let slices: Vec<&[usize]> = (0..world)
+                    .map(|r| &order[r * n / world..(r + 1) * n / world])
+                    .collect();
+                let n_steps = slices.iter().map(|s| s.len().div_ceil(local)).max().unwrap_or(0);
+                (0..n_steps)
+                    .map(|k| {
+                        slices
+                            .iter()
+                            .map(|s| s.iter().skip(k * local).take(local).copied().collect())
+                            .collect()
+                    })
+                    .collect()
+            }
+        };
+        Schedule { steps }
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// All example indices of one rank, in the order it sees them.
+    pub fn rank_examples(&self, rank: usize) -> Vec<usize> {
+        self.steps.iter().flat_map(|s| s[rank].iter().copied()).collect()
+    }
+}
+
+/// The shard of `0..n` that rank `rank` of `world` evaluates: `rank, rank + world, …`.
+pub fn eval_shard(n: usize, world: usize, rank: usize) -> Vec<usize> {
+    (rank..n).step_by(world).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn check_disjoint_complete(s: &Schedule, n: usize, world: usize) {
+        let all: Vec<usize> = (0..world).flat_map(|r| s.rank_examples(r)).collect();
+        assert_eq!(all.len(), n, "every example exactly once");
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), n);
+        assert!(s.steps.iter().all(|step| step.len() == world));
+    }
+
+    #[test]
+    fn strided_is_disjoint_complete_and_matches_one_rank() {
+        for (n, world, batch) in [(100, 2, 8), (101, 3, 9), (7, 4, 4), (64, 1, 16)] {
+            let s = Schedule::new(n, 5, Partition::Strided, world, batch);
+            check_disjoint_complete(&s, n, world);
+            assert_eq!(s.len(), n.div_ceil(batch));
+            // Step k of N ranks covers exactly step k of one rank with the same global batch.
+            let one = Schedule::new(n, 5, Partition::Strided, 1, batch);
+            for (k, step) in s.steps.iter().enumerate() {
+                let mut union: Vec<usize> = step.iter().flatten().copied().collect();
+                let mut single = one.steps[k][0].clone();
+                union.sort();
+                single.sort();
+                assert_eq!(union, single, "step {k} of n={n} world={world}");
+            }
+        }
+    }
+
+    #[test]
+    fn strided_takes_every_nth_position() {
+        let s = Schedule::new(10, 3, Partition::Strided, 2, 4);
+        let order = shuffled_order(10, 3);
+        assert_eq!(s.steps[0][0], vec![order[0], order[2]]);
+        assert_eq!(s.steps[0][1], vec![order[1], order[3]]);
+        assert_eq!(s.steps[2][0], vec![order[8]]);
+        assert_eq!(s.steps[2][1], vec![order[9]]);
+    }
+
+    #[test]
+    fn contiguous_slices_are_consecutive() {
+        for (n, world, batch) in [(100, 2, 8), (101, 3, 9), (10, 4, 8)] {
+            let s = Schedule::new(n, 9, Partition::Contiguous, world, batch);
+            check_disjoint_complete(&s, n, world);
+            let order = shuffled_order(n, 9);
+            let mut start = 0;
+            for r in 0..world {
+                let mine = s.rank_examples(r);
+                assert_eq!(mine[..], order[start..start + mine.len()]);
+                start += mine.len();
+            }
+        }
+    }
+
+    #[test]
+    fn shuffle_depends_on_seed_only() {
+        assert_eq!(shuffled_order(50, 1), shuffled_order(50, 1));
+        assert_ne!(shuffled_order(50, 1), shuffled_order(50, 2));
+        let mut sorted = shuffled_order(50, 1);
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn eval_shards_cover_everything_once() {
+        let all: Vec<usize> = (0..3).flat_map(|r| eval_shard(10, 3, r)).collect();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 10);
+    }
+}

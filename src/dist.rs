@@ -1,0 +1,219 @@
+//! Distribution at the edges: a small `Communicator` trait (MPI in the binary, a one-process
+//! stand-in for tests and plain runs), the flat gradient buffer that is all-reduced in ONE call per
+//! step, and the start-up broadcast of rank 0's parameters.
+
+use mpi::collective::SystemOperation;
+use mpi::datatype::PartitionMut;
+use mpi::topology::SimpleCommunicator;
+use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::topology::Communicator as _;
+use tch::{Device, Kind, Tensor};
+
+/// The collectives the trainer needs. Every rank calls each one in the same order.
+pub trait Communicator {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    fn barrier(&self);
+    /// Element-wise sum over ranks of `send`, into `recv` on every rank.
+    fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]);
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum_f64(&self, values: &mut [f64]);
+    fn broadcast_f32(&self, buf: &mut [f32], root: usize);
+    /// Every rank's bytes, indexed by rank, on every rank.
+    fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>>;
+    /// The MPI library's own version string ("none" without MPI).
+    fn library_version(&self) -> String;
+}
+
+/// One process, no MPI: the collectives are identities.
+pub struct Solo;
+
+impl Communicator for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn barrier(&self) {}
+    fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+    fn all_reduce_sum_f64(&self, _values: &mut [f64]) {}
+    fn broadcast_f32(&self, _buf: &mut [f32], _root: usize) {}
+    fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>> {
+        vec![mine.to_vec()]
+    }
+    fn library_version(&self) -> String {
+        "none".into()
+    }
+}
+
+/// MPI's world communicator (rsmpi).
+pub struct Mpi {
+    pub world: SimpleCommunicator,
+}
+
+impl Communicator for Mpi {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+    fn barrier(&self) {
+        self.world.barrier();
+    }
+    fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
+        self.world.all_reduce_into(send, recv, SystemOperation::sum());
+    }
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) {
+        let send = values.to_vec();
+        self.world.all_reduce_into(&send[..], values, SystemOperation::sum());
+    }
+    fn broadcast_f32(&self, buf: &mut [f32], root: usize) {
+        self.world.process_at_rank(root as i32).broadcast_into(buf);
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>> {
+        let n = self.size();
+        let mut counts = vec![0i32; n];
+        self.world.all_gather_into(&(mine.len() as i32), &mut counts[..]);
+        let displs: Vec<i32> = counts.iter().scan(0, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect();
+        let mut buf = vec![0u8; counts.iter().sum::<i32>() as usize];
+        let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
+        self.world.all_gather_varcount_into(mine, &mut part);
+        counts
+            .iter()
+            .zip(&displs)
+            .map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec())
+            .collect()
+    }
+    fn library_version(&self) -> String {
+        mpi::environment::library_version()
+            .map(|v| v.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into())
+    }
+}
+
+/// A contiguous f32 CPU tensor as a slice.
+///
+/// # Safety
+/// `t` must be a contiguous CPU float tensor that outlives the slice and that nothing else reads
+/// or writes while the slice is alive.
+unsafe fn as_mut_slice(t: &Tensor) -> &mut [f32] {
+    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// Every parameter's gradient is a view into one flat buffer, so synchronising gradients is one
+/// all-reduce of that buffer — no gather into a send buffer, no scatter back, one call per step.
+pub struct FlatGrads {
+    flat: Tensor,
+    /// CPU buffers for MPI: the send side (the flat buffer itself on CPU, a copy on CUDA) and the
+    /// receive side.
+    send: Tensor,
+    recv: Tensor,
+}
+
+impl FlatGrads {
+    /// Points the `.grad` of each of `vars` into a fresh zeroed flat buffer.
+    pub fn new(vars: &[Tensor]) -> Self {
+        let device = vars.first().map_or(Device::Cpu, |v| v.device());
+        let total: i64 = vars.iter().map(|v| v.numel() as i64).sum();
+        let flat = Tensor::zeros([total], (Kind::Float, device));
+        // Autograd accumulates into an existing `.grad` in place, so once each gradient is a view
+        // of `flat`, every backward pass writes straight into it. First make the gradients exist.
+        let zero: Tensor = vars.iter().map(|v| v.sum(Kind::Float) * 0.0).sum();
+        zero.backward();
+        let mut offset = 0;
+        for v in vars {
+            let n = v.numel() as i64;
+            let mut grad = v.grad();
+            grad.set_data(&flat.narrow(0, offset, n).view(v.size().as_slice()));
+            offset += n;
+        }
+        let send = if device == Device::Cpu {
+            flat.shallow_clone()
+        } else {
+            Tensor::zeros([total], (Kind::Float, Device::Cpu))
+        };
+        let recv = Tensor::zeros([total], (Kind::Float, Device::Cpu));
+        FlatGrads { flat, send, recv }
+    }
+
+    pub fn zero(&mut self) {
+        let _ = self.flat.zero_();
+    }
+
+    /// The buffer all gradients live in.
+    pub fn buffer(&self) -> &Tensor {
+        &self.flat
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.flat.numel() * 4
+    }
+
+    /// Sums the gradients over ranks: ONE all-reduce of the whole buffer.
+    pub fn all_reduce(&mut self, comm: &dyn Communicator) {
+        if comm.size() == 1 {
+            return;
+        }
+        if self.flat.device() != Device::Cpu {
+            self.send.copy_(&self.flat);
+        }
+        // SAFETY: both are contiguous CPU f32 buffers owned by `self`, used by this call alone.
+        unsafe { comm.all_reduce_sum_f32(as_mut_slice(&self.send), as_mut_slice(&self.recv)) };
+        self.flat.copy_(&self.recv);
+    }
+}
+
+/// Makes every rank's parameters equal to rank 0's.
+pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
+    if comm.size() == 1 {
+        return;
+    }
+    let _guard = tch::no_grad_guard();
+    let flat = Tensor::cat(&vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0)
+        .to(Device::Cpu)
+        .contiguous();
+    // SAFETY: `flat` is a fresh contiguous CPU f32 tensor used by this call alone.
+    comm.broadcast_f32(unsafe { as_mut_slice(&flat) }, 0);
+    let mut offset = 0;
+    for v in vars {
+        let n = v.numel() as i64;
+        let mut v = v.shallow_clone();
+        v.copy_(&flat.narrow(0, offset, n).view(v.size().as_slice()));
+        offset += n;
+    }
+}
+
+/// Sum of all parameters in f64: equal on every rank when the ranks are in sync.
+pub fn param_checksum(vars: &[Tensor]) -> f64 {
+    let _guard = tch::no_grad_guard();
+    vars.iter().map(|v| v.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn;
+
+    #[test]
+    fn gradients_land_in_the_flat_buffer() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
+        let vars = vs.trainable_variables();
+        let mut flat = FlatGrads::new(&vars);
+        for _ in 0..2 {
+            flat.zero();
+            let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
+            tch::nn::Module::forward(&lin, &x).sum(Kind::Float).backward();
+            let expect = Tensor::cat(&vars.iter().map(|v| v.grad().flatten(0, -1)).collect::<Vec<_>>(), 0);
+            assert!(expect.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+            assert!(flat.buffer().equal(&expect), "grads are not views of the buffer");
+        }
+        flat.all_reduce(&Solo);
+        assert_eq!(flat.bytes(), (3 * 2 + 2) * 4);
+    }
+}

@@ -1,0 +1,233 @@
+//! What a run leaves behind: per-rank epoch records (`rank{r}_results_epoch{e}.json`), rank 0's
+//! `run.json`, and the rules of the run directory — every file written atomically, and a workdir
+//! holding another configuration's results refused unless `--overwrite`. The analysis reads these
+//! files; it never reaches into the trainer.
+
+use crate::config::{Config, ModelDims};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const RUN_FILE: &str = "run.json";
+pub const RUN_SCHEMA: u32 = 1;
+
+/// One rank's measurements of one epoch (WORKLOAD.md, "Metrics").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub rank: usize,
+    pub world_size: usize,
+    pub global_batch_size: usize,
+    pub local_batch_size: usize,
+    pub steps: usize,
+    /// Wall seconds of this rank's training loop: first batch fetched to last optimiser step
+    /// done, device synchronised.
+    pub training_time: f64,
+    /// Input positions fed to the model on this rank, padding included.
+    pub tokens: u64,
+    pub tokens_per_sec: f64,
+    pub target_tokens: u64,
+    pub target_tokens_per_sec: f64,
+    /// Mean training loss over the epoch, weighted by target tokens over all ranks.
+    pub train_loss: f64,
+    /// Forward, backward and optimiser time within `training_time`.
+    pub compute_time: f64,
+    /// Gradient synchronisation time within `training_time`.
+    pub allreduce_time: f64,
+    pub validation_loss: Option<f64>,
+    pub bleu: Option<f64>,
+    /// Seconds spent on validation loss and test translation after the epoch.
+    pub eval_time: Option<f64>,
+    pub param_checksum: f64,
+}
+
+impl EpochRecord {
+    pub fn file_name(rank: usize, epoch: usize) -> String {
+        format!("rank{rank}_results_epoch{epoch}.json")
+    }
+}
+
+/// Rank 0's description of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub schema: u32,
+    pub config: Config,
+    pub dims: ModelDims,
+    pub vocab_size: usize,
+    pub parameters: i64,
+    pub libtorch_version: String,
+    pub mpi_library: String,
+    /// Host name of each rank, by rank.
+    pub hosts: Vec<String>,
+    pub threads_per_rank: usize,
+    pub device: String,
+    pub crate_version: String,
+    pub start_time: String,
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a crash)
+/// never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkdirError {
+    #[error("cannot use workdir {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("workdir {path} holds results of a different configuration ({diff}): pass another --workdir, or --overwrite to replace them")]
+    OtherConfig { path: PathBuf, diff: String },
+    #[error("workdir {path} holds results without a readable {RUN_FILE} ({reason}): pass another --workdir, or --overwrite to replace them")]
+    Unknown { path: PathBuf, reason: String },
+}
+
+/// Files of a previous run that a new run in the same directory replaces.
+fn is_result_file(name: &str) -> bool {
+    (name.starts_with("rank") && name.ends_with(".json"))
+        && (name.contains("_results_epoch") || name.contains("_gen_epoch"))
+}
+
+/// The keys on which two configurations differ, as `key: old → new`.
+fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return "unreadable configuration".into();
+    };
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
+            format!("{k}: {} → {}", show(old.get(k)), show(new.get(k)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Makes `config.workdir` ready for this run (rank 0 only): creates it, refuses it when it holds
+/// another configuration's results (unless `--overwrite`), and clears the stale result files of a
+/// previous run of the same configuration.
+pub fn prepare_workdir(config: &Config) -> Result<(), WorkdirError> {
+    let dir = &config.workdir;
+    let io = |source| WorkdirError::Io { path: dir.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // Fail now, not after an epoch of training, when the directory is not writable.
+    write_atomic(&dir.join(".dp-bench-write-test"), b"").map_err(io)?;
+    std::fs::remove_file(dir.join(".dp-bench-write-test")).map_err(io)?;
+
+    let results: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .filter(|e| is_result_file(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    let run_file = dir.join(RUN_FILE);
+    if !config.overwrite && (run_file.exists() || !results.is_empty()) {
+        let old: Result<serde_json::Value, String> = std::fs::read(&run_file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+        match old {
+            Ok(old) => {
+                let new = serde_json::to_value(config).expect("config serialises");
+                let diff = config_diff(&old["config"], &new);
+                if !diff.is_empty() {
+                    return Err(WorkdirError::OtherConfig { path: dir.clone(), diff });
+                }
+            }
+            Err(reason) => return Err(WorkdirError::Unknown { path: dir.clone(), reason }),
+        }
+    }
+    for f in results {
+        std::fs::remove_file(&f).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Reads every `rank*_results_epoch*.json` of a run directory, sorted by epoch and rank.
+pub fn read_records(dir: &Path) -> anyhow::Result<Vec<EpochRecord>> {
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json") {
+            let bytes = std::fs::read(&path)?;
+            let rec: EpochRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: not a dp-bench epoch record: {e}", path.display()))?;
+            records.push(rec);
+        }
+    }
+    records.sort_by_key(|r| (r.epoch, r.rank));
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::tiny_config;
+
+    fn config_in(dir: &Path) -> Config {
+        let mut c = tiny_config();
+        c.workdir = dir.to_path_buf();
+        c
+    }
+
+    fn fake_run(c: &Config) {
+        let info = serde_json::json!({ "config": serde_json::to_value(c).unwrap() });
+        write_json(&c.workdir.join(RUN_FILE), &info).unwrap();
+        std::fs::write(c.workdir.join("rank0_results_epoch0.json"), "{}").unwrap();
+    }
+
+    #[test]
+    fn other_configuration_is_refused_unless_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config_in(dir.path());
+        prepare_workdir(&c).unwrap();
+        fake_run(&c);
+        let mut other = c.clone();
+        other.world_size = 2;
+        other.batch_size = 16;
+        let err = prepare_workdir(&other).unwrap_err().to_string();
+        assert!(err.contains("batch_size: 8 → 16") && err.contains("world_size: 1 → 2"), "{err}");
+        assert!(dir.path().join("rank0_results_epoch0.json").exists(), "nothing deleted");
+        other.overwrite = true;
+        prepare_workdir(&other).unwrap();
+        assert!(!dir.path().join("rank0_results_epoch0.json").exists());
+    }
+
+    #[test]
+    fn same_configuration_replaces_stale_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config_in(dir.path());
+        fake_run(&c);
+        prepare_workdir(&c).unwrap();
+        assert!(!dir.path().join("rank0_results_epoch0.json").exists());
+    }
+
+    #[test]
+    fn results_without_run_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rank1_results_epoch3.json"), "{}").unwrap();
+        let err = prepare_workdir(&config_in(dir.path())).unwrap_err();
+        assert!(matches!(err, WorkdirError::Unknown { .. }), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(&dir.path().join("a.json"), b"{}").unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+}

@@ -1,0 +1,334 @@
+//! GPT-2 (Radford et al. 2019; layout after nanoGPT): pre-LayerNorm blocks, fused causal
+//! self-attention, GELU(tanh) MLP, learned positions, LM head tied to `wte`. Parameter names follow
+//! GPT-2 checkpoints (`wte`, `wpe`, `h.N.attn.c_attn`, `ln_f`).
+
+use crate::config::ModelDims;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GptConfig {
+    pub dims: ModelDims,
+    pub vocab_size: i64,
+    pub dropout: f64,
+}
+
+/// GPT-2 init: N(0, 0.02) weights, zero biases.
+const INIT_STD: f64 = 0.02;
+
+fn linear(p: nn::Path, input: i64, output: i64, stdev: f64) -> nn::Linear {
+    let cfg = nn::LinearConfig {
+        ws_init: nn::Init::Randn { mean: 0.0, stdev },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias: true,
+    };
+    nn::linear(p, input, output, cfg)
+}
+
+fn layer_norm(p: nn::Path, n_embd: i64) -> nn::LayerNorm {
+    nn::layer_norm(p, vec![n_embd], nn::LayerNormConfig { eps: 1e-5, ..Default::default() })
+}
+
+/// Per-layer keys and values of the positions decoded so far: each (B, nh, T, hs).
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        KvCache { layers: (0..n_layer).map(|_| None).collect() }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.size()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How attention is masked: causal (training, full sequences) or an explicit boolean mask
+/// (B, 1, Tq, Tk), true = may attend (batched decoding with left padding).
+#[derive(Clone, Copy)]
+pub enum Mask<'a> {
+    Causal,
+    Explicit(&'a Tensor),
+}
+
+#[derive(Debug)]
+struct CausalSelfAttention {
+    c_attn: nn::Linear,
+    c_proj: nn::Linear,
+    n_head: i64,
+    dropout: f64,
+}
+
+impl CausalSelfAttention {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let c = cfg.dims.n_embd;
+        // GPT-2: residual projections scaled by 1/√(2·n_layer).
+        let proj_std = INIT_STD / (2.0 * cfg.dims.n_layer as f64).sqrt();
+        CausalSelfAttention {
+            c_attn: linear(&p / "c_attn", c, 3 * c, INIT_STD),
+            c_proj: linear(&p / "c_proj", c, c, proj_std),
+            n_head: cfg.dims.n_head,
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Mask,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+    ) -> Tensor {
+        let (b, t, c) = x.size3().expect("(B, T, C) input");
+        let hs = c / self.n_head;
+        let qkv = x.apply(&self.c_attn).split(c, 2); // 3 × (B, T, C)
+        let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2); // (B, nh, T, hs)
+        let (q, mut k, mut v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        if let Some(slot) = cache {
+            if let Some((k0, v0)) = slot.as_ref() {
+                k = Tensor::cat(&[k0, &k], 2);
+                v = Tensor::cat(&[v0, &v], 2);
+            }
+            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        let p = if train { self.dropout } else { 0.0 };
+        let y = match mask {
+            Mask::Causal => Tensor::scaled_dot_product_attention(
+                &q, &k, &v, None::<Tensor>, p, true, None, false,
+            ),
+            Mask::Explicit(m) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), p, false, None, false)
+            }
+        }; // (B, nh, T, hs)
+        let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
+        y.apply(&self.c_proj).dropout(p, train)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    c_fc: nn::Linear,
+    c_proj: nn::Linear,
+    dropout: f64,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let c = cfg.dims.n_embd;
+        let proj_std = INIT_STD / (2.0 * cfg.dims.n_layer as f64).sqrt();
+        Mlp {
+            c_fc: linear(&p / "c_fc", c, 4 * c, INIT_STD),
+            c_proj: linear(&p / "c_proj", 4 * c, c, proj_std),
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let p = if train { self.dropout } else { 0.0 };
+        x.apply(&self.c_fc).gelu("tanh").apply(&self.c_proj).dropout(p, train)
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    ln_1: nn::LayerNorm,
+    attn: CausalSelfAttention,
+    ln_2: nn::LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        Block {
+            ln_1: layer_norm(&p / "ln_1", cfg.dims.n_embd),
+            attn: CausalSelfAttention::new(&p / "attn", cfg),
+            ln_2: layer_norm(&p / "ln_2", cfg.dims.n_embd),
+            mlp: Mlp::new(&p / "mlp", cfg),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Mask,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+    ) -> Tensor {
+        let x = x + self.attn.forward(&x.apply(&self.ln_1), mask, cache, train);
+        &x + self.mlp.forward(&x.apply(&self.ln_2), train)
+    }
+}
+
+/// The whole model. `hidden*` return the final-LayerNorm states; `logits` applies the tied head.
+#[derive(Debug)]
+pub struct Gpt {
+    wte: nn::Embedding,
+    wpe: nn::Embedding,
+    h: Vec<Block>,
+    ln_f: nn::LayerNorm,
+    pub config: GptConfig,
+}
+
+impl Gpt {
+    /// Builds the model under `p` with GPT-2 initialisation from torch's global RNG.
+    pub fn new(p: &nn::Path, config: GptConfig) -> Self {
+        let d = config.dims;
+        assert!(d.n_embd % d.n_head == 0, "n_embd must be divisible by n_head");
+        let emb = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn { mean: 0.0, stdev: INIT_STD },
+            ..Default::default()
+        };
+        Gpt {
+            wte: nn::embedding(p / "wte", config.vocab_size, d.n_embd, emb),
+            wpe: nn::embedding(p / "wpe", d.n_positions, d.n_embd, emb),
+            h: (0..d.n_layer).map(|i| Block::new(p / "h" / i, &config)).collect(),
+            ln_f: layer_norm(p / "ln_f", d.n_embd),
+            config,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.wte.ws.device()
+    }
+
+    /// Hidden states (B, T, C) of full sequences `idx` (B, T) at positions 0..T, causal attention.
+    pub fn hidden(&self, idx: &Tensor, train: bool) -> Tensor {
+        let t = idx.size()[1];
+        let pos = Tensor::arange(t, (Kind::Int64, self.device())).unsqueeze(0); // (1, T)
+        self.run(idx, &pos, Mask::Causal, None, train)
+    }
+
+    /// Hidden states of `idx` (B, t) at explicit `positions` (B, t) with an explicit attention mask
+    /// over the cached plus new keys; appends the new keys and values to `cache`. No dropout.
+    pub fn hidden_cached(
+        &self,
+        idx: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        self.run(idx, positions, Mask::Explicit(mask), Some(cache), false)
+    }
+
+    fn run(
+        &self,
+        idx: &Tensor,
+        positions: &Tensor,
+        mask: Mask,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
+        let p = if train { self.config.dropout } else { 0.0 };
+        let tok = idx.apply(&self.wte); // (B, T, C)
+        let pos = positions.apply(&self.wpe); // (B or 1, T, C)
+        let mut x = (tok + pos).dropout(p, train);
+        for (i, block) in self.h.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(&x, mask, slot, train);
+        }
+        x.apply(&self.ln_f)
+    }
+
+    /// Tied LM head: logits (…, V) of hidden states (…, C).
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.wte.ws.tr())
+    }
+
+    /// Summed cross-entropy at the given flat positions of `hidden` (B, T, C). Only those rows go
+    /// through the LM head: the loss is the same as over all positions with 0/1 weights.
+    pub fn target_loss_sum(&self, hidden: &Tensor, index: &Tensor, labels: &Tensor) -> Tensor {
+        let c = self.config.dims.n_embd;
+        let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
+        self.logits(&rows).cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0)
+    }
+}
+
+/// Number of elements over all trainable variables.
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+/// Logits of full sequences, so a `Gpt` can be used where tch expects a module.
+impl Module for Gpt {
+    fn forward(&self, idx: &Tensor) -> Tensor {
+        self.logits(&self.hidden(idx, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    fn model(vocab: i64) -> (nn::VarStore, Gpt) {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = GptConfig { dims: Preset::Tiny.dims(), vocab_size: vocab, dropout: 0.1 };
+        let m = Gpt::new(&vs.root(), cfg);
+        (vs, m)
+    }
+
+    #[test]
+    fn shapes_names_and_parameter_count() {
+        let (vs, m) = model(100);
+        let idx = Tensor::randint(100, [3, 17], (Kind::Int64, Device::Cpu));
+        assert_eq!(m.hidden(&idx, true).size(), vec![3, 17, 128]);
+        assert_eq!(m.forward(&idx).size(), vec![3, 17, 100]);
+        let names = vs.variables();
+        for n in ["wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.1.mlp.c_proj.bias", "ln_f.weight"] {
+            assert!(names.contains_key(n), "missing {n}");
+        }
+        // wte + wpe + 2 × (2 LN + c_attn + c_proj + c_fc + c_proj) + ln_f; the head is tied.
+        let c = 128;
+        let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
+        assert_eq!(parameter_count(&vs), 100 * c + 128 * c + 2 * block + 2 * c);
+    }
+
+    #[test]
+    fn attention_is_causal() {
+        let (_vs, m) = model(50);
+        let a = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).view([1, 6]);
+        let b = Tensor::from_slice(&[1i64, 2, 3, 9, 9, 9]).view([1, 6]);
+        let (ha, hb) = (m.hidden(&a, false), m.hidden(&b, false));
+        let same = ha.narrow(1, 0, 3).allclose(&hb.narrow(1, 0, 3), 1e-6, 1e-6, false);
+        assert!(same, "changing future tokens changed past states");
+        assert!(!ha.narrow(1, 3, 1).allclose(&hb.narrow(1, 3, 1), 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn init_follows_gpt2() {
+        let (vs, _m) = model(1000);
+        let v = vs.variables();
+        let std = |n: &str| v[n].std(true).double_value(&[]);
+        assert!((std("h.0.attn.c_attn.weight") - 0.02).abs() < 0.002);
+        assert!((std("h.0.mlp.c_proj.weight") - 0.01).abs() < 0.001, "0.02/√(2·2)");
+        assert_eq!(v["h.0.attn.c_attn.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert_eq!(v["ln_f.weight"].mean(Kind::Float).double_value(&[]), 1.0);
+    }
+
+    #[test]
+    fn target_loss_equals_weighted_full_loss() {
+        let (_vs, m) = model(40);
+        let idx = Tensor::randint(40, [2, 5], (Kind::Int64, Device::Cpu));
+        let labels = Tensor::randint(40, [2, 5], (Kind::Int64, Device::Cpu));
+        let h = m.hidden(&idx, false);
+        let index = Tensor::from_slice(&[1i64, 2, 7]);
+        let sel = m.target_loss_sum(&h, &index, &labels.view([-1]).index_select(0, &index));
+        let full = m.logits(&h).view([-1, 40]).cross_entropy_loss::<Tensor>(
+            &labels.view([-1]),
+            None,
+            tch::Reduction::None,
+            -100,
+            0.0,
+        );
+        let expect = full.index_select(0, &index).sum(Kind::Float);
+        assert!(sel.allclose(&expect, 1e-5, 1e-5, false));
+    }
+}

@@ -1,0 +1,8 @@
+//! GPT-2 as WORKLOAD.md specifies it, in `tch`: the model and the greedy decoder that runs it with
+//! a key/value cache. Distribution, losses over batches and optimisers live elsewhere.
+
+pub mod decode;
+pub mod gpt;
+
+pub use decode::greedy_decode;
+pub use gpt::{Gpt, GptConfig, KvCache};

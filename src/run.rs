@@ -1,0 +1,197 @@
+//! One training run, from a validated configuration to a filled run directory: data and
+//! tokenizer, model, the epoch loop with evaluation, and the files each rank writes. Every rank
+//! runs this with the same configuration; rank 0 alone writes the shared files.
+
+use crate::config::{Config, DeviceKind};
+use crate::data::{self, Example, Tokenizer};
+use crate::dist::Communicator;
+use crate::eval::{self, bleu};
+use crate::metrics::{self, EpochRecord, RunInfo};
+use crate::progress::Progress;
+use crate::train::Trainer;
+use crate::UsageError;
+use anyhow::Context;
+use std::time::Instant;
+use tch::Device;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Runs `f` on rank 0 and shares its outcome: an error there becomes an error on every rank, so
+/// no rank waits in a collective for a rank that gave up.
+fn on_root<T>(
+    comm: &dyn Communicator,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    let result = if comm.rank() == 0 { Some(f()) } else { None };
+    let failed = matches!(result, Some(Err(_)));
+    let mut flag = [if failed { 1.0 } else { 0.0 }];
+    comm.all_reduce_sum_f64(&mut flag);
+    match result {
+        Some(r) => r.map(Some),
+        None if flag[0] > 0.0 => Err(UsageError::quiet("rank 0 failed during set-up")),
+        None => Ok(None),
+    }
+}
+
+fn device_of(config: &Config) -> anyhow::Result<Device> {
+    match config.device {
+        DeviceKind::Cpu => Ok(Device::Cpu),
+        DeviceKind::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceKind::Cuda => Err(UsageError::new(
+            "--device cuda but libtorch sees no CUDA device: use --device cpu or run on a GPU machine",
+        )),
+    }
+}
+
+/// Trains and evaluates as configured, writing metrics into `config.workdir`.
+pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
+    let rank = comm.rank();
+    let device = device_of(config)?;
+    let dir = &config.workdir;
+    on_root(comm, || Ok(metrics::prepare_workdir(config).map_err(UsageError::from_err)?))?;
+
+    let progress = Progress::new(rank == 0);
+    progress.note(&format!(
+        "dp-bench: {} ranks, global batch {}, preset {}, dataset {}, {} epochs → {}",
+        config.world_size,
+        config.batch_size,
+        config.preset,
+        config.dataset,
+        config.n_epochs,
+        dir.display()
+    ));
+    let corpus = data::load_corpus(config).map_err(UsageError::from_err)?;
+    if config.batch_size > corpus.train.len() {
+        return Err(UsageError::new(format!(
+            "--batch-size {} is larger than the {} training examples: lower it or add examples",
+            config.batch_size,
+            corpus.train.len()
+        )));
+    }
+    // Rank 0 trains (or reuses) the tokenizer; the others load what it saved.
+    on_root(comm, || {
+        let (_, trained) = Tokenizer::load_or_train(dir, &corpus.train, config.preset.vocab_cap())?;
+        if trained {
+            progress.note("trained the tokenizer");
+        }
+        Ok(())
+    })?;
+    let tok = Tokenizer::load(&Tokenizer::path_in(dir))?;
+    let encode = |pairs: &[data::Pair]| -> Vec<Example> {
+        pairs.iter().map(|p| Example::encode(&tok, p, config.model_max_length)).collect()
+    };
+    let (train, val) = (encode(&corpus.train), encode(&corpus.val));
+
+    let mut trainer = Trainer::new(config, tok.vocab_size(), &train, tok.pad, comm, device)?;
+    let hosts: Vec<String> = comm
+        .all_gather_bytes(gethostname::gethostname().to_string_lossy().as_bytes())
+        .into_iter()
+        .map(|h| String::from_utf8_lossy(&h).into_owned())
+        .collect();
+    on_root(comm, || {
+        let info = RunInfo {
+            schema: metrics::RUN_SCHEMA,
+            config: config.clone(),
+            dims: config.dims(),
+            vocab_size: tok.vocab_size(),
+            parameters: crate::model::gpt::parameter_count(&trainer.vs),
+            libtorch_version: crate::LIBTORCH_VERSION.to_string(),
+            mpi_library: comm.library_version(),
+            hosts,
+            threads_per_rank: config.threads,
+            device: match device {
+                Device::Cuda(i) => format!("cuda:{i}"),
+                _ => "cpu".to_string(),
+            },
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            start_time: chrono::Utc::now().to_rfc3339(),
+        };
+        metrics::write_json(&dir.join(metrics::RUN_FILE), &info)
+    })?;
+
+    let steps = trainer.steps_per_epoch(config.max_batches);
+    for epoch in 0..config.n_epochs {
+        let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
+        let stats = trainer.train_epoch(config.max_batches, || bar.inc(1));
+        bar.finish_and_clear();
+
+        let (mut validation_loss, mut bleu_score, mut eval_time) = (None, None, None);
+        if !config.benchmark_only {
+            let start = Instant::now();
+            let n = (val.len() + corpus.test.len()) as u64;
+            let bar = progress.bar(n, &format!("epoch {epoch} eval"));
+            let loss = eval::validation_loss(
+                &trainer.model,
+                &val,
+                tok.pad,
+                config.model_max_length,
+                comm,
+                |k| bar.inc(k as u64),
+            );
+            let translations = eval::translate_all(
+                &trainer.model,
+                &tok,
+                &corpus.test,
+                config.model_max_length,
+                comm,
+                |k| bar.inc(k as u64),
+            );
+            bar.finish_and_clear();
+            let hyps: Vec<String> = translations.iter().map(|t| t.hypothesis.clone()).collect();
+            let refs: Vec<String> = translations.iter().map(|t| t.reference.clone()).collect();
+            bleu_score = Some(bleu::corpus_bleu(&hyps, &refs).score);
+            validation_loss = Some(loss);
+            eval_time = Some(start.elapsed().as_secs_f64());
+            if rank == 0 {
+                let path = dir.join(format!("rank{rank}_gen_epoch{epoch}.json"));
+                metrics::write_json(&path, &translations)?;
+            }
+        }
+
+        let record = EpochRecord {
+            epoch,
+            rank,
+            world_size: config.world_size,
+            global_batch_size: config.batch_size,
+            local_batch_size: config.local_batch_size(),
+            steps: stats.steps,
+            training_time: stats.training_time,
+            tokens: stats.tokens,
+            tokens_per_sec: stats.tokens as f64 / stats.training_time,
+            target_tokens: stats.target_tokens,
+            target_tokens_per_sec: stats.target_tokens as f64 / stats.training_time,
+            train_loss: stats.train_loss,
+            compute_time: stats.compute_time,
+            allreduce_time: stats.allreduce_time,
+            validation_loss,
+            bleu: bleu_score,
+            eval_time,
+            param_checksum: stats.param_checksum,
+        };
+        metrics::write_json(&dir.join(EpochRecord::file_name(rank, epoch)), &record)?;
+        progress.note(&epoch_line(&record, config.n_epochs));
+    }
+    on_root(comm, || {
+        trainer
+            .vs
+            .save(dir.join(MODEL_FILE))
+            .with_context(|| format!("saving the final weights to {}", dir.display()))
+    })?;
+    Ok(())
+}
+
+/// The line rank 0 prints after each epoch (its own time; throughput is its own share).
+fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
+    let mut line = format!(
+        "epoch {}/{}: {:.2} s, {:.0} tok/s on rank 0, train loss {:.4}",
+        r.epoch + 1,
+        epochs,
+        r.training_time,
+        r.tokens_per_sec,
+        r.train_loss
+    );
+    if let (Some(v), Some(b)) = (r.validation_loss, r.bleu) {
+        line += &format!(", val loss {v:.4}, BLEU {b:.2}");
+    }
+    line
+}

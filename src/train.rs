@@ -1,0 +1,161 @@
+//! The training step and the epoch loop, with honest timing. One step, spelled out:
+//! `zero grads; forward; loss; backward; all-reduce gradients; optimiser step`. The loss of each
+//! rank is divided by the target tokens of the GLOBAL batch (WORKLOAD.md), so summing the ranks'
+//! gradients gives exactly the gradient one rank would compute on the whole global batch.
+
+use crate::config::Config;
+use crate::data::{collate, Example, Schedule};
+use crate::dist::{param_checksum, Communicator, FlatGrads};
+use crate::model::Gpt;
+use std::time::Instant;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+/// WORKLOAD.md: AdamW, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, no schedule.
+fn adamw() -> nn::AdamW {
+    nn::AdamW { beta1: 0.9, beta2: 0.999, wd: 0.01, eps: 1e-8, amsgrad: false }
+}
+
+/// Waits for queued device work, so the clock measures work done, not work launched.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// What one rank measured in one epoch's training loop.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EpochStats {
+    pub steps: usize,
+    pub training_time: f64,
+    pub compute_time: f64,
+    pub allreduce_time: f64,
+    pub tokens: u64,
+    pub target_tokens: u64,
+    /// Mean training loss over the epoch, over all ranks.
+    pub train_loss: f64,
+    pub param_checksum: f64,
+}
+
+/// A model, its optimiser and its flat gradient buffer, with the training examples and the
+/// step schedule of this rank.
+pub struct Trainer<'a> {
+    pub vs: nn::VarStore,
+    pub model: Gpt,
+    opt: nn::Optimizer,
+    grads: FlatGrads,
+    vars: Vec<Tensor>,
+    comm: &'a dyn Communicator,
+    examples: &'a [Example],
+    schedule: Schedule,
+    pad: i64,
+    seq_len: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// Builds the model from the seed, makes every rank start from rank 0's parameters, and
+    /// points the gradients into the flat buffer.
+    pub fn new(
+        config: &Config,
+        vocab_size: usize,
+        examples: &'a [Example],
+        pad: i64,
+        comm: &'a dyn Communicator,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        tch::manual_seed(config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let gpt_config = crate::model::GptConfig {
+            dims: config.dims(),
+            vocab_size: vocab_size as i64,
+            dropout: config.dropout,
+        };
+        let model = Gpt::new(&vs.root(), gpt_config);
+        let vars = vs.trainable_variables();
+        crate::dist::broadcast_parameters(comm, &vars);
+        // Dropout masks differ between ranks, as they would between the examples of one batch.
+        tch::manual_seed(config.seed as i64 + 1 + comm.rank() as i64);
+        let opt = adamw().build(&vs, config.learning_rate)?;
+        let grads = FlatGrads::new(&vars);
+        let schedule = Schedule::new(
+            examples.len(),
+            config.seed,
+            config.partition,
+            config.world_size,
+            config.batch_size,
+        );
+        Ok(Trainer {
+            vs,
+            model,
+            opt,
+            grads,
+            vars,
+            comm,
+            examples,
+            schedule,
+            pad,
+            seq_len: config.model_max_length,
+        })
+    }
+
+    pub fn steps_per_epoch(&self, max_batches: Option<usize>) -> usize {
+        max_batches.map_or(self.schedule.len(), |m| m.min(self.schedule.len()))
+    }
+
+    pub fn parameters(&self) -> &[Tensor] {
+        &self.vars
+    }
+
+    /// Trains one epoch. `training_time` runs from the first batch fetched to the last optimiser
+    /// step done, between barriers, with the device synchronised before each clock reading.
+    pub fn train_epoch(&mut self, max_batches: Option<usize>, mut on_step: impl FnMut()) -> EpochStats {
+        let device = self.model.device();
+        let rank = self.comm.rank();
+        let steps = self.steps_per_epoch(max_batches);
+        let mut stats = EpochStats { steps, ..Default::default() };
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut global_targets_total = 0usize;
+
+        self.comm.barrier();
+        let start = Instant::now();
+        for k in 0..steps {
+            let step = &self.schedule.steps[k];
+            // Every rank knows the whole global batch, so the normaliser needs no communication.
+            let global_targets: usize =
+                step.iter().flatten().map(|&i| self.examples[i].target_tokens()).sum();
+            let local: Vec<&Example> = step[rank].iter().map(|&i| &self.examples[i]).collect();
+            let batch = collate(&local, self.pad, self.seq_len, device);
+
+            let t0 = Instant::now();
+            self.grads.zero();
+            if batch.target_tokens > 0 {
+                let hidden = self.model.hidden(&batch.inputs, true);
+                let loss = self.model.target_loss_sum(&hidden, &batch.target_index, &batch.target_labels);
+                (&loss / global_targets as f64).backward();
+                loss_sum += loss.detach().to_kind(Kind::Double);
+            }
+            synchronize(device);
+            let t1 = Instant::now();
+            self.grads.all_reduce(self.comm);
+            let t2 = Instant::now();
+            self.opt.step();
+            synchronize(device);
+            let t3 = Instant::now();
+
+            stats.compute_time += (t1 - t0).as_secs_f64() + (t3 - t2).as_secs_f64();
+            stats.allreduce_time += (t2 - t1).as_secs_f64();
+            stats.tokens += batch.tokens as u64;
+            stats.target_tokens += batch.target_tokens as u64;
+            global_targets_total += global_targets;
+            on_step();
+        }
+        synchronize(device);
+        stats.training_time = start.elapsed().as_secs_f64();
+        self.comm.barrier();
+
+        let mut total_loss = [loss_sum.double_value(&[])];
+        self.comm.all_reduce_sum_f64(&mut total_loss);
+        stats.train_loss = total_loss[0] / global_targets_total as f64;
+        stats.param_checksum = param_checksum(&self.vars);
+        stats
+    }
+}
