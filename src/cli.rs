@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// rank. Each rank writes `rank{r}_results_epoch{e}.json` into the workdir after every epoch, and
 /// rank 0 writes `run.json`.
 #[derive(Debug, Parser)]
-#[command(name = "dp-bench", version, about, long_about)]
+#[command(name = "dp-bench", version, about, long_about, args_override_self = true)]
 pub struct TrainArgs {
     /// Number of ranks; must equal the MPI world size [default: the MPI world size]
     #[arg(long, alias = "world_size")]

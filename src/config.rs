@@ -167,7 +167,7 @@ impl Config {
         if self.batch_size == 0 {
             return Err(ConfigError::ZeroBatch);
         }
-        if self.batch_size % self.world_size != 0 {
+        if !self.batch_size.is_multiple_of(self.world_size) {
             return Err(ConfigError::BatchNotDivisible {
                 batch: self.batch_size,
                 world: self.world_size,

@@ -3,10 +3,10 @@
 //! step, and the start-up broadcast of rank 0's parameters.
 
 use mpi::collective::SystemOperation;
-use mpi::datatype::PartitionMut;
-use mpi::topology::SimpleCommunicator;
 use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::datatype::PartitionMut;
 use mpi::topology::Communicator as _;
+use mpi::topology::SimpleCommunicator;
 use tch::{Device, Kind, Tensor};
 
 /// The collectives the trainer needs. Every rank calls each one in the same order.
@@ -78,7 +78,8 @@ impl Communicator for Mpi {
         let n = self.size();
         let mut counts = vec![0i32; n];
         self.world.all_gather_into(&(mine.len() as i32), &mut counts[..]);
-        let displs: Vec<i32> = counts.iter().scan(0, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect();
+        let displs: Vec<i32> =
+            counts.iter().scan(0, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect();
         let mut buf = vec![0u8; counts.iter().sum::<i32>() as usize];
         let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
         self.world.all_gather_varcount_into(mine, &mut part);
@@ -90,7 +91,9 @@ impl Communicator for Mpi {
     }
     fn library_version(&self) -> String {
         mpi::environment::library_version()
-            .map(|v| v.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(|v| {
+                v.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
+            })
             .unwrap_or_else(|_| "unknown".into())
     }
 }
@@ -100,7 +103,7 @@ impl Communicator for Mpi {
 /// # Safety
 /// `t` must be a contiguous CPU float tensor that outlives the slice and that nothing else reads
 /// or writes while the slice is alive.
-unsafe fn as_mut_slice(t: &Tensor) -> &mut [f32] {
+unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
     debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
@@ -163,7 +166,9 @@ impl FlatGrads {
             self.send.copy_(&self.flat);
         }
         // SAFETY: both are contiguous CPU f32 buffers owned by `self`, used by this call alone.
-        unsafe { comm.all_reduce_sum_f32(as_mut_slice(&self.send), as_mut_slice(&self.recv)) };
+        unsafe {
+            comm.all_reduce_sum_f32(as_mut_slice(&mut self.send), as_mut_slice(&mut self.recv))
+        };
         self.flat.copy_(&self.recv);
     }
 }
@@ -174,11 +179,11 @@ pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
         return;
     }
     let _guard = tch::no_grad_guard();
-    let flat = Tensor::cat(&vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0)
+    let mut flat = Tensor::cat(&vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0)
         .to(Device::Cpu)
         .contiguous();
     // SAFETY: `flat` is a fresh contiguous CPU f32 tensor used by this call alone.
-    comm.broadcast_f32(unsafe { as_mut_slice(&flat) }, 0);
+    comm.broadcast_f32(unsafe { as_mut_slice(&mut flat) }, 0);
     let mut offset = 0;
     for v in vars {
         let n = v.numel() as i64;
@@ -209,7 +214,8 @@ mod tests {
             flat.zero();
             let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
             tch::nn::Module::forward(&lin, &x).sum(Kind::Float).backward();
-            let expect = Tensor::cat(&vars.iter().map(|v| v.grad().flatten(0, -1)).collect::<Vec<_>>(), 0);
+            let expect =
+                Tensor::cat(&vars.iter().map(|v| v.grad().flatten(0, -1)).collect::<Vec<_>>(), 0);
             assert!(expect.abs().sum(Kind::Float).double_value(&[]) > 0.0);
             assert!(flat.buffer().equal(&expect), "grads are not views of the buffer");
         }

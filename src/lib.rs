@@ -27,15 +27,15 @@ pub struct UsageError {
 }
 
 impl UsageError {
-    pub fn new(message: impl Into<String>) -> anyhow::Error {
+    pub fn error(message: impl Into<String>) -> anyhow::Error {
         UsageError { message: message.into(), quiet: false }.into()
     }
 
-    pub fn quiet(message: impl Into<String>) -> anyhow::Error {
+    pub fn quiet_error(message: impl Into<String>) -> anyhow::Error {
         UsageError { message: message.into(), quiet: true }.into()
     }
 
     pub fn from_err(e: impl std::fmt::Display) -> anyhow::Error {
-        Self::new(e.to_string())
+        Self::error(e.to_string())
     }
 }

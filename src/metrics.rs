@@ -163,8 +163,9 @@ pub fn read_records(dir: &Path) -> anyhow::Result<Vec<EpochRecord>> {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json") {
             let bytes = std::fs::read(&path)?;
-            let rec: EpochRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: not a dp-bench epoch record: {e}", path.display()))?;
+            let rec: EpochRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("{}: not a dp-bench epoch record: {e}", path.display())
+            })?;
             records.push(rec);
         }
     }
@@ -227,7 +228,8 @@ mod tests {
     fn atomic_write_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
         write_atomic(&dir.path().join("a.json"), b"{}").unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
     }
 }

@@ -18,9 +18,11 @@ impl Progress {
         if !self.visible {
             return ProgressBar::hidden();
         }
-        let style = ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{msg:>18} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
         ProgressBar::new(len).with_style(style).with_message(message.to_string())
     }
 

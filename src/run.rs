@@ -28,7 +28,7 @@ fn on_root<T>(
     comm.all_reduce_sum_f64(&mut flag);
     match result {
         Some(r) => r.map(Some),
-        None if flag[0] > 0.0 => Err(UsageError::quiet("rank 0 failed during set-up")),
+        None if flag[0] > 0.0 => Err(UsageError::quiet_error("rank 0 failed during set-up")),
         None => Ok(None),
     }
 }
@@ -37,7 +37,7 @@ fn device_of(config: &Config) -> anyhow::Result<Device> {
     match config.device {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceKind::Cuda => Err(UsageError::new(
+        DeviceKind::Cuda => Err(UsageError::error(
             "--device cuda but libtorch sees no CUDA device: use --device cpu or run on a GPU machine",
         )),
     }
@@ -48,7 +48,7 @@ pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
     let rank = comm.rank();
     let device = device_of(config)?;
     let dir = &config.workdir;
-    on_root(comm, || Ok(metrics::prepare_workdir(config).map_err(UsageError::from_err)?))?;
+    on_root(comm, || metrics::prepare_workdir(config).map_err(UsageError::from_err))?;
 
     let progress = Progress::new(rank == 0);
     progress.note(&format!(
@@ -62,7 +62,7 @@ pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
     ));
     let corpus = data::load_corpus(config).map_err(UsageError::from_err)?;
     if config.batch_size > corpus.train.len() {
-        return Err(UsageError::new(format!(
+        return Err(UsageError::error(format!(
             "--batch-size {} is larger than the {} training examples: lower it or add examples",
             config.batch_size,
             corpus.train.len()

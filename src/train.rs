@@ -107,7 +107,11 @@ impl<'a> Trainer<'a> {
 
     /// Trains one epoch. `training_time` runs from the first batch fetched to the last optimiser
     /// step done, between barriers, with the device synchronised before each clock reading.
-    pub fn train_epoch(&mut self, max_batches: Option<usize>, mut on_step: impl FnMut()) -> EpochStats {
+    pub fn train_epoch(
+        &mut self,
+        max_batches: Option<usize>,
+        mut on_step: impl FnMut(),
+    ) -> EpochStats {
         let device = self.model.device();
         let rank = self.comm.rank();
         let steps = self.steps_per_epoch(max_batches);
@@ -129,7 +133,8 @@ impl<'a> Trainer<'a> {
             self.grads.zero();
             if batch.target_tokens > 0 {
                 let hidden = self.model.hidden(&batch.inputs, true);
-                let loss = self.model.target_loss_sum(&hidden, &batch.target_index, &batch.target_labels);
+                let loss =
+                    self.model.target_loss_sum(&hidden, &batch.target_index, &batch.target_labels);
                 (&loss / global_targets as f64).backward();
                 loss_sum += loss.detach().to_kind(Kind::Double);
             }

@@ -123,12 +123,7 @@ fn read_parallel(de: &Path, en: &Path, limit: usize) -> Result<Vec<Pair>, Corpus
     if de_lines.is_empty() {
         return Err(CorpusError::Empty { path: de.to_path_buf() });
     }
-    Ok(de_lines
-        .into_iter()
-        .zip(en_lines)
-        .take(limit)
-        .map(|(de, en)| Pair { de, en })
-        .collect())
+    Ok(de_lines.into_iter().zip(en_lines).take(limit).map(|(de, en)| Pair { de, en }).collect())
 }
 
 fn open(path: &Path) -> Result<Box<dyn BufRead>, CorpusError> {
@@ -254,7 +249,10 @@ mod tests {
         write(&dir.path().join("test.de"), "die Frau");
         write(&dir.path().join("test.en"), "the woman");
         let c = load_path(dir.path(), SIZES).unwrap();
-        assert_eq!(c.train, vec![Pair::new("ein Hund", "a dog"), Pair::new("zwei Katzen", "two cats")]);
+        assert_eq!(
+            c.train,
+            vec![Pair::new("ein Hund", "a dog"), Pair::new("zwei Katzen", "two cats")]
+        );
         assert_eq!(c.val, vec![Pair::new("der Mann", "the man")]);
         assert_eq!(c.test, vec![Pair::new("die Frau", "the woman")]);
     }

@@ -24,8 +24,14 @@ pub struct Schedule {
 impl Schedule {
     /// Builds the schedule for `n` examples, `world` ranks and a global batch of `global_batch`
     /// (a multiple of `world`). The last partial batch is kept.
-    pub fn new(n: usize, seed: u64, partition: Partition, world: usize, global_batch: usize) -> Self {
-        assert!(world > 0 && global_batch % world == 0, "validated by Config");
+    pub fn new(
+        n: usize,
+        seed: u64,
+        partition: Partition,
+        world: usize,
+        global_batch: usize,
+    ) -> Self {
+        assert!(world > 0 && global_batch.is_multiple_of(world), "validated by Config");
         let order = shuffled_order(n, seed);
         let local = global_batch / world;
         let steps = match partition {
@@ -39,9 +45,8 @@ impl Schedule {
                 .collect(),
             Partition::Contiguous => {
                 // N consecutive slices whose sizes differ by at most one, so nothing is dropped.
-                let slices: Vec<&[usize]> = (0..world)
-                    .map(|r| &order[r * n / world..(r + 1) * n / world])
-                    .collect();
+                let slices: Vec<&[usize]> =
+                    (0..world).map(|r| &order[r * n / world..(r + 1) * n / world]).collect();
                 let n_steps = slices.iter().map(|s| s.len().div_ceil(local)).max().unwrap_or(0);
                 (0..n_steps)
                     .map(|k| {

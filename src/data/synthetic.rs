@@ -195,9 +195,7 @@ fn fields(table: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
 }
 
 fn verbs(table: &'static str) -> Vec<Verb> {
-    fields(table)
-        .map(|f| Verb { de_sg: f[0], de_pl: f[1], en_sg: f[2], en_base: f[3] })
-        .collect()
+    fields(table).map(|f| Verb { de_sg: f[0], de_pl: f[1], en_sg: f[2], en_base: f[3] }).collect()
 }
 
 impl Lexicon {
@@ -439,8 +437,11 @@ impl Generator {
         } else if style < 5 {
             // Der Hund will die Katze sehen. / The dog wants to see the cat.
             let modal = self.lex.modals[self.rng.random_range(0..self.lex.modals.len())];
-            let (de_modal, en_modal) =
-                if subject.plural { (modal.de_pl, modal.en_base) } else { (modal.de_sg, modal.en_sg) };
+            let (de_modal, en_modal) = if subject.plural {
+                (modal.de_pl, modal.en_base)
+            } else {
+                (modal.de_sg, modal.en_sg)
+            };
             out.extend(&subject.words);
             out.de.push(de_modal.to_string());
             out.de.extend(object.de.iter().cloned());
@@ -590,7 +591,8 @@ mod tests {
     #[test]
     fn large_disjoint_and_prefix_stable() {
         let big = generate(1234, SIZES);
-        let de: HashSet<_> = big.train.iter().chain(&big.val).chain(&big.test).map(|p| &p.de).collect();
+        let de: HashSet<_> =
+            big.train.iter().chain(&big.val).chain(&big.test).map(|p| &p.de).collect();
         assert_eq!(de.len(), 21_100, "splits must be disjoint and duplicate-free");
         let small = generate(1234, SplitSizes { train: 500, val: 1000, test: 100 });
         assert_eq!(small.val, big.val);

@@ -102,7 +102,8 @@ impl Tokenizer {
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
         let tmp = path.with_extension("json.tmp");
         self.inner.save(&tmp, false).map_err(lib_err)?;
-        std::fs::rename(&tmp, path).map_err(|source| TokenizerError::Io { path: path.into(), source })
+        std::fs::rename(&tmp, path)
+            .map_err(|source| TokenizerError::Io { path: path.into(), source })
     }
 
     /// Loads `dir/tokenizer.json` when its fingerprint matches `pairs`, else trains and saves one.
@@ -114,9 +115,8 @@ impl Tokenizer {
     ) -> Result<(Self, bool), TokenizerError> {
         let fingerprint = Fingerprint::of(pairs, vocab_cap);
         let (tok_path, meta_path) = (dir.join(TOKENIZER_FILE), dir.join(FINGERPRINT_FILE));
-        let saved: Option<Fingerprint> = std::fs::read(&meta_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let saved: Option<Fingerprint> =
+            std::fs::read(&meta_path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
         if saved.as_ref() == Some(&fingerprint) && tok_path.is_file() {
             return Ok((Self::load(&tok_path)?, false));
         }
@@ -163,10 +163,12 @@ mod tests {
     #[test]
     fn round_trip_and_specials() {
         let tok = Tokenizer::train(&pairs(), 8000).unwrap();
-        for text in ["Der große Hund sieht die Katze.", "Zwölf Äpfel, naïve café — 42!", "über"] {
+        for text in ["Der große Hund sieht die Katze.", "Zwölf Äpfel, naïve café — 42!", "über"]
+        {
             assert_eq!(tok.decode(&tok.encode(text)), text);
         }
-        let ids = [tok.encode("ein Hund"), vec![tok.eos_de], tok.encode("a dog"), vec![tok.eos_en]].concat();
+        let ids = [tok.encode("ein Hund"), vec![tok.eos_de], tok.encode("a dog"), vec![tok.eos_en]]
+            .concat();
         assert_eq!(tok.decode(&ids), "ein Hund a dog");
         let specials = [tok.eos_de, tok.eos_en, tok.pad];
         assert!(specials.iter().all(|&s| s >= 0 && (s as usize) < tok.vocab_size()));

@@ -70,14 +70,12 @@ impl BleuStats {
         let hyp_tok = tokenize_13a(hyp);
         let hyp_words: Vec<&str> = hyp_tok.split_whitespace().collect();
         let ref_toks: Vec<String> = refs.iter().map(|r| tokenize_13a(r)).collect();
-        let ref_words: Vec<Vec<&str>> = ref_toks.iter().map(|r| r.split_whitespace().collect()).collect();
+        let ref_words: Vec<Vec<&str>> =
+            ref_toks.iter().map(|r| r.split_whitespace().collect()).collect();
         // Closest reference length; ties go to the shorter one.
         let h = hyp_words.len();
-        self.ref_len += ref_words
-            .iter()
-            .map(|r| r.len())
-            .min_by_key(|&l| (l.abs_diff(h), l))
-            .unwrap_or(0);
+        self.ref_len +=
+            ref_words.iter().map(|r| r.len()).min_by_key(|&l| (l.abs_diff(h), l)).unwrap_or(0);
         self.sys_len += h;
         for n in 1..=MAX_ORDER {
             let hyp_counts = ngrams(&hyp_words, n);
@@ -105,19 +103,28 @@ impl BleuStats {
         } else {
             1.0
         };
-        if self.sys_len == 0 {
-            return Bleu { score: 0.0, precisions, brevity_penalty: bp, sys_len: 0, ref_len: self.ref_len };
+        // sacreBLEU stops early when not even one unigram matches (its issue #141).
+        if self.sys_len == 0 || self.correct[0] == 0 {
+            return Bleu {
+                score: 0.0,
+                precisions,
+                brevity_penalty: bp,
+                sys_len: self.sys_len,
+                ref_len: self.ref_len,
+            };
         }
         let mut smooth = 1.0;
-        for n in 0..MAX_ORDER {
-            if self.total[n] == 0 {
+        for (p, (&correct, &total)) in
+            precisions.iter_mut().zip(self.correct.iter().zip(&self.total))
+        {
+            if total == 0 {
                 break;
             }
-            precisions[n] = if self.correct[n] == 0 {
+            *p = if correct == 0 {
                 smooth *= 2.0;
-                100.0 / (smooth * self.total[n] as f64)
+                100.0 / (smooth * total as f64)
             } else {
-                100.0 * self.correct[n] as f64 / self.total[n] as f64
+                100.0 * correct as f64 / total as f64
             };
         }
         let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
@@ -155,9 +162,12 @@ mod tests {
     #[test]
     fn perfect_and_disjoint() {
         let s = "the quick brown fox jumps over the lazy dog".to_string();
-        assert!((corpus_bleu(&[s.clone()], &[s.clone()]).score - 100.0).abs() < 1e-9);
+        assert!(
+            (corpus_bleu(std::slice::from_ref(&s), std::slice::from_ref(&s)).score - 100.0).abs()
+                < 1e-9
+        );
         let zero = corpus_bleu(&["a b c d e".into()], &["v w x y z".into()]);
-        assert!(zero.score < 1e-6);
+        assert_eq!(zero.score, 0.0);
         assert_eq!(corpus_bleu(&[String::new()], &[s]).score, 0.0);
     }
 
@@ -168,6 +178,13 @@ mod tests {
         let b = corpus_bleu(&["the cat sat".into()], &["the cat sat down".into()]);
         assert_eq!(b.precisions[..3], [100.0, 100.0, 100.0]);
         assert!(b.score < 1e-6);
+        // sacreBLEU: 'Hello, world! It costs 3,000.50 dollars.' against
+        // 'Hello world, it costs 3,000.50 dollars!' = 21.93, 77.8/25.0/14.3/8.3.
+        let b = corpus_bleu(
+            &["Hello, world! It costs 3,000.50 dollars.".into()],
+            &["Hello world, it costs 3,000.50 dollars!".into()],
+        );
+        assert!((b.score - 21.93).abs() < 0.005, "{b:?}");
         // Five tokens against six: every precision 100, BP = exp(1 - 6/5).
         let b = corpus_bleu(&["a b c d e".into()], &["a b c d e f".into()]);
         assert!((b.score - 100.0 * (1.0f64 - 6.0 / 5.0).exp()).abs() < 1e-9);

@@ -75,7 +75,8 @@ pub fn translate_all(
     let shard = eval_shard(pairs.len(), comm.size(), comm.rank());
     let mut mine: Vec<(usize, String)> = Vec::with_capacity(shard.len());
     for chunk in shard.chunks(DECODE_BATCH) {
-        let prompts: Vec<Vec<i64>> = chunk.iter().map(|&i| prompt(tok, &pairs[i].de, max_len)).collect();
+        let prompts: Vec<Vec<i64>> =
+            chunk.iter().map(|&i| prompt(tok, &pairs[i].de, max_len)).collect();
         let outputs = greedy_decode(model, &prompts, tok.eos_en, tok.pad, max_len);
         mine.extend(chunk.iter().zip(outputs).map(|(&i, ids)| (i, tok.decode(&ids))));
         on_batch(chunk.len());
@@ -83,7 +84,8 @@ pub fn translate_all(
     let bytes = serde_json::to_vec(&mine).expect("strings serialise");
     let mut hyps = vec![String::new(); pairs.len()];
     for part in comm.all_gather_bytes(&bytes) {
-        let part: Vec<(usize, String)> = serde_json::from_slice(&part).expect("gathered from ranks");
+        let part: Vec<(usize, String)> =
+            serde_json::from_slice(&part).expect("gathered from ranks");
         for (i, h) in part {
             hyps[i] = h;
         }

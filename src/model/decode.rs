@@ -5,9 +5,16 @@
 use super::gpt::{Gpt, KvCache};
 use tch::{Device, Kind, Tensor};
 
-/// Greedy continuation of each prompt until `eos` or until prompt plus output reach `max_total`
-/// tokens. Returns the generated ids of each prompt without the final `eos`.
-pub fn greedy_decode(model: &Gpt, prompts: &[Vec<i64>], eos: i64, pad: i64, max_total: usize) -> Vec<Vec<i64>> {
+/// Greedy continuation of each prompt until `eos` or until its prompt plus output reach
+/// `max_total` tokens (at most the model's positions). Returns the generated ids of each prompt
+/// without the final `eos`.
+pub fn greedy_decode(
+    model: &Gpt,
+    prompts: &[Vec<i64>],
+    eos: i64,
+    pad: i64,
+    max_total: usize,
+) -> Vec<Vec<i64>> {
     let _guard = tch::no_grad_guard();
     let b = prompts.len();
     let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -30,7 +37,7 @@ pub fn greedy_decode(model: &Gpt, prompts: &[Vec<i64>], eos: i64, pad: i64, max_
     let idx = Tensor::from_slice(&ids).view([bi, pi]).to(device);
     let pos = Tensor::from_slice(&positions).view([bi, pi]).to(device);
     let mut keys_valid = Tensor::from_slice(&valid).view([bi, pi]).to(device); // (B, P)
-    // A query may see earlier real tokens; a pad query sees itself, so no row is all-masked (NaN).
+                                                                               // A query may see earlier real tokens; a pad query sees itself, so no row is all-masked (NaN).
     let causal = Tensor::ones([pi, pi], (Kind::Bool, device)).tril(0);
     let eye = Tensor::eye(pi, (Kind::Bool, device));
     let mask = causal.logical_and(&keys_valid.view([bi, 1, 1, pi]).logical_or(&eye)); // (B, 1, P, P)
@@ -41,9 +48,11 @@ pub fn greedy_decode(model: &Gpt, prompts: &[Vec<i64>], eos: i64, pad: i64, max_
     let mut next_pos =
         Tensor::from_slice(&prompts.iter().map(|q| q.len() as i64).collect::<Vec<_>>()).to(device);
 
+    let min_len = prompts.iter().map(Vec::len).min().unwrap_or(0);
+    let last_position = model.config.dims.n_positions.min(max_total as i64) - 1;
     let mut out = vec![Vec::new(); b];
     let mut done = vec![false; b];
-    for _ in 0..max_total - p {
+    for _ in 0..max_total - min_len {
         let tokens = Vec::<i64>::try_from(&next.to(Device::Cpu)).expect("argmax gives int64");
         for (row, &t) in tokens.iter().enumerate() {
             if done[row] {
@@ -53,6 +62,7 @@ pub fn greedy_decode(model: &Gpt, prompts: &[Vec<i64>], eos: i64, pad: i64, max_
                 done[row] = true;
             } else {
                 out[row].push(t);
+                done[row] = prompts[row].len() + out[row].len() >= max_total;
             }
         }
         if done.iter().all(|&d| d) {
@@ -61,8 +71,9 @@ pub fn greedy_decode(model: &Gpt, prompts: &[Vec<i64>], eos: i64, pad: i64, max_
         keys_valid = Tensor::cat(&[keys_valid, Tensor::ones([bi, 1], (Kind::Bool, device))], 1);
         let tk = keys_valid.size()[1];
         let step_mask = keys_valid.view([bi, 1, 1, tk]);
-        let hidden =
-            model.hidden_cached(&next.view([bi, 1]), &next_pos.view([bi, 1]), &step_mask, &mut cache);
+        // Finished rows keep being fed (their output is ignored); keep their positions in range.
+        let pos = next_pos.clamp_max(last_position).view([bi, 1]);
+        let hidden = model.hidden_cached(&next.view([bi, 1]), &pos, &step_mask, &mut cache);
         next = model.logits(&hidden.select(1, 0)).argmax(-1, false);
         next_pos += 1;
     }

@@ -101,7 +101,14 @@ impl CausalSelfAttention {
         let p = if train { self.dropout } else { 0.0 };
         let y = match mask {
             Mask::Causal => Tensor::scaled_dot_product_attention(
-                &q, &k, &v, None::<Tensor>, p, true, None, false,
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                p,
+                true,
+                None,
+                false,
             ),
             Mask::Explicit(m) => {
                 Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), p, false, None, false)
@@ -246,7 +253,13 @@ impl Gpt {
     pub fn target_loss_sum(&self, hidden: &Tensor, index: &Tensor, labels: &Tensor) -> Tensor {
         let c = self.config.dims.n_embd;
         let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
-        self.logits(&rows).cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0)
+        self.logits(&rows).cross_entropy_loss::<Tensor>(
+            labels,
+            None,
+            tch::Reduction::Sum,
+            -100,
+            0.0,
+        )
     }
 }
 
@@ -282,12 +295,19 @@ mod tests {
         assert_eq!(m.hidden(&idx, true).size(), vec![3, 17, 128]);
         assert_eq!(m.forward(&idx).size(), vec![3, 17, 100]);
         let names = vs.variables();
-        for n in ["wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.1.mlp.c_proj.bias", "ln_f.weight"] {
+        for n in [
+            "wte.weight",
+            "wpe.weight",
+            "h.0.attn.c_attn.weight",
+            "h.1.mlp.c_proj.bias",
+            "ln_f.weight",
+        ] {
             assert!(names.contains_key(n), "missing {n}");
         }
         // wte + wpe + 2 × (2 LN + c_attn + c_proj + c_fc + c_proj) + ln_f; the head is tied.
         let c = 128;
-        let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
+        let block =
+            2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
         assert_eq!(parameter_count(&vs), 100 * c + 128 * c + 2 * block + 2 * c);
     }
 
