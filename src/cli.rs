@@ -116,22 +116,23 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let world = universe.world();
-    let local_ranks = world.split_shared(0).size() as usize;
+    let host_comm = world.split_shared(0);
+    let (local_rank, local_ranks) = (host_comm.rank() as usize, host_comm.size() as usize);
     let comm = Mpi { world };
     let rank = comm.rank();
     let config = args.into_config(comm.size(), local_ranks);
-    match train(&config, &comm) {
+    match train(&config, &comm, local_rank) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e, rank),
     }
 }
 
-fn train(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
+fn train(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyhow::Result<()> {
     config.validate().map_err(UsageError::from_err)?;
     config.validate_world(comm.size()).map_err(UsageError::from_err)?;
     tch::set_num_threads(config.threads as i32);
     tch::set_num_interop_threads(1);
-    crate::run::run(config, comm)
+    crate::run::run(config, comm, local_rank)
 }
 
 /// Prints an error once: bad input as one line from rank 0 (every rank saw the same), anything

@@ -128,12 +128,8 @@ impl FlatGrads {
         // of `flat`, every backward pass writes straight into it. First make the gradients exist.
         let zero: Tensor = vars.iter().map(|v| v.sum(Kind::Float) * 0.0).sum();
         zero.backward();
-        let mut offset = 0;
-        for v in vars {
-            let n = v.numel() as i64;
-            let mut grad = v.grad();
-            grad.set_data(&flat.narrow(0, offset, n).view(v.size().as_slice()));
-            offset += n;
+        for (v, view) in vars.iter().zip(views(&flat, vars)) {
+            v.grad().set_data(&view);
         }
         let send = if device == Device::Cpu {
             flat.shallow_clone()
@@ -184,13 +180,21 @@ pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
         .contiguous();
     // SAFETY: `flat` is a fresh contiguous CPU f32 tensor used by this call alone.
     comm.broadcast_f32(unsafe { as_mut_slice(&mut flat) }, 0);
-    let mut offset = 0;
-    for v in vars {
-        let n = v.numel() as i64;
-        let mut v = v.shallow_clone();
-        v.copy_(&flat.narrow(0, offset, n).view(v.size().as_slice()));
-        offset += n;
+    for (v, view) in vars.iter().zip(views(&flat, vars)) {
+        v.shallow_clone().copy_(&view);
     }
+}
+
+/// Consecutive views of `flat`, one shaped like each of `vars`.
+fn views(flat: &Tensor, vars: &[Tensor]) -> Vec<Tensor> {
+    let mut offset = 0;
+    vars.iter()
+        .map(|v| {
+            let n = v.numel() as i64;
+            offset += n;
+            flat.narrow(0, offset - n, n).view(v.size().as_slice())
+        })
+        .collect()
 }
 
 /// Sum of all parameters in f64: equal on every rank when the ranks are in sync.

@@ -57,6 +57,8 @@ pub struct RunInfo {
     pub parameters: i64,
     pub libtorch_version: String,
     pub mpi_library: String,
+    /// Host name of rank 0.
+    pub host: String,
     /// Host name of each rank, by rank.
     pub hosts: Vec<String>,
     pub threads_per_rank: usize,

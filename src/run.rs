@@ -33,20 +33,24 @@ fn on_root<T>(
     }
 }
 
-fn device_of(config: &Config) -> anyhow::Result<Device> {
+/// The device of a rank: with CUDA, the `local_rank`-th GPU of its host (round robin).
+fn device_of(config: &Config, local_rank: usize) -> anyhow::Result<Device> {
     match config.device {
         DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceKind::Cuda if tch::Cuda::is_available() => {
+            Ok(Device::Cuda(local_rank % tch::Cuda::device_count() as usize))
+        }
         DeviceKind::Cuda => Err(UsageError::error(
             "--device cuda but libtorch sees no CUDA device: use --device cpu or run on a GPU machine",
         )),
     }
 }
 
-/// Trains and evaluates as configured, writing metrics into `config.workdir`.
-pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
+/// Trains and evaluates as configured, writing metrics into `config.workdir`. `local_rank` is
+/// this rank's index among the ranks on its host.
+pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyhow::Result<()> {
     let rank = comm.rank();
-    let device = device_of(config)?;
+    let device = device_of(config, local_rank)?;
     let dir = &config.workdir;
     on_root(comm, || metrics::prepare_workdir(config).map_err(UsageError::from_err))?;
 
@@ -61,6 +65,13 @@ pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
         dir.display()
     ));
     let corpus = data::load_corpus(config).map_err(UsageError::from_err)?;
+    if corpus.train.len() < config.train_examples {
+        progress.note(&format!(
+            "note: the train split has {} pairs, fewer than --train-examples {}",
+            corpus.train.len(),
+            config.train_examples
+        ));
+    }
     if config.batch_size > corpus.train.len() {
         return Err(UsageError::error(format!(
             "--batch-size {} is larger than the {} training examples: lower it or add examples",
@@ -97,6 +108,7 @@ pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
             parameters: crate::model::gpt::parameter_count(&trainer.vs),
             libtorch_version: crate::LIBTORCH_VERSION.to_string(),
             mpi_library: comm.library_version(),
+            host: hosts[0].clone(),
             hosts,
             threads_per_rank: config.threads,
             device: match device {
@@ -169,7 +181,10 @@ pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
             param_checksum: stats.param_checksum,
         };
         metrics::write_json(&dir.join(EpochRecord::file_name(rank, epoch)), &record)?;
-        progress.note(&epoch_line(&record, config.n_epochs));
+        // The seed's rule: an epoch's throughput is the sum over ranks.
+        let mut throughput = [record.tokens_per_sec];
+        comm.all_reduce_sum_f64(&mut throughput);
+        progress.note(&epoch_line(&record, throughput[0], config.n_epochs));
     }
     on_root(comm, || {
         trainer
@@ -180,14 +195,15 @@ pub fn run(config: &Config, comm: &dyn Communicator) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The line rank 0 prints after each epoch (its own time; throughput is its own share).
-fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
+/// The line rank 0 prints after each epoch: its time, and the throughput summed over ranks.
+fn epoch_line(r: &EpochRecord, throughput: f64, epochs: usize) -> String {
     let mut line = format!(
-        "epoch {}/{}: {:.2} s, {:.0} tok/s on rank 0, train loss {:.4}",
+        "epoch {}/{}: {:.2} s, {:.0} tok/s over {} ranks, train loss {:.4}",
         r.epoch + 1,
         epochs,
         r.training_time,
-        r.tokens_per_sec,
+        throughput,
+        r.world_size,
         r.train_loss
     );
     if let (Some(v), Some(b)) = (r.validation_loss, r.bleu) {

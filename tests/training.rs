@@ -79,7 +79,7 @@ fn weights(dir: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
 }
 
-/// Largest element-wise difference relative to the tensor's largest magnitude, over all tensors.
+/// Largest norm-wise relative difference ‖a − b‖ / ‖a‖ over all parameter tensors.
 fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -96,8 +96,8 @@ fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tens
             } else {
                 (x.shallow_clone(), y.shallow_clone())
             };
-            let diff = (&x - &y).abs().max().double_value(&[]);
-            diff / x.abs().max().double_value(&[]).max(1e-12)
+            let diff = (&x - &y).norm().double_value(&[]);
+            diff / x.norm().double_value(&[]).max(1e-12)
         })
         .fold(0.0, f64::max)
 }

@@ -85,7 +85,7 @@ groß|big;klein|small;alt|old;jung|young;neu|new;rot|red;blau|blue;grün|green;g
 weiß|white;braun|brown;grau|grey;schön|beautiful;hässlich|ugly;lang|long;kurz|short;schnell|fast;langsam|slow;\
 laut|loud;leise|quiet;warm|warm;kalt|cold;nass|wet;trocken|dry;müde|tired;hungrig|hungry;glücklich|happy;\
 traurig|sad;freundlich|friendly;stark|strong;schwach|weak;reich|rich;arm|poor;klug|clever;dumm|stupid;\
-schwer|heavy;leicht|light;sauber|clean;schmutzig|dirty;billig|cheap;teuer|expensive;lustig|funny;\
+schwer|heavy;leicht|light;sauber|clean;schmutzig|dirty;billig|cheap;kostbar|precious;lustig|funny;\
 wild|wild;ruhig|calm;bunt|colourful;rund|round;fremd|foreign;berühmt|famous;nett|nice;neugierig|curious";
 
 /// `sieht|sehen|sees|see`: transitive verbs, taking an accusative object.

@@ -16,6 +16,13 @@ pub struct GptConfig {
 /// GPT-2 init: N(0, 0.02) weights, zero biases.
 const INIT_STD: f64 = 0.02;
 
+impl GptConfig {
+    /// GPT-2: residual projections scaled by 1/√(2·n_layer).
+    fn residual_std(&self) -> f64 {
+        INIT_STD / (2.0 * self.dims.n_layer as f64).sqrt()
+    }
+}
+
 fn linear(p: nn::Path, input: i64, output: i64, stdev: f64) -> nn::Linear {
     let cfg = nn::LinearConfig {
         ws_init: nn::Init::Randn { mean: 0.0, stdev },
@@ -69,11 +76,9 @@ struct CausalSelfAttention {
 impl CausalSelfAttention {
     fn new(p: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.dims.n_embd;
-        // GPT-2: residual projections scaled by 1/√(2·n_layer).
-        let proj_std = INIT_STD / (2.0 * cfg.dims.n_layer as f64).sqrt();
         CausalSelfAttention {
             c_attn: linear(&p / "c_attn", c, 3 * c, INIT_STD),
-            c_proj: linear(&p / "c_proj", c, c, proj_std),
+            c_proj: linear(&p / "c_proj", c, c, cfg.residual_std()),
             n_head: cfg.dims.n_head,
             dropout: cfg.dropout,
         }
@@ -129,10 +134,9 @@ struct Mlp {
 impl Mlp {
     fn new(p: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.dims.n_embd;
-        let proj_std = INIT_STD / (2.0 * cfg.dims.n_layer as f64).sqrt();
         Mlp {
             c_fc: linear(&p / "c_fc", c, 4 * c, INIT_STD),
-            c_proj: linear(&p / "c_proj", 4 * c, c, proj_std),
+            c_proj: linear(&p / "c_proj", 4 * c, c, cfg.residual_std()),
             dropout: cfg.dropout,
         }
     }
