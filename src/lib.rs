@@ -3,6 +3,7 @@
 //! honest per-rank epoch metrics. Data flows one way:
 //! `Config → Corpus → Tokenizer → Batches (per rank) → Model → Step → EpochRecord → run directory`.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

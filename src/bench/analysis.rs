@@ -1,0 +1,250 @@
+//! The analysis pipeline: run directories in, a `Summary` out. Reads each run's `run.json` and
+//! epoch records (naming the file when one is corrupt or foreign), checks that the runs can be
+//! compared, turns measured epochs into samples (time = mean over ranks, also the max; throughput
+//! = sum over ranks) and computes the statistics. Reports only consume the `Summary`.
+
+use super::stats::{self, Estimate, Summary as Stats};
+use super::summary::{ConfigSummary, Samples, SpeedupSummary, Summary, TimeSummary, SCHEMA};
+use crate::config::Config;
+use crate::metrics::{EpochRecord, RunInfo, RUN_FILE};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("{0} is not a dp-bench run directory (no {RUN_FILE}): run `mpirun -n N dp-bench --workdir {0}` first")]
+    NotARun(PathBuf),
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{dir}: epoch {epoch} lacks the record of rank {rank} (an interrupted run?)")]
+    MissingRecord { dir: PathBuf, epoch: usize, rank: usize },
+    #[error("{dir}: {measured} measured epochs after {warmup} warm-up; at least 2 are needed for an interval")]
+    TooFewEpochs { dir: PathBuf, measured: usize, warmup: usize },
+    #[error("cannot compare {a} and {b}: they differ in {what} ({va} vs {vb}); compare runs of the same workload")]
+    Inconsistent { a: PathBuf, b: PathBuf, what: &'static str, va: String, vb: String },
+    #[error("{a} and {b} are the same configuration ({id}); pass each configuration once")]
+    Duplicate { a: PathBuf, b: PathBuf, id: String },
+    #[error("nothing to compare: pass at least one run directory")]
+    Empty,
+}
+
+/// A run directory as read from disk.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub dir: PathBuf,
+    pub info: RunInfo,
+    /// `records[epoch][rank]`, complete for every epoch present.
+    pub epochs: Vec<Vec<EpochRecord>>,
+}
+
+fn corrupt(path: &Path, reason: impl ToString) -> AnalysisError {
+    AnalysisError::Corrupt { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+impl RunData {
+    pub fn load(dir: &Path) -> Result<Self, AnalysisError> {
+        let run_file = dir.join(RUN_FILE);
+        if !run_file.is_file() {
+            return Err(AnalysisError::NotARun(dir.to_path_buf()));
+        }
+        let bytes = std::fs::read(&run_file).map_err(|e| corrupt(&run_file, e))?;
+        let info: RunInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(&run_file, format!("not a dp-bench run.json ({e})")))?;
+        let world = info.config.world_size;
+        let mut by_epoch: BTreeMap<usize, Vec<Option<EpochRecord>>> = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| corrupt(dir, e))? {
+            let path = entry.map_err(|e| corrupt(dir, e))?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if !(name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json")) {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|e| corrupt(&path, e))?;
+            let rec: EpochRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| corrupt(&path, format!("not a dp-bench epoch record ({e})")))?;
+            if rec.world_size != world || rec.rank >= world {
+                return Err(corrupt(
+                    &path,
+                    format!("rank {} of world size {}, but run.json says world size {world}", rec.rank, rec.world_size),
+                ));
+            }
+            let slots = by_epoch.entry(rec.epoch).or_insert_with(|| vec![None; world]);
+            let rank = rec.rank;
+            slots[rank] = Some(rec);
+        }
+        let mut epochs = Vec::new();
+        for (expected, (epoch, slots)) in by_epoch.into_iter().enumerate() {
+            if epoch != expected {
+                return Err(AnalysisError::MissingRecord { dir: dir.into(), epoch: expected, rank: 0 });
+            }
+            let mut ranks = Vec::with_capacity(world);
+            for (rank, slot) in slots.into_iter().enumerate() {
+                ranks.push(slot.ok_or(AnalysisError::MissingRecord { dir: dir.into(), epoch, rank })?);
+            }
+            epochs.push(ranks);
+        }
+        Ok(RunData { dir: dir.to_path_buf(), info, epochs })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.info.config
+    }
+
+    /// Samples of the epochs after `warmup`.
+    pub fn samples(&self, warmup: usize) -> Result<Samples, AnalysisError> {
+        let measured = &self.epochs[warmup.min(self.epochs.len())..];
+        if measured.len() < 2 {
+            return Err(AnalysisError::TooFewEpochs {
+                dir: self.dir.clone(),
+                measured: measured.len(),
+                warmup,
+            });
+        }
+        let per = |f: &dyn Fn(&[EpochRecord]) -> f64| measured.iter().map(|e| f(e)).collect();
+        let n = self.config().world_size as f64;
+        Ok(Samples {
+            epochs: measured.iter().map(|e| e[0].epoch).collect(),
+            training_time: per(&|e| e.iter().map(|r| r.training_time).sum::<f64>() / n),
+            training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),
+            tokens_per_sec: per(&|e| e.iter().map(|r| r.tokens_per_sec).sum()),
+            compute_time: per(&|e| e.iter().map(|r| r.compute_time).sum::<f64>() / n),
+            allreduce_time: per(&|e| e.iter().map(|r| r.allreduce_time).sum::<f64>() / n),
+            per_rank_time: (0..self.config().world_size)
+                .map(|r| measured.iter().map(|e| e[r].training_time).collect())
+                .collect(),
+            all_epochs_time: self
+                .epochs
+                .iter()
+                .map(|e| e.iter().map(|r| r.training_time).sum::<f64>() / n)
+                .collect(),
+        })
+    }
+}
+
+/// Fields that must agree for epoch times of two runs to be comparable.
+fn workload_fields(c: &Config) -> [(&'static str, String); 6] {
+    [
+        ("preset", c.preset.to_string()),
+        ("dataset", c.dataset.to_string()),
+        ("train_examples", c.train_examples.to_string()),
+        ("model_max_length", c.model_max_length.to_string()),
+        ("device", format!("{:?}", c.device)),
+        ("max_batches", format!("{:?}", c.max_batches)),
+    ]
+}
+
+/// Refuses runs that do not measure the same workload, and the same configuration twice.
+pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
+    let first = runs.first().ok_or(AnalysisError::Empty)?;
+    for other in &runs[1..] {
+        for ((what, va), (_, vb)) in
+            workload_fields(first.config()).into_iter().zip(workload_fields(other.config()))
+        {
+            if va != vb {
+                return Err(AnalysisError::Inconsistent {
+                    a: first.dir.clone(),
+                    b: other.dir.clone(),
+                    what,
+                    va,
+                    vb,
+                });
+            }
+        }
+    }
+    let ids = config_ids(runs);
+    for i in 0..runs.len() {
+        for j in i + 1..runs.len() {
+            if ids[i] == ids[j] {
+                return Err(AnalysisError::Duplicate {
+                    a: runs[i].dir.clone(),
+                    b: runs[j].dir.clone(),
+                    id: ids[i].clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ws{N}_bs{B}`, with `_t{T}` when the runs differ in threads per rank.
+pub fn config_ids(runs: &[RunData]) -> Vec<String> {
+    let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
+    runs.iter()
+        .map(|r| {
+            let c = r.config();
+            let mut id = format!("ws{}_bs{}", c.world_size, c.batch_size);
+            if threads_vary {
+                id += &format!("_t{}", c.threads);
+            }
+            id
+        })
+        .collect()
+}
+
+/// Statistics of every run, and each run's speedup over the one-device run (Fieller intervals).
+pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, AnalysisError> {
+    check_comparable(runs)?;
+    let ids = config_ids(runs);
+    let mut configs = Vec::with_capacity(runs.len());
+    for (run, id) in runs.iter().zip(&ids) {
+        let samples = run.samples(warmup)?;
+        let c = run.config();
+        let time = Stats::of(&samples.training_time, level);
+        configs.push(ConfigSummary {
+            id: id.clone(),
+            world_size: c.world_size,
+            global_batch_size: c.batch_size,
+            local_batch_size: c.local_batch_size(),
+            threads: c.threads,
+            preset: c.preset.to_string(),
+            dataset: c.dataset.to_string(),
+            epochs_measured: samples.training_time.len(),
+            training_time: TimeSummary { stats: time, max_rank_mean: stats::mean(&samples.training_time_max) },
+            tokens_per_sec: Stats::of(&samples.tokens_per_sec, level),
+            allreduce_share: stats::mean(&samples.allreduce_time) / time.mean,
+            run_dir: run.dir.display().to_string(),
+            run: run.info.clone(),
+            samples,
+        });
+    }
+    let reference = configs.iter().position(|c| c.world_size == 1);
+    let speedup = match reference {
+        None => Vec::new(),
+        Some(r) => configs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != r)
+            .map(|(_, c)| speedup_of(&configs[r], c, level))
+            .collect(),
+    };
+    Ok(Summary {
+        schema: SCHEMA,
+        confidence_level: level,
+        warmup_epochs: warmup,
+        interval_method: "student-t for means; Fieller (Welch df) for ratios of means".into(),
+        reference: reference.map(|r| configs[r].id.clone()),
+        configs,
+        speedup,
+    })
+}
+
+fn unbounded(point: f64) -> Estimate {
+    Estimate { point, lower: f64::NAN, upper: f64::NAN }
+}
+
+fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> SpeedupSummary {
+    let (rs, cs) = (&reference.samples, &c.samples);
+    let time = stats::ratio_of_means(&rs.training_time, &cs.training_time, level)
+        .unwrap_or_else(|| unbounded(stats::mean(&rs.training_time) / stats::mean(&cs.training_time)));
+    let tps = stats::ratio_of_means(&cs.tokens_per_sec, &rs.tokens_per_sec, level).unwrap_or_else(|| {
+        unbounded(stats::mean(&cs.tokens_per_sec) / stats::mean(&rs.tokens_per_sec))
+    });
+    let n = c.world_size as f64 / reference.world_size as f64;
+    SpeedupSummary {
+        id: c.id.clone(),
+        world_size: c.world_size,
+        training_time: time,
+        tokens_per_sec: tps,
+        efficiency: tps.point / n,
+        efficiency_interval: Estimate { point: tps.point / n, lower: tps.lower / n, upper: tps.upper / n },
+    }
+}

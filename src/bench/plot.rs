@@ -1,0 +1,305 @@
+//! Figures from a `Summary` with plotters: bar charts with confidence-interval error bars and the
+//! value printed on each bar, the per-epoch timeline, and the time breakdown. Each figure is drawn
+//! once per backend (PNG and SVG). Text uses DejaVu Sans compiled into the binary, so figures
+//! render on a headless machine without fonts.
+
+use super::stats::Estimate;
+use super::summary::Summary;
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+const SIZE: (u32, u32) = (900, 560);
+const FONT: &str = "sans-serif";
+const COLORS: [RGBColor; 6] = [
+    RGBColor(76, 114, 176),
+    RGBColor(221, 132, 82),
+    RGBColor(85, 168, 104),
+    RGBColor(196, 78, 82),
+    RGBColor(129, 114, 179),
+    RGBColor(147, 120, 96),
+];
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (style, bytes) in
+            [(FontStyle::Normal, dejavu::sans::regular()), (FontStyle::Bold, dejavu::sans::bold())]
+        {
+            if plotters::style::register_font(FONT, style, bytes).is_err() {
+                panic!("the embedded DejaVu font is valid");
+            }
+        }
+    });
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e:?}")
+}
+
+/// One bar: a label, the mean and its interval.
+pub struct Bar {
+    pub label: String,
+    pub value: Estimate,
+}
+
+/// Draws labelled bars with error bars from `lower` to `upper` and the value on top.
+fn draw_bars<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: &str,
+    bars: &[Bar],
+    show: &dyn Fn(f64) -> String,
+    axis: &dyn Fn(f64) -> String,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let top = bars.iter().map(|b| b.value.upper.max(b.value.point)).fold(0.0, f64::max) * 1.18;
+    let n = bars.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(90)
+        .build_cartesian_2d(-0.5..n - 0.5, 0.0..top.max(1e-9))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| axis(*v))
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(err)?;
+    for (i, bar) in bars.iter().enumerate() {
+        let x = i as f64;
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series([Rectangle::new([(x - 0.32, 0.0), (x + 0.32, bar.value.point)], color.filled())])
+            .map_err(err)?;
+        if bar.value.lower.is_finite() && bar.value.upper.is_finite() {
+            chart
+                .draw_series([ErrorBar::new_vertical(
+                    x,
+                    bar.value.lower,
+                    bar.value.point,
+                    bar.value.upper,
+                    BLACK.stroke_width(2),
+                    16,
+                )])
+                .map_err(err)?;
+        }
+        let label_y = bar.value.upper.max(bar.value.point);
+        let (px, py) = chart.backend_coord(&(x, label_y));
+        let value_style = (FONT, 18).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
+        root.draw(&Text::new(show(bar.value.point), (px, py - 6), value_style)).map_err(err)?;
+        let (px, py) = chart.backend_coord(&(x, 0.0));
+        let label_style = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+        root.draw(&Text::new(bar.label.clone(), (px, py + 10), label_style)).map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Mean epoch time of every epoch per configuration; the warm-up epochs are shaded.
+fn draw_timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let epochs = summary.configs.iter().map(|c| c.samples.all_epochs_time.len()).max().unwrap_or(1);
+    let top = summary
+        .configs
+        .iter()
+        .flat_map(|c| c.samples.all_epochs_time.iter().copied())
+        .fold(0.0, f64::max)
+        * 1.4;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Epoch time per epoch", (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.5..epochs as f64 - 0.5, 0.0..top.max(1e-9))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("training time (s, mean over ranks)")
+        .x_labels(epochs + 1)
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 && *v >= 0.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(err)?;
+    if summary.warmup_epochs > 0 {
+        let end = summary.warmup_epochs as f64 - 0.5;
+        chart
+            .draw_series([Rectangle::new([(-0.5, 0.0), (end, top)], RGBColor(235, 235, 235).filled())])
+            .map_err(err)?
+            .label("warm-up (excluded)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], RGBColor(220, 220, 220).filled()));
+    }
+    for (i, c) in summary.configs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<(f64, f64)> =
+            c.samples.all_epochs_time.iter().enumerate().map(|(e, &t)| (e as f64, t)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(c.id.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Stacked bars of the mean epoch time: compute, all-reduce, and the rest (batching, waits).
+fn draw_breakdown<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let n = summary.configs.len() as f64;
+    let top = summary.configs.iter().map(|c| c.training_time.stats.mean).fold(0.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Where the epoch time goes", (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.5..n - 0.5, 0.0..top.max(1e-9))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("seconds per epoch (mean over ranks)")
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(err)?;
+    let parts = ["compute", "all-reduce", "other"];
+    for (i, c) in summary.configs.iter().enumerate() {
+        let s = &c.samples;
+        let compute = super::stats::mean(&s.compute_time);
+        let allreduce = super::stats::mean(&s.allreduce_time);
+        let other = (c.training_time.stats.mean - compute - allreduce).max(0.0);
+        let x = i as f64;
+        let mut base = 0.0;
+        for (k, v) in [compute, allreduce, other].into_iter().enumerate() {
+            let series = chart
+                .draw_series([Rectangle::new([(x - 0.3, base), (x + 0.3, base + v)], COLORS[k].filled())])
+                .map_err(err)?;
+            if i == 0 {
+                let color = COLORS[k];
+                series
+                    .label(parts[k])
+                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+            }
+            base += v;
+        }
+        let (px, py) = chart.backend_coord(&(x, 0.0));
+        let style = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+        root.draw(&Text::new(c.id.clone(), (px, py + 10), style)).map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Draws one figure as `<dir>/<name>.png` and `<dir>/<name>.svg`.
+fn both(dir: &Path, name: &str, draw: &dyn Fn(Backend) -> Result<()>) -> Result<PathBuf> {
+    let png = dir.join(format!("{name}.png"));
+    draw(Backend::Png(&png))?;
+    draw(Backend::Svg(&dir.join(format!("{name}.svg"))))?;
+    Ok(png)
+}
+
+enum Backend<'a> {
+    Png(&'a Path),
+    Svg(&'a Path),
+}
+
+macro_rules! on_backend {
+    ($backend:expr, |$root:ident| $body:expr) => {
+        match $backend {
+            Backend::Png(p) => {
+                let $root = BitMapBackend::new(p, SIZE).into_drawing_area();
+                $body
+            }
+            Backend::Svg(p) => {
+                let $root = SVGBackend::new(p, SIZE).into_drawing_area();
+                $body
+            }
+        }
+    };
+}
+
+/// Seconds with a sensible number of digits.
+pub fn fmt_seconds(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} s")
+    } else if v >= 1.0 {
+        format!("{v:.2} s")
+    } else {
+        format!("{:.1} ms", v * 1e3)
+    }
+}
+
+/// Throughput as 9.7k / 1.2M.
+pub fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The figures of a summary, written into `dir`; returns the PNG paths.
+pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(dir)?;
+    let level = (summary.confidence_level * 100.0).round();
+    let bars = |f: &dyn Fn(&super::summary::ConfigSummary) -> Estimate| -> Vec<Bar> {
+        summary.configs.iter().map(|c| Bar { label: c.id.clone(), value: f(c) }).collect()
+    };
+    let time = bars(&|c| {
+        let s = &c.training_time.stats;
+        Estimate { point: s.mean, lower: s.lower, upper: s.upper }
+    });
+    let tps = bars(&|c| {
+        let s = &c.tokens_per_sec;
+        Estimate { point: s.mean, lower: s.lower, upper: s.upper }
+    });
+    let time_title = format!("Training time per epoch (mean, {level}% CI)");
+    let tps_title = format!("Throughput (tokens/s summed over ranks, {level}% CI)");
+    let secs = |v: f64| fmt_seconds(v);
+    let rate = |v: f64| fmt_rate(v);
+    let plain = |v: f64| format!("{v:.2}");
+    Ok(vec![
+        both(dir, "training_time_comparison", &|b| {
+            on_backend!(b, |root| draw_bars(root, &time_title, "seconds per epoch", &time, &secs, &plain))
+        })?,
+        both(dir, "tokens_per_second_comparison", &|b| {
+            on_backend!(b, |root| draw_bars(root, &tps_title, "tokens / s", &tps, &rate, &rate))
+        })?,
+        both(dir, "epoch_timeline", &|b| on_backend!(b, |root| draw_timeline(root, summary)))?,
+        both(dir, "time_breakdown", &|b| on_backend!(b, |root| draw_breakdown(root, summary)))?,
+    ])
+}

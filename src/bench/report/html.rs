@@ -1,0 +1,218 @@
+//! The HTML report: one self-contained page (figures inlined as data URIs, no network) with the
+//! summary table, the figures, per-configuration details and the run metadata.
+
+use crate::bench::plot::{fmt_rate, fmt_seconds};
+use crate::bench::stats::Estimate;
+use crate::bench::summary::{BaselineChange, ConfigSummary, Summary};
+use base64::Engine;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn interval(lo: f64, mid: f64, hi: f64, f: &dyn Fn(f64) -> String) -> String {
+    let show = |v: f64| if v.is_finite() { f(v) } else { "?".into() };
+    format!("{} <span class=ci>[{} – {}]</span>", show(mid), show(lo), show(hi))
+}
+
+fn ratio(e: &Estimate) -> String {
+    interval(e.lower, e.point, e.upper, &|v| format!("{v:.3}×"))
+}
+
+const STYLE: &str = "
+body { font-family: system-ui, -apple-system, 'DejaVu Sans', sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.ci { color: #666; font-size: 0.9em; }
+.figures img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+.improved { color: #17803d; } .regressed { color: #b42318; }
+";
+
+/// Marks the page once every image has decoded, so a headless browser test can check it.
+const SCRIPT: &str = "
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-images-ok', ok + '/' + imgs.length);
+  document.body.setAttribute('data-table-rows', document.querySelectorAll('#summary tbody tr').length);
+});
+";
+
+fn summary_table(summary: &Summary, out: &mut String) {
+    out.push_str(
+        "<table id=summary><thead><tr><th>configuration</th><th>ranks</th><th>global / per-rank batch</th>\
+         <th>threads</th><th>epoch time (mean, CI)</th><th>max-rank time</th><th>tokens/s (sum, CI)</th>\
+         <th>speedup (time)</th><th>speedup (tokens/s)</th><th>efficiency</th><th>all-reduce share</th>\
+         <th>epochs</th></tr></thead><tbody>",
+    );
+    for c in &summary.configs {
+        let t = &c.training_time.stats;
+        let r = &c.tokens_per_sec;
+        let s = summary.speedup.iter().find(|s| s.id == c.id);
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"#{id}\">{id}</a></td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
+            c.world_size,
+            c.global_batch_size,
+            c.local_batch_size,
+            c.threads,
+            interval(t.lower, t.mean, t.upper, &fmt_seconds),
+            fmt_seconds(c.training_time.max_rank_mean),
+            interval(r.lower, r.mean, r.upper, &fmt_rate),
+            s.map_or("reference".into(), |s| ratio(&s.training_time)),
+            s.map_or("reference".into(), |s| ratio(&s.tokens_per_sec)),
+            s.map_or("—".into(), |s| {
+                let e = &s.efficiency_interval;
+                interval(e.lower, e.point, e.upper, &|v| format!("{v:.3}"))
+            }),
+            c.allreduce_share * 100.0,
+            c.epochs_measured,
+            id = esc(&c.id),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {
+    let _ = write!(
+        out,
+        "<h2>Against baseline “{}”</h2><table><thead><tr><th>configuration</th><th>time change (CI)</th>\
+         <th>p</th><th>verdict</th><th>throughput change (CI)</th><th>p</th><th>verdict</th></tr></thead><tbody>",
+        esc(name)
+    );
+    let pct = |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{:+.2}%", v * 100.0));
+    for c in changes {
+        let class = |v: crate::bench::stats::Verdict| format!("{v:?}").to_lowercase();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td class={}>{}</td><td>{}</td><td>{:.3}</td><td class={}>{}</td></tr>",
+            esc(&c.id),
+            pct(&c.training_time.relative),
+            c.training_time.p_value,
+            class(c.training_time.verdict),
+            c.training_time.verdict,
+            pct(&c.tokens_per_sec.relative),
+            c.tokens_per_sec.p_value,
+            class(c.tokens_per_sec.verdict),
+            c.tokens_per_sec.verdict,
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()> {
+    let t = &c.training_time.stats;
+    let o = &t.outliers;
+    let _ = write!(
+        out,
+        "<h2 id=\"{id}\">{id}</h2><p>{} ranks × {} examples per step ({} global), {} threads per rank, \
+         preset {}, dataset {}. Run directory <code>{}</code>.</p>\
+         <p>Epoch time: mean {}, median {}, std dev {}, min {}, max {}; {:.0}% interval {} – {}. \
+         Tukey outliers: {} low severe, {} low mild, {} high mild, {} high severe.</p>",
+        c.world_size,
+        c.local_batch_size,
+        c.global_batch_size,
+        c.threads,
+        esc(&c.preset),
+        esc(&c.dataset),
+        esc(&c.run_dir),
+        fmt_seconds(t.mean),
+        fmt_seconds(t.median),
+        fmt_seconds(t.std_dev),
+        fmt_seconds(t.min),
+        fmt_seconds(t.max),
+        level * 100.0,
+        fmt_seconds(t.lower),
+        fmt_seconds(t.upper),
+        o.low_severe,
+        o.low_mild,
+        o.high_mild,
+        o.high_severe,
+        id = esc(&c.id),
+    );
+    out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th><th>compute</th><th>all-reduce</th>");
+    for r in 0..c.world_size {
+        let _ = write!(out, "<th>rank {r}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    let s = &c.samples;
+    for i in 0..s.epochs.len() {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            s.epochs[i],
+            fmt_seconds(s.training_time[i]),
+            fmt_seconds(s.training_time_max[i]),
+            fmt_rate(s.tokens_per_sec[i]),
+            fmt_seconds(s.compute_time[i]),
+            fmt_seconds(s.allreduce_time[i]),
+        );
+        for rank in &s.per_rank_time {
+            let _ = write!(out, "<td>{}</td>", fmt_seconds(rank[i]));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table><details><summary>run.json</summary><pre>");
+    out.push_str(&esc(&serde_json::to_string_pretty(&c.run)?));
+    out.push_str("</pre></details>");
+    Ok(())
+}
+
+/// The report page; `figures` are PNG files inlined as data URIs.
+pub fn page(
+    summary: &Summary,
+    changes: &[BaselineChange],
+    baseline: Option<&str>,
+    figures: &[PathBuf],
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>data_parallel — dp-bench report</title>\
+         <style>{STYLE}</style><script>{SCRIPT}</script></head><body><h1>data_parallel: what data parallelism buys</h1>\
+         <p>Each configuration is a separate <code>mpirun</code> run. Samples are the epochs after {} warm-up epoch(s): \
+         epoch time is the mean over ranks (the max is shown too), throughput the sum over ranks. \
+         Intervals are {:.0}% — {}.</p>",
+        summary.warmup_epochs,
+        summary.confidence_level * 100.0,
+        esc(&summary.interval_method),
+    );
+    summary_table(summary, &mut out);
+    if let (Some(name), false) = (baseline, changes.is_empty()) {
+        baseline_table(changes, name, &mut out);
+    }
+    out.push_str("<h2>Figures</h2><div class=figures>");
+    for f in figures {
+        let bytes = std::fs::read(f)?;
+        let alt = f.file_stem().unwrap_or_default().to_string_lossy().replace('_', " ");
+        let _ = write!(
+            out,
+            "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+            esc(&alt),
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+    }
+    out.push_str("</div>");
+    for c in &summary.configs {
+        details(c, summary.confidence_level, &mut out)?;
+    }
+    out.push_str("</body></html>\n");
+    Ok(out)
+}
+
+/// The index of all benchmark reports under `target/criterion`.
+pub fn index_page(benches: &[String]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Benchmark reports</title><style>{STYLE}</style></head><body><h1>Benchmark reports</h1><ul>"
+    );
+    for b in benches {
+        let _ = write!(out, "<li><a href=\"../{0}/report/index.html\">{0}</a></li>", esc(b));
+    }
+    out.push_str("</ul></body></html>\n");
+    out
+}

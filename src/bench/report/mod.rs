@@ -1,0 +1,86 @@
+//! Reports consume a `Summary` (and baseline changes): the criterion-like terminal lines, the
+//! figures, `summary.json`, and the HTML page. `write_all` is the one place that decides where
+//! each artefact goes.
+
+pub mod html;
+pub mod terminal;
+
+use super::plot;
+use super::stats::{self, Thresholds};
+use super::summary::{BaselineChange, Summary};
+use std::path::{Path, PathBuf};
+
+/// Each configuration's change against a saved baseline of the same id (configurations the
+/// baseline lacks are skipped).
+pub fn baseline_changes(summary: &Summary, baseline: &Summary, t: Thresholds) -> Vec<BaselineChange> {
+    let level = summary.confidence_level;
+    summary
+        .configs
+        .iter()
+        .filter_map(|c| {
+            let old = baseline.configs.iter().find(|o| o.id == c.id)?;
+            Some(BaselineChange {
+                id: c.id.clone(),
+                training_time: stats::compare(
+                    &c.samples.training_time,
+                    &old.samples.training_time,
+                    level,
+                    t,
+                    true,
+                ),
+                tokens_per_sec: stats::compare(
+                    &c.samples.tokens_per_sec,
+                    &old.samples.tokens_per_sec,
+                    level,
+                    t,
+                    false,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Where the artefacts of one analysis go.
+pub struct Outputs {
+    /// `summary.json` and `report/index.html` go here.
+    pub dir: PathBuf,
+    /// PNG and SVG figures go here.
+    pub figures: PathBuf,
+}
+
+/// Writes `summary.json`, the figures and the HTML report; returns the report's path.
+pub fn write_all(
+    summary: &Summary,
+    changes: &[BaselineChange],
+    baseline_name: Option<&str>,
+    out: &Outputs,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&out.dir)?;
+    crate::metrics::write_json(&out.dir.join("summary.json"), summary)?;
+    let figures = plot::write_figures(summary, &out.figures)?;
+    let report_dir = out.dir.join("report");
+    std::fs::create_dir_all(&report_dir)?;
+    let page = html::page(summary, changes, baseline_name, &figures)?;
+    let path = report_dir.join("index.html");
+    crate::metrics::write_atomic(&path, page.as_bytes())?;
+    Ok(path)
+}
+
+/// `target/criterion/report/index.html`: links to every benchmark's report under `criterion`.
+pub fn write_index(criterion: &Path) -> anyhow::Result<PathBuf> {
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(criterion)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "report" && entry.path().join("report/index.html").is_file() {
+            links.push(name);
+        }
+    }
+    links.sort();
+    let page = html::index_page(&links);
+    let dir = criterion.join("report");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("index.html");
+    crate::metrics::write_atomic(&path, page.as_bytes())?;
+    Ok(path)
+}

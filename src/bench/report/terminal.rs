@@ -1,0 +1,80 @@
+//! Criterion-style terminal lines: one block per configuration with the interval of the mean
+//! epoch time and throughput, then speedup and baseline verdicts.
+
+use crate::bench::plot::{fmt_rate, fmt_seconds};
+use crate::bench::stats::{Change, Estimate};
+use crate::bench::summary::{BaselineChange, Summary};
+
+const GROUP: &str = "data_parallel";
+
+fn triple(lo: f64, mid: f64, hi: f64, f: &dyn Fn(f64) -> String) -> String {
+    let show = |v: f64| if v.is_finite() { f(v) } else { "?".into() };
+    format!("[{} {} {}]", show(lo), show(mid), show(hi))
+}
+
+fn ratio(e: &Estimate) -> String {
+    triple(e.lower, e.point, e.upper, &|v| format!("{v:.3}×"))
+}
+
+fn percent(c: &Change) -> String {
+    let r = &c.relative;
+    triple(r.lower, r.point, r.upper, &|v| format!("{:+.2}%", v * 100.0))
+}
+
+/// The whole terminal report.
+pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&str>) -> String {
+    let width = summary.configs.iter().map(|c| c.id.len()).max().unwrap_or(0) + GROUP.len() + 1;
+    let pad = " ".repeat(width + 2);
+    let mut out = String::new();
+    for c in &summary.configs {
+        let t = &c.training_time.stats;
+        let r = &c.tokens_per_sec;
+        out += &format!(
+            "{:<width$}  time:   {}  thrpt: {} tok/s\n",
+            format!("{GROUP}/{}", c.id),
+            triple(t.lower, t.mean, t.upper, &fmt_seconds),
+            triple(r.lower, r.mean, r.upper, &fmt_rate),
+        );
+        let o = &t.outliers;
+        out += &format!(
+            "{pad}{} measured epochs, max-rank time {}, all-reduce {:.1}% of the epoch, {} outliers ({} mild, {} severe)\n",
+            c.epochs_measured,
+            fmt_seconds(c.training_time.max_rank_mean),
+            c.allreduce_share * 100.0,
+            o.total(),
+            o.low_mild + o.high_mild,
+            o.low_severe + o.high_severe,
+        );
+        if let Some(s) = summary.speedup.iter().find(|s| s.id == c.id) {
+            let e = &s.efficiency_interval;
+            out += &format!(
+                "{pad}speedup over {}: time {}  thrpt {}  efficiency {}\n",
+                summary.reference.as_deref().unwrap_or("?"),
+                ratio(&s.training_time),
+                ratio(&s.tokens_per_sec),
+                triple(e.lower, e.point, e.upper, &|v| format!("{v:.3}")),
+            );
+        }
+        if let Some(ch) = changes.iter().find(|ch| ch.id == c.id) {
+            let name = baseline.unwrap_or("baseline");
+            out += &format!(
+                "{pad}vs baseline {name:?}: time {} (p = {:.3})  {}\n",
+                percent(&ch.training_time),
+                ch.training_time.p_value,
+                ch.training_time.verdict
+            );
+            out += &format!(
+                "{pad}{:>w$}  thrpt {} (p = {:.3})  {}\n",
+                "",
+                percent(&ch.tokens_per_sec),
+                ch.tokens_per_sec.p_value,
+                ch.tokens_per_sec.verdict,
+                w = name.len() + 14
+            );
+        }
+    }
+    if summary.reference.is_none() {
+        out += "(no one-device configuration: speedups need a run with world size 1)\n";
+    }
+    out
+}

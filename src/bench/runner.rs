@@ -1,0 +1,204 @@
+//! Runs a benchmark: each configuration as its own `mpirun -n N dp-bench …` into its own run
+//! directory, with a progress bar over all epochs, then the analysis and every report. Used by
+//! the `data_parallel` bench target; `compare` reuses the analysis and reports on existing runs.
+
+use super::analysis::{self, RunData};
+use super::report::{self, Outputs};
+use super::stats::Thresholds;
+use super::summary::Summary;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Options of `cargo bench --bench data_parallel -- [OPTIONS] [FILTER]`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "data_parallel", about = "Single- vs multi-device data-parallel training benchmark")]
+pub struct BenchArgs {
+    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs)
+    #[arg(long, env = "DP_BENCH_QUICK")]
+    pub quick: bool,
+    /// World sizes to compare, each run with global batch = per-device batch × world size
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub world_sizes: Vec<usize>,
+    /// Per-device batch size b
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Intra-op threads per rank
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// `synthetic` or a corpus path (as `dp-bench --dataset`)
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+    /// Training examples per epoch [default: 5000, 512 with --quick]
+    #[arg(long)]
+    pub train_examples: Option<usize>,
+    /// Epochs per configuration, warm-up included [default: 6, 4 with --quick]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Leading epochs excluded from the statistics
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Confidence level of every interval
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Save this run's summary as baseline NAME
+    #[arg(long)]
+    pub save_baseline: Option<String>,
+    /// Compare against baseline NAME
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Launcher [env: DP_BENCH_MPIRUN]
+    #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
+    pub mpirun: String,
+    /// Run only configurations whose id contains this text
+    pub filter: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
+
+/// One configuration to run.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub id: String,
+    pub world_size: usize,
+    pub args: Vec<String>,
+}
+
+impl BenchArgs {
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(if self.quick { 4 } else { 6 })
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.warmup < self.epochs(),
+            "--warmup {} must be less than --epochs {}: nothing would be measured",
+            self.warmup,
+            self.epochs()
+        );
+        anyhow::ensure!(
+            self.epochs() - self.warmup >= 2,
+            "at least 2 measured epochs are needed for an interval"
+        );
+        anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
+        anyhow::ensure!(self.confidence > 0.0 && self.confidence < 1.0, "--confidence must be in (0, 1)");
+        Ok(())
+    }
+
+    /// The configurations, filtered.
+    pub fn plan(&self) -> Vec<Planned> {
+        let examples = self.train_examples.unwrap_or(if self.quick { 512 } else { 5000 });
+        self.world_sizes
+            .iter()
+            .map(|&n| {
+                let global = self.batch * n;
+                let args = [
+                    "--world-size", &n.to_string(), "--batch-size", &global.to_string(),
+                    "--n-epochs", &self.epochs().to_string(), "--train-examples", &examples.to_string(),
+                    "--threads", &self.threads.to_string(), "--preset", &self.preset,
+                    "--dataset", &self.dataset, "--benchmark-only", "--overwrite",
+                ]
+                .map(String::from)
+                .to_vec();
+                Planned { id: format!("ws{n}_bs{global}"), world_size: n, args }
+            })
+            .filter(|p| self.filter.as_ref().is_none_or(|f| p.id.contains(f.as_str())))
+            .collect()
+    }
+}
+
+/// The launcher command for `n` ranks; Open MPI needs permission to run as root and to place
+/// more ranks than cores.
+pub fn launcher(mpirun: &str, n: usize) -> Command {
+    let mut cmd = Command::new(mpirun);
+    let version = Command::new(mpirun).arg("--version").output();
+    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI")) {
+        cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+    }
+    cmd.arg("-n").arg(n.to_string());
+    cmd
+}
+
+/// Runs one configuration; the bar advances with each finished epoch (rank 0's epoch lines).
+fn run_one(binary: &Path, mpirun: &str, p: &Planned, dir: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
+    bar.set_message(p.id.clone());
+    let mut child = launcher(mpirun, p.world_size)
+        .arg(binary)
+        .args(&p.args)
+        .arg("--workdir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("{}: cannot start {mpirun}: {e}", p.id))?;
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
+    });
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        if line?.starts_with("epoch ") {
+            bar.inc(1);
+        }
+    }
+    let status = child.wait()?;
+    let errors = errors.join().unwrap_or_default();
+    anyhow::ensure!(status.success(), "{} failed ({status}): {}", p.id, errors.join(" | "));
+    Ok(())
+}
+
+/// Where `cargo bench` writes: `target/criterion` (honouring `CARGO_TARGET_DIR`).
+pub fn criterion_dir(manifest_dir: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir.join("target"))
+        .join("criterion")
+}
+
+/// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
+pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
+    args.validate()?;
+    let plan = args.plan();
+    anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
+    let out_dir = criterion_dir(root).join("data_parallel");
+    let runs_dir = out_dir.join("runs");
+    let bar = ProgressBar::new((plan.len() * args.epochs()) as u64).with_style(
+        ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut runs = Vec::new();
+    for p in &plan {
+        let dir = runs_dir.join(&p.id);
+        run_one(binary, &args.mpirun, p, &dir, &bar)?;
+        runs.push(RunData::load(&dir)?);
+    }
+    bar.finish_and_clear();
+    let summary = analysis::analyse(&runs, args.warmup, args.confidence)?;
+    let baseline_file = |name: &str| out_dir.join("baselines").join(format!("{name}.json"));
+    let (changes, baseline_name) = match &args.baseline {
+        Some(name) => {
+            let old = Summary::read(&baseline_file(name))
+                .map_err(|e| anyhow::anyhow!("baseline {name:?}: {e} (save one with --save-baseline {name})"))?;
+            (report::baseline_changes(&summary, &old, Thresholds::default()), Some(name.as_str()))
+        }
+        None => (Vec::new(), None),
+    };
+    print!("{}", report::terminal::render(&summary, &changes, baseline_name));
+    let outputs = Outputs { dir: out_dir.clone(), figures: root.join("submit/figures") };
+    let page = report::write_all(&summary, &changes, baseline_name, &outputs)?;
+    report::write_index(&criterion_dir(root))?;
+    if let Some(name) = &args.save_baseline {
+        let path = baseline_file(name);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        crate::metrics::write_json(&path, &summary)?;
+        println!("saved baseline {name:?} to {}", path.display());
+    }
+    println!("report: {}", page.display());
+    println!("figures: {}", outputs.figures.display());
+    Ok(summary)
+}

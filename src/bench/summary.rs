@@ -1,0 +1,103 @@
+//! The analysis result and its on-disk form, `summary.json` (versioned by `schema`). One owner
+//! writes it (`report`); baselines are saved copies of it, read back for comparisons.
+
+use super::stats::{Change, Estimate, Summary as Stats};
+use crate::metrics::RunInfo;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const SCHEMA: u32 = 1;
+
+/// The measured epochs of one configuration, one value per epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
+    pub epochs: Vec<usize>,
+    /// Mean over ranks of `training_time` (the seed's rule).
+    pub training_time: Vec<f64>,
+    /// Max over ranks: the wall time of the epoch.
+    pub training_time_max: Vec<f64>,
+    /// Sum over ranks of `tokens_per_sec`.
+    pub tokens_per_sec: Vec<f64>,
+    pub compute_time: Vec<f64>,
+    pub allreduce_time: Vec<f64>,
+    /// `per_rank_time[rank][i]`: each rank's time of measured epoch i.
+    pub per_rank_time: Vec<Vec<f64>>,
+    /// Mean time of every epoch, warm-up included (for the timeline).
+    pub all_epochs_time: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSummary {
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Mean over epochs of the slowest rank's time.
+    pub max_rank_mean: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSummary {
+    pub id: String,
+    pub world_size: usize,
+    pub global_batch_size: usize,
+    pub local_batch_size: usize,
+    pub threads: usize,
+    pub preset: String,
+    pub dataset: String,
+    pub epochs_measured: usize,
+    pub training_time: TimeSummary,
+    pub tokens_per_sec: Stats,
+    /// Mean all-reduce time as a share of the mean epoch time.
+    pub allreduce_share: f64,
+    pub run_dir: String,
+    pub samples: Samples,
+    pub run: RunInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeedupSummary {
+    pub id: String,
+    pub world_size: usize,
+    /// Reference epoch time ÷ this epoch time.
+    pub training_time: Estimate,
+    /// This throughput ÷ reference throughput.
+    pub tokens_per_sec: Estimate,
+    /// Throughput speedup ÷ (world size ÷ reference world size).
+    pub efficiency: f64,
+    pub efficiency_interval: Estimate,
+}
+
+/// A configuration's change against a saved baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineChange {
+    pub id: String,
+    pub training_time: Change,
+    pub tokens_per_sec: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema: u32,
+    pub confidence_level: f64,
+    pub warmup_epochs: usize,
+    pub interval_method: String,
+    /// Id of the one-device configuration that speedups are relative to.
+    pub reference: Option<String>,
+    pub configs: Vec<ConfigSummary>,
+    pub speedup: Vec<SpeedupSummary>,
+}
+
+impl Summary {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let s: Summary = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a dp-bench summary ({e})", path.display()))?;
+        anyhow::ensure!(
+            s.schema == SCHEMA,
+            "{}: summary schema {} (this dp-bench reads {SCHEMA})",
+            path.display(),
+            s.schema
+        );
+        Ok(s)
+    }
+}
