@@ -2,7 +2,8 @@
 # One-command set-up for dp-bench on a fresh Debian machine with the Rust toolchain.
 #
 # Installs, only where missing:
-#   - MPICH (mpich, libmpich-dev) and libclang-dev (bindgen for the `mpi` crate) through apt;
+#   - MPICH (mpich, libmpich-dev) and libclang-dev (bindgen for the `mpi` crate) through apt, and
+#     Chromium for the headless check of the HTML report;
 #   - a Python virtual environment in .venv with torch==2.11.0 (the libtorch that `tch` 0.24 links
 #     against; .cargo/config.toml and build.rs point the build at it) and sacrebleu.
 # Idempotent: a second run checks and returns in seconds.
@@ -17,7 +18,8 @@ VENV="$root/.venv"
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- system packages --------------------------------------------------------
-apt_packages=(mpich libmpich-dev libclang-dev pkg-config)
+# chromium: the test that renders the HTML report headless.
+apt_packages=(mpich libmpich-dev libclang-dev pkg-config chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

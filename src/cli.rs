@@ -5,7 +5,7 @@
 use crate::config::{Config, DatasetSpec, DeviceKind, Partition, Preset};
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use mpi::topology::Communicator as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +14,52 @@ use std::process::ExitCode;
 ///
 /// Launch one process per device with `mpirun -n N dp-bench …`; without mpirun it runs as one
 /// rank. Each rank writes `rank{r}_results_epoch{e}.json` into the workdir after every epoch, and
-/// rank 0 writes `run.json`.
+/// rank 0 writes `run.json`. `dp-bench compare DIR…` analyses run directories.
 #[derive(Debug, Parser)]
-#[command(name = "dp-bench", version, about, long_about, args_override_self = true)]
+#[command(
+    name = "dp-bench",
+    version,
+    about,
+    long_about,
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Analyse run directories that already exist (from `mpirun … dp-bench --workdir DIR`):
+    /// statistics, speedups with intervals, figures, summary.json and an HTML report
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run directories, one per configuration (the one with world size 1 is the reference)
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Leading epochs of each run excluded from the statistics
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Confidence level of every interval
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Where summary.json, report/index.html and figures/ go
+    #[arg(long, default_value = "dp-bench-report")]
+    pub out: PathBuf,
+    /// A summary.json to compare against (e.g. a saved baseline)
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+}
+
+/// Training flags (the default command). Also a parser of its own, so benches and tests build a
+/// `Config` from the command line's defaults.
+#[derive(Debug, Parser)]
 pub struct TrainArgs {
     /// Number of ranks; must equal the MPI world size [default: the MPI world size]
     #[arg(long, alias = "world_size")]
@@ -110,7 +153,54 @@ impl TrainArgs {
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
-    let args = TrainArgs::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Compare(args)) => match compare(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e, 0),
+        },
+        None => train_main(cli.train),
+    }
+}
+
+/// `dp-bench compare`: the benchmark's analysis and reports on existing run directories.
+fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    use crate::bench::{analysis, report, stats::Thresholds, summary::Summary};
+    if !(args.confidence > 0.0 && args.confidence < 1.0) {
+        return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
+    }
+    let runs = args
+        .dirs
+        .iter()
+        .map(|d| analysis::RunData::load(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::from_err)?;
+    let summary =
+        analysis::analyse(&runs, args.warmup, args.confidence).map_err(UsageError::from_err)?;
+    let baseline = match &args.baseline {
+        Some(path) => Some(Summary::read(path).map_err(UsageError::from_err)?),
+        None => None,
+    };
+    let changes = baseline
+        .as_ref()
+        .map(|b| report::baseline_changes(&summary, b, Thresholds::default()))
+        .unwrap_or_default();
+    let name = args.baseline.as_ref().map(|p| p.display().to_string());
+    print!("{}", report::terminal::render(&summary, &changes, name.as_deref()));
+    let outputs = report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") };
+    let page = report::write_all(&summary, &changes, name.as_deref(), &outputs)?;
+    println!("report: {}", page.display());
+    Ok(())
+}
+
+fn train_main(args: TrainArgs) -> ExitCode {
+    // A panicking rank must end the whole job (mpirun kills the others once one aborts) instead
+    // of unwinding into MPI_Finalize while the other ranks wait in a collective.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let Some(universe) = mpi::initialize() else {
         eprintln!("dp-bench: MPI was already initialised");
         return ExitCode::FAILURE;

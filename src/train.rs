@@ -4,7 +4,7 @@
 //! gradients gives exactly the gradient one rank would compute on the whole global batch.
 
 use crate::config::Config;
-use crate::data::{collate, Example, Schedule};
+use crate::data::{collate, Batch, Example, Schedule};
 use crate::dist::{param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
 use std::time::Instant;
@@ -20,6 +20,13 @@ pub fn synchronize(device: Device) {
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
     }
+}
+
+/// Seconds of one step: forward, backward and optimiser; gradient all-reduce.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepTimes {
+    pub compute: f64,
+    pub allreduce: f64,
 }
 
 /// What one rank measured in one epoch's training loop.
@@ -105,6 +112,40 @@ impl<'a> Trainer<'a> {
         &self.vars
     }
 
+    /// One training step on this rank's share `batch` of a global batch with `global_targets`
+    /// target tokens; adds the summed (unnormalised) loss to `loss_sum`. Every rank must call it,
+    /// even with an empty share, because the all-reduce is collective.
+    pub fn step(
+        &mut self,
+        batch: &Batch,
+        global_targets: usize,
+        loss_sum: &mut Tensor,
+    ) -> StepTimes {
+        let device = self.model.device();
+        let t0 = Instant::now();
+        self.grads.zero();
+        if batch.target_tokens > 0 {
+            let hidden = self.model.hidden(&batch.inputs, true);
+            let loss =
+                self.model.target_loss_sum(&hidden, &batch.target_index, &batch.target_labels);
+            // Normalised by the GLOBAL batch's target tokens, so the all-reduced SUM of the ranks'
+            // gradients is the gradient of the mean loss over the global batch.
+            (&loss / global_targets as f64).backward();
+            *loss_sum += loss.detach().to_kind(Kind::Double);
+        }
+        synchronize(device);
+        let t1 = Instant::now();
+        self.grads.all_reduce(self.comm);
+        let t2 = Instant::now();
+        self.opt.step();
+        synchronize(device);
+        let t3 = Instant::now();
+        StepTimes {
+            compute: (t1 - t0).as_secs_f64() + (t3 - t2).as_secs_f64(),
+            allreduce: (t2 - t1).as_secs_f64(),
+        }
+    }
+
     /// Trains one epoch. `training_time` runs from the first batch fetched to the last optimiser
     /// step done, between barriers, with the device synchronised before each clock reading.
     pub fn train_epoch(
@@ -121,33 +162,18 @@ impl<'a> Trainer<'a> {
 
         self.comm.barrier();
         let start = Instant::now();
+        let examples = self.examples;
         for k in 0..steps {
             let step = &self.schedule.steps[k];
             // Every rank knows the whole global batch, so the normaliser needs no communication.
             let global_targets: usize =
-                step.iter().flatten().map(|&i| self.examples[i].target_tokens()).sum();
-            let local: Vec<&Example> = step[rank].iter().map(|&i| &self.examples[i]).collect();
+                step.iter().flatten().map(|&i| examples[i].target_tokens()).sum();
+            let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();
             let batch = collate(&local, self.pad, self.seq_len, device);
 
-            let t0 = Instant::now();
-            self.grads.zero();
-            if batch.target_tokens > 0 {
-                let hidden = self.model.hidden(&batch.inputs, true);
-                let loss =
-                    self.model.target_loss_sum(&hidden, &batch.target_index, &batch.target_labels);
-                (&loss / global_targets as f64).backward();
-                loss_sum += loss.detach().to_kind(Kind::Double);
-            }
-            synchronize(device);
-            let t1 = Instant::now();
-            self.grads.all_reduce(self.comm);
-            let t2 = Instant::now();
-            self.opt.step();
-            synchronize(device);
-            let t3 = Instant::now();
-
-            stats.compute_time += (t1 - t0).as_secs_f64() + (t3 - t2).as_secs_f64();
-            stats.allreduce_time += (t2 - t1).as_secs_f64();
+            let times = self.step(&batch, global_targets, &mut loss_sum);
+            stats.compute_time += times.compute;
+            stats.allreduce_time += times.allreduce;
             stats.tokens += batch.tokens as u64;
             stats.target_tokens += batch.target_tokens as u64;
             global_targets_total += global_targets;

@@ -55,7 +55,10 @@ impl RunData {
         for entry in std::fs::read_dir(dir).map_err(|e| corrupt(dir, e))? {
             let path = entry.map_err(|e| corrupt(dir, e))?.path();
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            if !(name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json")) {
+            if !(name.starts_with("rank")
+                && name.contains("_results_epoch")
+                && name.ends_with(".json"))
+            {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(|e| corrupt(&path, e))?;
@@ -64,7 +67,10 @@ impl RunData {
             if rec.world_size != world || rec.rank >= world {
                 return Err(corrupt(
                     &path,
-                    format!("rank {} of world size {}, but run.json says world size {world}", rec.rank, rec.world_size),
+                    format!(
+                        "rank {} of world size {}, but run.json says world size {world}",
+                        rec.rank, rec.world_size
+                    ),
                 ));
             }
             let slots = by_epoch.entry(rec.epoch).or_insert_with(|| vec![None; world]);
@@ -74,11 +80,19 @@ impl RunData {
         let mut epochs = Vec::new();
         for (expected, (epoch, slots)) in by_epoch.into_iter().enumerate() {
             if epoch != expected {
-                return Err(AnalysisError::MissingRecord { dir: dir.into(), epoch: expected, rank: 0 });
+                return Err(AnalysisError::MissingRecord {
+                    dir: dir.into(),
+                    epoch: expected,
+                    rank: 0,
+                });
             }
             let mut ranks = Vec::with_capacity(world);
             for (rank, slot) in slots.into_iter().enumerate() {
-                ranks.push(slot.ok_or(AnalysisError::MissingRecord { dir: dir.into(), epoch, rank })?);
+                ranks.push(slot.ok_or(AnalysisError::MissingRecord {
+                    dir: dir.into(),
+                    epoch,
+                    rank,
+                })?);
             }
             epochs.push(ranks);
         }
@@ -198,7 +212,10 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
             preset: c.preset.to_string(),
             dataset: c.dataset.to_string(),
             epochs_measured: samples.training_time.len(),
-            training_time: TimeSummary { stats: time, max_rank_mean: stats::mean(&samples.training_time_max) },
+            training_time: TimeSummary {
+                stats: time,
+                max_rank_mean: stats::mean(&samples.training_time_max),
+            },
             tokens_per_sec: Stats::of(&samples.tokens_per_sec, level),
             allreduce_share: stats::mean(&samples.allreduce_time) / time.mean,
             run_dir: run.dir.display().to_string(),
@@ -233,11 +250,14 @@ fn unbounded(point: f64) -> Estimate {
 
 fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> SpeedupSummary {
     let (rs, cs) = (&reference.samples, &c.samples);
-    let time = stats::ratio_of_means(&rs.training_time, &cs.training_time, level)
-        .unwrap_or_else(|| unbounded(stats::mean(&rs.training_time) / stats::mean(&cs.training_time)));
-    let tps = stats::ratio_of_means(&cs.tokens_per_sec, &rs.tokens_per_sec, level).unwrap_or_else(|| {
-        unbounded(stats::mean(&cs.tokens_per_sec) / stats::mean(&rs.tokens_per_sec))
-    });
+    let time =
+        stats::ratio_of_means(&rs.training_time, &cs.training_time, level).unwrap_or_else(|| {
+            unbounded(stats::mean(&rs.training_time) / stats::mean(&cs.training_time))
+        });
+    let tps =
+        stats::ratio_of_means(&cs.tokens_per_sec, &rs.tokens_per_sec, level).unwrap_or_else(|| {
+            unbounded(stats::mean(&cs.tokens_per_sec) / stats::mean(&rs.tokens_per_sec))
+        });
     let n = c.world_size as f64 / reference.world_size as f64;
     SpeedupSummary {
         id: c.id.clone(),
@@ -245,6 +265,10 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
         training_time: time,
         tokens_per_sec: tps,
         efficiency: tps.point / n,
-        efficiency_interval: Estimate { point: tps.point / n, lower: tps.lower / n, upper: tps.upper / n },
+        efficiency_interval: Estimate {
+            point: tps.point / n,
+            lower: tps.lower / n,
+            upper: tps.upper / n,
+        },
     }
 }

@@ -23,7 +23,8 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(147, 120, 96),
 ];
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans as plotters' "sans-serif" (criterion's plots use it too).
+pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for (style, bytes) in
@@ -79,7 +80,10 @@ fn draw_bars<DB: DrawingBackend>(
         let x = i as f64;
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series([Rectangle::new([(x - 0.32, 0.0), (x + 0.32, bar.value.point)], color.filled())])
+            .draw_series([Rectangle::new(
+                [(x - 0.32, 0.0), (x + 0.32, bar.value.point)],
+                color.filled(),
+            )])
             .map_err(err)?;
         if bar.value.lower.is_finite() && bar.value.upper.is_finite() {
             chart
@@ -95,17 +99,22 @@ fn draw_bars<DB: DrawingBackend>(
         }
         let label_y = bar.value.upper.max(bar.value.point);
         let (px, py) = chart.backend_coord(&(x, label_y));
-        let value_style = (FONT, 18).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
+        let value_style =
+            (FONT, 18).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
         root.draw(&Text::new(show(bar.value.point), (px, py - 6), value_style)).map_err(err)?;
         let (px, py) = chart.backend_coord(&(x, 0.0));
-        let label_style = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+        let label_style =
+            (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
         root.draw(&Text::new(bar.label.clone(), (px, py + 10), label_style)).map_err(err)?;
     }
     root.present().map_err(err)
 }
 
 /// Mean epoch time of every epoch per configuration; the warm-up epochs are shaded.
-fn draw_timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary) -> Result<()> {
+fn draw_timeline<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    summary: &Summary,
+) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let epochs = summary.configs.iter().map(|c| c.samples.all_epochs_time.len()).max().unwrap_or(1);
     let top = summary
@@ -140,10 +149,15 @@ fn draw_timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Sum
     if summary.warmup_epochs > 0 {
         let end = summary.warmup_epochs as f64 - 0.5;
         chart
-            .draw_series([Rectangle::new([(-0.5, 0.0), (end, top)], RGBColor(235, 235, 235).filled())])
+            .draw_series([Rectangle::new(
+                [(-0.5, 0.0), (end, top)],
+                RGBColor(235, 235, 235).filled(),
+            )])
             .map_err(err)?
             .label("warm-up (excluded)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], RGBColor(220, 220, 220).filled()));
+            .legend(|(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 16, y + 6)], RGBColor(220, 220, 220).filled())
+            });
     }
     for (i, c) in summary.configs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -154,7 +168,9 @@ fn draw_timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Sum
             .map_err(err)?
             .label(c.id.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(err)?;
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(err)?;
     }
     chart
         .configure_series_labels()
@@ -167,7 +183,10 @@ fn draw_timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Sum
 }
 
 /// Stacked bars of the mean epoch time: compute, all-reduce, and the rest (batching, waits).
-fn draw_breakdown<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary) -> Result<()> {
+fn draw_breakdown<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    summary: &Summary,
+) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let n = summary.configs.len() as f64;
     let top = summary.configs.iter().map(|c| c.training_time.stats.mean).fold(0.0, f64::max) * 1.15;
@@ -197,13 +216,16 @@ fn draw_breakdown<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Su
         let mut base = 0.0;
         for (k, v) in [compute, allreduce, other].into_iter().enumerate() {
             let series = chart
-                .draw_series([Rectangle::new([(x - 0.3, base), (x + 0.3, base + v)], COLORS[k].filled())])
+                .draw_series([Rectangle::new(
+                    [(x - 0.3, base), (x + 0.3, base + v)],
+                    COLORS[k].filled(),
+                )])
                 .map_err(err)?;
             if i == 0 {
                 let color = COLORS[k];
-                series
-                    .label(parts[k])
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+                series.label(parts[k]).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled())
+                });
             }
             base += v;
         }
@@ -294,7 +316,14 @@ pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
     let plain = |v: f64| format!("{v:.2}");
     Ok(vec![
         both(dir, "training_time_comparison", &|b| {
-            on_backend!(b, |root| draw_bars(root, &time_title, "seconds per epoch", &time, &secs, &plain))
+            on_backend!(b, |root| draw_bars(
+                root,
+                &time_title,
+                "seconds per epoch",
+                &time,
+                &secs,
+                &plain
+            ))
         })?,
         both(dir, "tokens_per_second_comparison", &|b| {
             on_backend!(b, |root| draw_bars(root, &tps_title, "tokens / s", &tps, &rate, &rate))

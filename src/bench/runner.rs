@@ -14,7 +14,10 @@ use std::process::{Command, Stdio};
 
 /// Options of `cargo bench --bench data_parallel -- [OPTIONS] [FILTER]`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "data_parallel", about = "Single- vs multi-device data-parallel training benchmark")]
+#[command(
+    name = "data_parallel",
+    about = "Single- vs multi-device data-parallel training benchmark"
+)]
 pub struct BenchArgs {
     /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs)
     #[arg(long, env = "DP_BENCH_QUICK")]
@@ -86,7 +89,10 @@ impl BenchArgs {
             "at least 2 measured epochs are needed for an interval"
         );
         anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
-        anyhow::ensure!(self.confidence > 0.0 && self.confidence < 1.0, "--confidence must be in (0, 1)");
+        anyhow::ensure!(
+            self.confidence > 0.0 && self.confidence < 1.0,
+            "--confidence must be in (0, 1)"
+        );
         Ok(())
     }
 
@@ -98,10 +104,22 @@ impl BenchArgs {
             .map(|&n| {
                 let global = self.batch * n;
                 let args = [
-                    "--world-size", &n.to_string(), "--batch-size", &global.to_string(),
-                    "--n-epochs", &self.epochs().to_string(), "--train-examples", &examples.to_string(),
-                    "--threads", &self.threads.to_string(), "--preset", &self.preset,
-                    "--dataset", &self.dataset, "--benchmark-only", "--overwrite",
+                    "--world-size",
+                    &n.to_string(),
+                    "--batch-size",
+                    &global.to_string(),
+                    "--n-epochs",
+                    &self.epochs().to_string(),
+                    "--train-examples",
+                    &examples.to_string(),
+                    "--threads",
+                    &self.threads.to_string(),
+                    "--preset",
+                    &self.preset,
+                    "--dataset",
+                    &self.dataset,
+                    "--benchmark-only",
+                    "--overwrite",
                 ]
                 .map(String::from)
                 .to_vec();
@@ -125,7 +143,13 @@ pub fn launcher(mpirun: &str, n: usize) -> Command {
 }
 
 /// Runs one configuration; the bar advances with each finished epoch (rank 0's epoch lines).
-fn run_one(binary: &Path, mpirun: &str, p: &Planned, dir: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
+fn run_one(
+    binary: &Path,
+    mpirun: &str,
+    p: &Planned,
+    dir: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
     bar.set_message(p.id.clone());
     let mut child = launcher(mpirun, p.world_size)
         .arg(binary)
@@ -182,8 +206,9 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let baseline_file = |name: &str| out_dir.join("baselines").join(format!("{name}.json"));
     let (changes, baseline_name) = match &args.baseline {
         Some(name) => {
-            let old = Summary::read(&baseline_file(name))
-                .map_err(|e| anyhow::anyhow!("baseline {name:?}: {e} (save one with --save-baseline {name})"))?;
+            let old = Summary::read(&baseline_file(name)).map_err(|e| {
+                anyhow::anyhow!("baseline {name:?}: {e} (save one with --save-baseline {name})")
+            })?;
             (report::baseline_changes(&summary, &old, Thresholds::default()), Some(name.as_str()))
         }
         None => (Vec::new(), None),

@@ -332,6 +332,10 @@ mod tests {
         assert!(c.p_value < 0.05, "{c:?}");
         assert_eq!(c.verdict, Verdict::WithinNoise);
         let c = compare(&faster, &old, 0.95, t, true);
-        assert!(close(c.relative.point, -0.2, 1e-12) && c.relative.lower < -0.2 && c.relative.upper > -0.2);
+        assert!(
+            close(c.relative.point, -0.2, 1e-12)
+                && c.relative.lower < -0.2
+                && c.relative.upper > -0.2
+        );
     }
 }

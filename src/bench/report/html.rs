@@ -85,7 +85,8 @@ fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {
          <th>p</th><th>verdict</th><th>throughput change (CI)</th><th>p</th><th>verdict</th></tr></thead><tbody>",
         esc(name)
     );
-    let pct = |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{:+.2}%", v * 100.0));
+    let pct =
+        |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{:+.2}%", v * 100.0));
     for c in changes {
         let class = |v: crate::bench::stats::Verdict| format!("{v:?}").to_lowercase();
         let _ = write!(

@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 
 /// Each configuration's change against a saved baseline of the same id (configurations the
 /// baseline lacks are skipped).
-pub fn baseline_changes(summary: &Summary, baseline: &Summary, t: Thresholds) -> Vec<BaselineChange> {
+pub fn baseline_changes(
+    summary: &Summary,
+    baseline: &Summary,
+    t: Thresholds,
+) -> Vec<BaselineChange> {
     let level = summary.confidence_level;
     summary
         .configs

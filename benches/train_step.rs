@@ -1,0 +1,61 @@
+//! One training step (zero grads, forward, loss, backward, optimiser) per preset, on one rank and
+//! one thread, with criterion. Throughput is input positions per second. The gpt2 preset (124M
+//! parameters) is skipped under `--quick`.
+
+use clap::Parser;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dp_bench::cli::TrainArgs;
+use dp_bench::data::{collate, Example};
+use dp_bench::dist::Solo;
+use dp_bench::train::Trainer;
+use rand::{Rng, SeedableRng};
+use tch::{Device, Kind, Tensor};
+
+/// Random examples with a source half and a target half, `len` tokens each.
+fn examples(n: usize, len: usize, vocab: i64) -> Vec<Example> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    (0..n)
+        .map(|_| Example {
+            ids: (0..len).map(|_| rng.random_range(3..vocab)).collect(),
+            prompt_len: len / 2,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    dp_bench::bench::plot::register_font();
+    tch::set_num_threads(1);
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    for (preset, batch, vocab) in [("tiny", 16, 8000), ("small", 16, 8000), ("gpt2", 2, 50257)] {
+        if quick && preset == "gpt2" {
+            eprintln!("train_step/gpt2: skipped under --quick");
+            continue;
+        }
+        // The command line's own defaults, so the bench trains what `dp-bench` trains.
+        let args = TrainArgs::parse_from([
+            "dp-bench",
+            "--preset",
+            preset,
+            "--batch-size",
+            &batch.to_string(),
+        ]);
+        let mut config = args.into_config(1, 1);
+        config.threads = 1;
+        let data = examples(batch, 60, vocab);
+        let mut trainer =
+            Trainer::new(&config, vocab as usize, &data, 0, &Solo, Device::Cpu).unwrap();
+        let refs: Vec<&Example> = data.iter().collect();
+        let b = collate(&refs, 0, config.model_max_length, Device::Cpu);
+        let mut loss = Tensor::zeros([], (Kind::Double, Device::Cpu));
+        group.throughput(Throughput::Elements(b.tokens as u64));
+        group.bench_function(BenchmarkId::new("step", preset), |bench| {
+            bench.iter(|| trainer.step(&b, b.target_tokens, &mut loss))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,221 @@
+//! `dp-bench compare` on run directories with known numbers: the statistics, the speedup, the
+//! refusals, and the HTML report rendered by headless Chromium.
+
+mod common;
+
+use common::*;
+use dp_bench::config::{Config, DatasetSpec, DeviceKind, Partition, Preset};
+use dp_bench::metrics::{write_json, EpochRecord, RunInfo};
+use std::path::Path;
+use std::process::Command;
+
+fn config(world_size: usize, preset: Preset) -> Config {
+    Config {
+        world_size,
+        batch_size: 16 * world_size,
+        n_epochs: 4,
+        learning_rate: 1e-4,
+        model_max_length: 128,
+        preset,
+        dataset: DatasetSpec::Synthetic,
+        train_examples: 5000,
+        val_examples: 1000,
+        test_examples: 100,
+        seed: 1234,
+        threads: 1,
+        device: DeviceKind::Cpu,
+        partition: Partition::Strided,
+        dropout: 0.1,
+        benchmark_only: true,
+        max_batches: None,
+        workdir: Default::default(),
+        overwrite: false,
+    }
+}
+
+/// A run directory whose rank r trained epoch e in `times[r][e]` seconds on 1000 tokens.
+fn fake_run(dir: &Path, preset: Preset, times: &[&[f64]]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let c = config(times.len(), preset);
+    let info = RunInfo {
+        schema: 1,
+        config: c.clone(),
+        dims: c.dims(),
+        vocab_size: 8000,
+        parameters: 1,
+        libtorch_version: "2.11.0".into(),
+        mpi_library: "MPICH 4".into(),
+        host: "h".into(),
+        hosts: vec!["h".into(); times.len()],
+        threads_per_rank: 1,
+        device: "cpu".into(),
+        crate_version: "0".into(),
+        start_time: "2026-01-01T00:00:00Z".into(),
+    };
+    write_json(&dir.join("run.json"), &info).unwrap();
+    for (rank, epochs) in times.iter().enumerate() {
+        for (epoch, &t) in epochs.iter().enumerate() {
+            let rec = EpochRecord {
+                epoch,
+                rank,
+                world_size: times.len(),
+                global_batch_size: c.batch_size,
+                local_batch_size: 16,
+                steps: 10,
+                training_time: t,
+                tokens: 1000,
+                tokens_per_sec: 1000.0 / t,
+                target_tokens: 100,
+                target_tokens_per_sec: 100.0 / t,
+                train_loss: 5.0,
+                compute_time: 0.8 * t,
+                allreduce_time: 0.1 * t,
+                validation_loss: None,
+                bleu: None,
+                eval_time: None,
+                param_checksum: 1.0,
+            };
+            write_json(&dir.join(EpochRecord::file_name(rank, epoch)), &rec).unwrap();
+        }
+    }
+}
+
+fn compare(dirs: &[&Path], out: &Path) -> std::process::Output {
+    run(Command::new(binary()).arg("compare").args(dirs).arg("--out").arg(out))
+}
+
+fn close(a: &serde_json::Value, b: f64, tol: f64) -> bool {
+    (a.as_f64().unwrap_or(f64::NAN) - b).abs() <= tol
+}
+
+#[test]
+fn known_numbers_give_known_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two, out) = (tmp.path().join("one"), tmp.path().join("two"), tmp.path().join("out"));
+    // Epoch 0 is warm-up. One rank: 4, 5, 6 s. Two ranks: means 2.1, 2.6, 3.1; maxima 2.2, 2.7, 3.2.
+    fake_run(&one, Preset::Tiny, &[&[10.0, 4.0, 5.0, 6.0]]);
+    fake_run(&two, Preset::Tiny, &[&[6.0, 2.0, 2.5, 3.0], &[6.0, 2.2, 2.7, 3.2]]);
+    let o = compare(&[&one, &two], &out);
+    assert!(o.status.success());
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["schema"], 1);
+    assert_eq!(s["confidence_level"], 0.95);
+    let (c1, c2) = (&s["configs"][0], &s["configs"][1]);
+    assert_eq!((c1["id"].as_str(), c2["id"].as_str()), (Some("ws1_bs16"), Some("ws2_bs32")));
+    assert_eq!(c1["epochs_measured"], 3);
+    // mean 5, s = 1, t(0.975, 2) = 4.302653: half width 4.302653 / √3 = 2.484138.
+    let t1 = &c1["training_time"];
+    assert!(close(&t1["mean"], 5.0, 1e-12) && close(&t1["std_dev"], 1.0, 1e-12));
+    assert!(close(&t1["lower"], 5.0 - 2.484138, 1e-5) && close(&t1["upper"], 5.0 + 2.484138, 1e-5));
+    let t2 = &c2["training_time"];
+    assert!(close(&t2["mean"], 2.6, 1e-12) && close(&t2["max_rank_mean"], 2.7, 1e-12));
+    assert!(close(&t2["upper"], 2.6 + 0.5 * 2.484138, 1e-5), "{t2}");
+    // Throughput is the sum over ranks: 1000/2 + 1000/2.2 = 954.545… in epoch 1.
+    let tps1 = 1000.0 / 2.0 + 1000.0 / 2.2;
+    let tps = [tps1, 1000.0 / 2.5 + 1000.0 / 2.7, 1000.0 / 3.0 + 1000.0 / 3.2];
+    assert!(close(&c2["tokens_per_sec"]["mean"], tps.iter().sum::<f64>() / 3.0, 1e-9));
+    assert!(close(&c2["allreduce_share"], 0.1, 1e-12));
+    let sp = &s["speedup"][0];
+    assert_eq!(sp["id"], "ws2_bs32");
+    assert!(close(&sp["training_time"]["point"], 5.0 / 2.6, 1e-12));
+    let lo = sp["training_time"]["lower"].as_f64().unwrap();
+    let hi = sp["training_time"]["upper"].as_f64().unwrap();
+    assert!(lo < 5.0 / 2.6 && hi > 5.0 / 2.6, "{sp}");
+    let one_tps = (1000.0 / 4.0 + 1000.0 / 5.0 + 1000.0 / 6.0) / 3.0;
+    let tps_speedup = tps.iter().sum::<f64>() / 3.0 / one_tps;
+    assert!(close(&sp["tokens_per_sec"]["point"], tps_speedup, 1e-9));
+    assert!(close(&sp["efficiency"], tps_speedup / 2.0, 1e-9));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("data_parallel/ws2_bs32  time:   [")
+            && stdout.contains("speedup over ws1_bs16"),
+        "{stdout}"
+    );
+    for f in [
+        "training_time_comparison",
+        "tokens_per_second_comparison",
+        "epoch_timeline",
+        "time_breakdown",
+    ] {
+        assert!(
+            out.join(format!("figures/{f}.png")).is_file()
+                && out.join(format!("figures/{f}.svg")).is_file()
+        );
+    }
+}
+
+#[test]
+fn inconsistent_or_broken_runs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, small, out) =
+        (tmp.path().join("one"), tmp.path().join("small"), tmp.path().join("out"));
+    fake_run(&one, Preset::Tiny, &[&[1.0, 1.0, 1.1, 0.9]]);
+    fake_run(&small, Preset::Small, &[&[1.0, 0.6, 0.5, 0.55], &[1.0, 0.6, 0.5, 0.55]]);
+    let o = compare(&[&one, &small], &out);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("differ in preset (tiny vs small)"), "{err}");
+    assert!(!out.join("summary.json").exists());
+
+    let o = compare(&[&one, &one], &out);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("same configuration"));
+
+    std::fs::write(small.join("rank1_results_epoch2.json"), "{\"epoch\": 2,").unwrap();
+    let o = compare(&[&small], &out);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rank1_results_epoch2.json") && err.contains("not a dp-bench epoch record"),
+        "{err}"
+    );
+
+    std::fs::remove_file(small.join("rank1_results_epoch2.json")).unwrap();
+    let o = compare(&[&small], &out);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("epoch 2 lacks the record of rank 1"));
+
+    std::fs::write(one.join("run.json"), "[]").unwrap();
+    let o = compare(&[&one], &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("run.json") && err.contains("not a dp-bench run.json"), "{err}");
+}
+
+#[test]
+fn html_report_renders_in_headless_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two, out) = (tmp.path().join("one"), tmp.path().join("two"), tmp.path().join("out"));
+    fake_run(&one, Preset::Tiny, &[&[10.0, 4.0, 5.0, 6.0]]);
+    fake_run(&two, Preset::Tiny, &[&[6.0, 2.0, 2.5, 3.0], &[6.0, 2.2, 2.7, 3.2]]);
+    assert!(compare(&[&one, &two], &out).status.success());
+    let page = out.join("report/index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page must need no network"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let dom = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium is installed by scripts/setup.sh");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("data-images-ok=\"4/4\""),
+        "images did not render: {}",
+        &dom[..dom.len().min(400)]
+    );
+    assert!(dom.contains("data-table-rows=\"2\""), "summary table did not render");
+    assert!(dom.contains("ws2_bs32"));
+}
