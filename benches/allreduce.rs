@@ -7,7 +7,7 @@
 //! ranks run that many collectives in lockstep, so only the collectives are timed.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dp_bench::bench::runner::launcher;
+use dp_bench::bench::runner::{self, launcher};
 use dp_bench::config::Preset;
 use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi};
 use dp_bench::model::{Gpt, GptConfig};
@@ -94,6 +94,10 @@ fn lead(comm: &Mpi) {
     let mut stop = [STOP, 0.0, 0.0];
     comm.broadcast_f32(&mut stop, 0);
     c.final_summary();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(e) = dp_bench::bench::report::write_index(&runner::criterion_dir(root)) {
+        eprintln!("allreduce: could not update the report index: {e:#}");
+    }
 }
 
 /// Other ranks: run what rank 0 asks for until it says stop.

@@ -3,7 +3,8 @@
 //! parameters) is skipped under `--quick`.
 
 use clap::Parser;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use dp_bench::bench::{report, runner};
 use dp_bench::cli::TrainArgs;
 use dp_bench::data::{collate, Example};
 use dp_bench::dist::Solo;
@@ -57,5 +58,12 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(e) = report::write_index(&runner::criterion_dir(root)) {
+        eprintln!("train_step: could not update the report index: {e:#}");
+    }
+}

@@ -206,14 +206,44 @@ pub fn page(
     Ok(out)
 }
 
-/// The index of all benchmark reports under `target/criterion`.
-pub fn index_page(benches: &[String]) -> String {
-    let mut out = format!(
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Benchmark reports</title><style>{STYLE}</style></head><body><h1>Benchmark reports</h1><ul>"
-    );
+const INDEX_BEGIN: &str = "<!-- dp-bench reports -->";
+const INDEX_END: &str = "<!-- /dp-bench reports -->";
+
+/// The index of all benchmark reports under `target/criterion`: `existing` (criterion's page)
+/// with a marked section of links, or a page of its own.
+pub fn index_page(existing: Option<&str>, benches: &[String]) -> String {
+    let mut section = format!("{INDEX_BEGIN}<section><h2>All benchmark reports</h2><ul>");
     for b in benches {
-        let _ = write!(out, "<li><a href=\"../{0}/report/index.html\">{0}</a></li>", esc(b));
+        let _ = write!(section, "<li><a href=\"../{0}/report/index.html\">{0}</a></li>", esc(b));
     }
-    out.push_str("</ul></body></html>\n");
-    out
+    section.push_str("</ul></section>");
+    section.push_str(INDEX_END);
+    match existing {
+        Some(page) if page.contains(INDEX_BEGIN) && page.contains(INDEX_END) => {
+            let (head, rest) = page.split_once(INDEX_BEGIN).expect("checked");
+            let (_, tail) = rest.split_once(INDEX_END).expect("checked");
+            format!("{head}{section}{tail}")
+        }
+        Some(page) if page.contains("</body>") => page.replacen("</body>", &format!("{section}</body>"), 1),
+        _ => format!(
+            "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Benchmark reports</title>\
+             <style>{STYLE}</style></head><body><h1>Benchmark reports</h1>{section}</body></html>\n"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_section_is_added_once_and_replaced() {
+        let criterion = "<html><body><h1>Criterion.rs Benchmark Index</h1></body></html>";
+        let a = index_page(Some(criterion), &["allreduce".into()]);
+        assert!(a.contains("Criterion.rs") && a.contains("../allreduce/report/index.html"));
+        let b = index_page(Some(&a), &["allreduce".into(), "data_parallel".into()]);
+        assert_eq!(b.matches(INDEX_BEGIN).count(), 1);
+        assert!(b.contains("../data_parallel/report/index.html"));
+        assert!(index_page(None, &[]).contains("<h1>Benchmark reports</h1>"));
+    }
 }

@@ -70,21 +70,27 @@ pub fn write_all(
     Ok(path)
 }
 
-/// `target/criterion/report/index.html`: links to every benchmark's report under `criterion`.
+/// Adds links to every report under `target/criterion` to `target/criterion/report/index.html`.
+/// Criterion rewrites that page at the end of each of its benches, so every bench of this crate
+/// calls this last: criterion's page gains a marked section with the links (replaced, not
+/// duplicated, on later calls), and without one a page of links is written.
 pub fn write_index(criterion: &Path) -> anyhow::Result<PathBuf> {
     let mut links = Vec::new();
-    for entry in std::fs::read_dir(criterion)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != "report" && entry.path().join("report/index.html").is_file() {
-            links.push(name);
+    if criterion.is_dir() {
+        for entry in std::fs::read_dir(criterion)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "report" && entry.path().join("report/index.html").is_file() {
+                links.push(name);
+            }
         }
     }
     links.sort();
-    let page = html::index_page(&links);
     let dir = criterion.join("report");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("index.html");
+    let existing = std::fs::read_to_string(&path).ok();
+    let page = html::index_page(existing.as_deref(), &links);
     crate::metrics::write_atomic(&path, page.as_bytes())?;
     Ok(path)
 }
