@@ -6,6 +6,8 @@
 use super::stats::Estimate;
 use super::summary::Summary;
 use anyhow::{anyhow, Result};
+use plotters::coord::cartesian::Cartesian2d;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -45,6 +47,33 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 pub struct Bar {
     pub label: String,
     pub value: Estimate,
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the series legend and writes the figure out.
+fn legend_and_present<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    root: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Writes a category's name under the x axis at pixel `at` (the category's position on the axis).
+fn category_label<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    at: (i32, i32),
+    text: &str,
+) -> Result<()> {
+    let style = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+    root.draw(&Text::new(text.to_string(), (at.0, at.1 + 10), style)).map_err(err)
 }
 
 /// Draws labelled bars with error bars from `lower` to `upper` and the value on top.
@@ -102,10 +131,7 @@ fn draw_bars<DB: DrawingBackend>(
         let value_style =
             (FONT, 18).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
         root.draw(&Text::new(show(bar.value.point), (px, py - 6), value_style)).map_err(err)?;
-        let (px, py) = chart.backend_coord(&(x, 0.0));
-        let label_style =
-            (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
-        root.draw(&Text::new(bar.label.clone(), (px, py + 10), label_style)).map_err(err)?;
+        category_label(&root, chart.backend_coord(&(x, 0.0)), &bar.label)?;
     }
     root.present().map_err(err)
 }
@@ -172,14 +198,7 @@ fn draw_timeline<DB: DrawingBackend>(
             .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+    legend_and_present(&mut chart, &root)
 }
 
 /// Stacked bars of the mean epoch time: compute, all-reduce, and the rest (batching, waits).
@@ -229,18 +248,9 @@ fn draw_breakdown<DB: DrawingBackend>(
             }
             base += v;
         }
-        let (px, py) = chart.backend_coord(&(x, 0.0));
-        let style = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
-        root.draw(&Text::new(c.id.clone(), (px, py + 10), style)).map_err(err)?;
+        category_label(&root, chart.backend_coord(&(x, 0.0)), &c.id)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+    legend_and_present(&mut chart, &root)
 }
 
 /// Draws one figure as `<dir>/<name>.png` and `<dir>/<name>.svg`.
