@@ -58,6 +58,7 @@ fn legend_and_present<'a, DB: DrawingBackend + 'a>(
 ) -> Result<()> {
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .label_font((FONT, 16))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
