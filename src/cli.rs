@@ -36,6 +36,36 @@ pub enum Cmd {
     /// Analyse run directories that already exist (from `mpirun … dp-bench --workdir DIR`):
     /// statistics, speedups with intervals, figures, summary.json and an HTML report
     Compare(CompareArgs),
+    /// Corpus BLEU of a hypothesis file against reference files, as `sacrebleu REF < HYP`
+    Bleu(BleuArgs),
+    /// Translate German lines from stdin to English with a trained run's final weights
+    Translate(TranslateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BleuArgs {
+    /// Hypotheses, one sentence a line
+    #[arg(long)]
+    pub hyp: PathBuf,
+    /// References, line-aligned with the hypotheses; repeat for several references
+    #[arg(long = "ref", required = true)]
+    pub refs: Vec<PathBuf>,
+    /// Print sacreBLEU's JSON (`sacrebleu -f json`) instead of its text line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// A run directory (its run.json, tokenizer.json and final weights)
+    #[arg(long, default_value = "workdir")]
+    pub workdir: PathBuf,
+    /// Weights to use instead of the run's final model.safetensors
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Intra-op threads
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -155,42 +185,12 @@ impl TrainArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Compare(args)) => match compare(&args) {
+        Some(cmd) => match crate::commands::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(&e, 0),
         },
         None => train_main(cli.train),
     }
-}
-
-/// `dp-bench compare`: the benchmark's analysis and reports on existing run directories.
-fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    use crate::bench::{analysis, report, stats::Thresholds, summary::Summary};
-    if !(args.confidence > 0.0 && args.confidence < 1.0) {
-        return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
-    }
-    let runs = args
-        .dirs
-        .iter()
-        .map(|d| analysis::RunData::load(d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(UsageError::from_err)?;
-    let summary =
-        analysis::analyse(&runs, args.warmup, args.confidence).map_err(UsageError::from_err)?;
-    let baseline = match &args.baseline {
-        Some(path) => Some(Summary::read(path).map_err(UsageError::from_err)?),
-        None => None,
-    };
-    let changes = baseline
-        .as_ref()
-        .map(|b| report::baseline_changes(&summary, b, Thresholds::default()))
-        .unwrap_or_default();
-    let name = args.baseline.as_ref().map(|p| p.display().to_string());
-    print!("{}", report::terminal::render(&summary, &changes, name.as_deref()));
-    let outputs = report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") };
-    let page = report::write_all(&summary, &changes, name.as_deref(), &outputs)?;
-    println!("report: {}", page.display());
-    Ok(())
 }
 
 fn train_main(args: TrainArgs) -> ExitCode {

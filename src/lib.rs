@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod dist;

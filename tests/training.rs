@@ -73,6 +73,48 @@ fn two_ranks_write_complete_and_identical_metrics() {
     assert!(run["vocab_size"].as_u64().unwrap() > 100);
     assert!(dir.path().join("tokenizer.json").is_file());
     assert!(dir.path().join("model.safetensors").is_file());
+    translations_match_the_trained_model(dir.path());
+}
+
+/// With the trained weights: `dp-bench translate` reproduces the last epoch's test translations,
+/// and cached decoding gives exactly the tokens of uncached decoding.
+fn translations_match_the_trained_model(dir: &Path) {
+    use dp_bench::data::Tokenizer;
+    use dp_bench::eval::prompt;
+    use dp_bench::metrics::RunInfo;
+    use dp_bench::model::{greedy_decode, greedy_decode_uncached, Gpt, GptConfig};
+    use std::io::Write;
+
+    let gen = read_json(&dir.join("rank0_gen_epoch1.json"));
+    let gen = gen.as_array().unwrap();
+    let sources: Vec<&str> = gen.iter().map(|t| t["source"].as_str().unwrap()).collect();
+    let mut child = std::process::Command::new(binary())
+        .args(["translate", "--workdir"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(sources.join("\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<String> =
+        String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+    let expected: Vec<&str> = gen.iter().map(|t| t["hypothesis"].as_str().unwrap()).collect();
+    assert_eq!(lines, expected);
+
+    let info: RunInfo = serde_json::from_value(read_json(&dir.join("run.json"))).unwrap();
+    let tok = Tokenizer::load(&dir.join("tokenizer.json")).unwrap();
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let cfg = GptConfig { dims: info.dims, vocab_size: info.vocab_size as i64, dropout: 0.0 };
+    let model = Gpt::new(&vs.root(), cfg);
+    vs.load(dir.join("model.safetensors")).unwrap();
+    let prompts: Vec<Vec<i64>> = sources.iter().map(|s| prompt(&tok, s, 128)).collect();
+    let cached = greedy_decode(&model, &prompts, tok.eos_en, tok.pad, 128);
+    assert!(cached.iter().any(|o| !o.is_empty()));
+    for (p, c) in prompts.iter().zip(&cached) {
+        assert_eq!(c, &greedy_decode_uncached(&model, p, tok.eos_en, 128));
+    }
 }
 
 fn weights(dir: &Path) -> HashMap<String, Tensor> {

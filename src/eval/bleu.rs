@@ -1,5 +1,7 @@
-//! Corpus BLEU following sacreBLEU's defaults: 13a tokenisation, n-grams up to 4, `exp`
-//! smoothing, brevity penalty against the closest reference length, score 0–100. Pure functions.
+//! BLEU exactly as sacreBLEU 2.x computes it with its defaults: 13a tokenisation, n-grams up to 4,
+//! `exp` smoothing, brevity penalty against the closest reference length, score 0–100; corpus
+//! BLEU (sacreBLEU's `corpus_bleu`) and sentence BLEU (`sentence_bleu`, effective order). Pure
+//! functions; `tests/bleu_sacrebleu.rs` checks them against the Python package.
 
 use regex::Regex;
 use std::collections::HashMap;
@@ -7,8 +9,19 @@ use std::sync::LazyLock;
 
 const MAX_ORDER: usize = 4;
 
-/// sacreBLEU's `13a` tokenizer (mteval-v13a): unescape a few HTML entities, then split off
-/// punctuation, and periods and commas unless they sit between digits, and dashes after digits.
+/// Python's `str.isspace`: Unicode White_Space plus the information separators U+001C–U+001F.
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.split()`.
+fn py_split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(is_py_space).filter(|w| !w.is_empty())
+}
+
+/// sacreBLEU's `13a` tokenizer (mteval-v13a): drop `<skipped>` and hyphenated line breaks,
+/// unescape four HTML entities, then split off punctuation and symbols, periods and commas unless
+/// they sit between digits, and dashes after digits.
 pub fn tokenize_13a(line: &str) -> String {
     static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         [
@@ -33,20 +46,23 @@ pub fn tokenize_13a(line: &str) -> String {
     for (re, rep) in RULES.iter() {
         s = re.replace_all(&s, *rep).into_owned();
     }
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    py_split(&s).collect::<Vec<_>>().join(" ")
 }
 
-fn ngrams(tokens: &[&str], n: usize) -> HashMap<Vec<String>, usize> {
+/// sacreBLEU's preprocessing of a segment: `tokenize(segment.rstrip())`.
+fn preprocess(segment: &str) -> String {
+    tokenize_13a(segment.trim_end_matches(is_py_space))
+}
+
+fn ngrams<'a>(tokens: &'a [&'a str], n: usize) -> HashMap<&'a [&'a str], usize> {
     let mut counts = HashMap::new();
-    if tokens.len() >= n {
-        for w in tokens.windows(n) {
-            *counts.entry(w.iter().map(|s| s.to_string()).collect()).or_insert(0) += 1;
-        }
+    for w in tokens.windows(n) {
+        *counts.entry(w).or_insert(0) += 1;
     }
     counts
 }
 
-/// Sufficient statistics of a corpus: matches and totals per order, and the two lengths.
+/// Sufficient statistics: matches and totals per n-gram order, and the two lengths.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BleuStats {
     pub correct: [usize; MAX_ORDER],
@@ -55,6 +71,7 @@ pub struct BleuStats {
     pub ref_len: usize,
 }
 
+/// A BLEU score with what sacreBLEU reports beside it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bleu {
     pub score: f64,
@@ -65,87 +82,131 @@ pub struct Bleu {
 }
 
 impl BleuStats {
-    /// Adds one hypothesis with its references.
-    pub fn add(&mut self, hyp: &str, refs: &[&str]) {
-        let hyp_tok = tokenize_13a(hyp);
-        let hyp_words: Vec<&str> = hyp_tok.split_whitespace().collect();
-        let ref_toks: Vec<String> = refs.iter().map(|r| tokenize_13a(r)).collect();
+    /// Statistics of one hypothesis against its references.
+    pub fn of(hyp: &str, refs: &[&str]) -> Self {
+        let hyp_tok = preprocess(hyp);
+        let hyp_words: Vec<&str> = hyp_tok.split(' ').filter(|w| !w.is_empty()).collect();
+        let ref_toks: Vec<String> = refs.iter().map(|r| preprocess(r)).collect();
         let ref_words: Vec<Vec<&str>> =
-            ref_toks.iter().map(|r| r.split_whitespace().collect()).collect();
-        // Closest reference length; ties go to the shorter one.
+            ref_toks.iter().map(|r| r.split(' ').filter(|w| !w.is_empty()).collect()).collect();
         let h = hyp_words.len();
-        self.ref_len +=
-            ref_words.iter().map(|r| r.len()).min_by_key(|&l| (l.abs_diff(h), l)).unwrap_or(0);
-        self.sys_len += h;
+        let mut stats = BleuStats { sys_len: h, ..Default::default() };
+        // The closest reference length; ties go to the shorter reference.
+        stats.ref_len =
+            ref_words.iter().map(Vec::len).min_by_key(|&l| (l.abs_diff(h), l)).unwrap_or(0);
         for n in 1..=MAX_ORDER {
             let hyp_counts = ngrams(&hyp_words, n);
-            let mut max_ref: HashMap<Vec<String>, usize> = HashMap::new();
+            let mut max_ref: HashMap<&[&str], usize> = HashMap::new();
             for r in &ref_words {
                 for (g, c) in ngrams(r, n) {
                     let e = max_ref.entry(g).or_insert(0);
                     *e = (*e).max(c);
                 }
             }
-            self.total[n - 1] += h.saturating_sub(n - 1);
-            self.correct[n - 1] += hyp_counts
-                .iter()
-                .map(|(g, &c)| c.min(max_ref.get(g).copied().unwrap_or(0)))
-                .sum::<usize>();
+            stats.total[n - 1] = h.saturating_sub(n - 1);
+            stats.correct[n - 1] =
+                hyp_counts.iter().map(|(g, &c)| c.min(max_ref.get(g).copied().unwrap_or(0))).sum();
         }
+        stats
     }
 
-    pub fn score(&self) -> Bleu {
-        let mut precisions = [0.0; MAX_ORDER];
-        let bp = if self.sys_len == 0 {
-            0.0
-        } else if self.sys_len < self.ref_len {
-            (1.0 - self.ref_len as f64 / self.sys_len as f64).exp()
+    pub fn add(&mut self, other: &BleuStats) {
+        for n in 0..MAX_ORDER {
+            self.correct[n] += other.correct[n];
+            self.total[n] += other.total[n];
+        }
+        self.sys_len += other.sys_len;
+        self.ref_len += other.ref_len;
+    }
+
+    /// sacreBLEU's `compute_bleu` with `exp` smoothing; `effective_order` averages only over the
+    /// orders the hypothesis has n-grams of (sacreBLEU's sentence BLEU does).
+    pub fn score(&self, effective_order: bool) -> Bleu {
+        let bp = if self.sys_len < self.ref_len {
+            if self.sys_len > 0 {
+                (1.0 - self.ref_len as f64 / self.sys_len as f64).exp()
+            } else {
+                0.0
+            }
         } else {
             1.0
         };
-        // sacreBLEU stops early when not even one unigram matches (its issue #141).
-        if self.sys_len == 0 || self.correct[0] == 0 {
-            return Bleu {
-                score: 0.0,
-                precisions,
-                brevity_penalty: bp,
-                sys_len: self.sys_len,
-                ref_len: self.ref_len,
-            };
-        }
-        let mut smooth = 1.0;
-        for (p, (&correct, &total)) in
-            precisions.iter_mut().zip(self.correct.iter().zip(&self.total))
-        {
-            if total == 0 {
-                break;
-            }
-            *p = if correct == 0 {
-                smooth *= 2.0;
-                100.0 / (smooth * total as f64)
-            } else {
-                100.0 * correct as f64 / total as f64
-            };
-        }
-        let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
-        let mean_log = precisions.iter().map(|&p| log(p)).sum::<f64>() / MAX_ORDER as f64;
-        Bleu {
-            score: bp * mean_log.exp(),
-            precisions,
+        let mut b = Bleu {
+            score: 0.0,
+            precisions: [0.0; MAX_ORDER],
             brevity_penalty: bp,
             sys_len: self.sys_len,
             ref_len: self.ref_len,
+        };
+        // sacreBLEU stops early when not even one unigram matches (its issue #141).
+        if self.correct[0] == 0 {
+            return b;
         }
+        let mut order = MAX_ORDER;
+        let mut smooth = 1.0;
+        for n in 0..MAX_ORDER {
+            if self.total[n] == 0 {
+                break;
+            }
+            if effective_order {
+                order = n + 1;
+            }
+            b.precisions[n] = if self.correct[n] == 0 {
+                smooth *= 2.0;
+                100.0 / (smooth * self.total[n] as f64)
+            } else {
+                100.0 * self.correct[n] as f64 / self.total[n] as f64
+            };
+        }
+        let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
+        let mean_log = b.precisions[..order].iter().map(|&p| log(p)).sum::<f64>() / order as f64;
+        b.score = bp * mean_log.exp();
+        b
     }
+}
+
+impl Bleu {
+    /// sacreBLEU's verbose part: `83.3/40.0/25.0/8.3 (BP = 1.000 ratio = 1.000 hyp_len = 12 ref_len = 12)`.
+    pub fn verbose(&self) -> String {
+        let p: Vec<String> = self.precisions.iter().map(|p| format!("{p:.1}")).collect();
+        let ratio = if self.ref_len > 0 { self.sys_len as f64 / self.ref_len as f64 } else { 0.0 };
+        format!(
+            "{} (BP = {:.3} ratio = {ratio:.3} hyp_len = {} ref_len = {})",
+            p.join("/"),
+            self.brevity_penalty,
+            self.sys_len,
+            self.ref_len
+        )
+    }
+}
+
+/// The signature of our defaults, in sacreBLEU's format.
+pub fn signature(nrefs: usize) -> String {
+    format!(
+        "nrefs:{nrefs}|case:mixed|eff:no|tok:13a|smooth:exp|version:dp-bench-{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Corpus BLEU of `hyps` against reference streams `refs` (`refs[k][i]` is the k-th reference of
+/// hypothesis i), as `sacrebleu.corpus_bleu(hyps, refs)`.
+pub fn corpus_bleu_multi(hyps: &[String], refs: &[Vec<String>]) -> Bleu {
+    let mut stats = BleuStats::default();
+    for (i, h) in hyps.iter().enumerate() {
+        let r: Vec<&str> = refs.iter().map(|stream| stream[i].as_str()).collect();
+        stats.add(&BleuStats::of(h, &r));
+    }
+    stats.score(false)
 }
 
 /// Corpus BLEU of hypotheses against one reference each.
 pub fn corpus_bleu(hyps: &[String], refs: &[String]) -> Bleu {
-    let mut stats = BleuStats::default();
-    for (h, r) in hyps.iter().zip(refs) {
-        stats.add(h, &[r.as_str()]);
-    }
-    stats.score()
+    corpus_bleu_multi(hyps, std::slice::from_ref(&refs.to_vec()))
+}
+
+/// Sentence BLEU, as `sacrebleu.sentence_bleu(hyp, refs)` (effective order).
+pub fn sentence_bleu(hyp: &str, refs: &[&str]) -> Bleu {
+    BleuStats::of(hyp, refs).score(true)
 }
 
 #[cfg(test)]

@@ -80,6 +80,25 @@ pub fn greedy_decode(
     out
 }
 
+/// Greedy decoding of one prompt without a cache: the whole sequence runs again for every new
+/// token (what the original script did). The reference `greedy_decode` is checked against.
+pub fn greedy_decode_uncached(model: &Gpt, prompt: &[i64], eos: i64, max_total: usize) -> Vec<i64> {
+    let _guard = tch::no_grad_guard();
+    let mut seq = prompt.to_vec();
+    let mut out = Vec::new();
+    while seq.len() < max_total {
+        let idx = Tensor::from_slice(&seq).view([1, -1]).to(model.device());
+        let h = model.hidden(&idx, false);
+        let t = model.logits(&h.select(1, -1)).argmax(-1, false).int64_value(&[0]);
+        if t == eos {
+            break;
+        }
+        out.push(t);
+        seq.push(t);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,22 +106,8 @@ mod tests {
     use crate::model::GptConfig;
     use tch::nn;
 
-    /// Greedy decoding without a cache: re-run the whole sequence for every new token.
     fn uncached(model: &Gpt, prompt: &[i64], eos: i64, max_total: usize) -> Vec<i64> {
-        let _guard = tch::no_grad_guard();
-        let mut seq = prompt.to_vec();
-        let mut out = Vec::new();
-        while seq.len() < max_total {
-            let idx = Tensor::from_slice(&seq).view([1, -1]);
-            let h = model.hidden(&idx, false);
-            let t = model.logits(&h.select(1, -1)).argmax(-1, false).int64_value(&[0]);
-            if t == eos {
-                break;
-            }
-            out.push(t);
-            seq.push(t);
-        }
-        out
+        greedy_decode_uncached(model, prompt, eos, max_total)
     }
 
     #[test]

@@ -4,5 +4,5 @@
 pub mod decode;
 pub mod gpt;
 
-pub use decode::greedy_decode;
+pub use decode::{greedy_decode, greedy_decode_uncached};
 pub use gpt::{Gpt, GptConfig, KvCache};

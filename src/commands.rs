@@ -1,0 +1,128 @@
+//! The subcommands that work on files rather than train: `compare` (the benchmark analysis on
+//! existing run directories), `bleu` (sacreBLEU's corpus score) and `translate` (greedy
+//! translation with a trained run's weights). Bad input is a `UsageError` (exit status 2).
+
+use crate::cli::{BleuArgs, Cmd, CompareArgs, TranslateArgs};
+use crate::data::corpus::read_lines;
+use crate::data::Tokenizer;
+use crate::eval::{bleu, prompt};
+use crate::metrics::{RunInfo, RUN_FILE};
+use crate::model::{greedy_decode, Gpt, GptConfig};
+use crate::UsageError;
+use std::io::{BufRead, Write};
+
+pub fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Compare(args) => compare(&args),
+        Cmd::Bleu(args) => bleu_cmd(&args),
+        Cmd::Translate(args) => translate(&args),
+    }
+}
+
+/// `dp-bench compare`: the benchmark's analysis and reports on existing run directories.
+fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    use crate::bench::{analysis, report, stats::Thresholds, summary::Summary};
+    if !(args.confidence > 0.0 && args.confidence < 1.0) {
+        return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
+    }
+    let runs = args
+        .dirs
+        .iter()
+        .map(|d| analysis::RunData::load(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::from_err)?;
+    let summary =
+        analysis::analyse(&runs, args.warmup, args.confidence).map_err(UsageError::from_err)?;
+    let baseline = match &args.baseline {
+        Some(path) => Some(Summary::read(path).map_err(UsageError::from_err)?),
+        None => None,
+    };
+    let changes = baseline
+        .as_ref()
+        .map(|b| report::baseline_changes(&summary, b, Thresholds::default()))
+        .unwrap_or_default();
+    let name = args.baseline.as_ref().map(|p| p.display().to_string());
+    print!("{}", report::terminal::render(&summary, &changes, name.as_deref()));
+    let outputs = report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") };
+    let page = report::write_all(&summary, &changes, name.as_deref(), &outputs)?;
+    println!("report: {}", page.display());
+    Ok(())
+}
+
+/// `dp-bench bleu`: prints what `sacrebleu REF… < HYP` prints (`-f text`), or its JSON.
+fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
+    let hyps = read_lines(&args.hyp).map_err(UsageError::from_err)?;
+    let mut refs = Vec::with_capacity(args.refs.len());
+    for path in &args.refs {
+        let lines = read_lines(path).map_err(UsageError::from_err)?;
+        if lines.len() != hyps.len() {
+            return Err(UsageError::error(format!(
+                "{} has {} lines but {} has {}: hypotheses and references must be line-aligned",
+                args.hyp.display(),
+                hyps.len(),
+                path.display(),
+                lines.len()
+            )));
+        }
+        refs.push(lines);
+    }
+    let score = bleu::corpus_bleu_multi(&hyps, &refs);
+    let signature = bleu::signature(refs.len());
+    let rounded = (score.score * 10.0).round() / 10.0;
+    if args.json {
+        let json = serde_json::json!({
+            "name": "BLEU",
+            "score": rounded,
+            "signature": signature,
+            "verbose_score": score.verbose(),
+            "nrefs": refs.len().to_string(),
+            "case": "mixed",
+            "eff": "no",
+            "tok": "13a",
+            "smooth": "exp",
+            "version": format!("dp-bench-{}", env!("CARGO_PKG_VERSION")),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("BLEU|{signature} = {:.1} {}", score.score, score.verbose());
+    }
+    Ok(())
+}
+
+/// Sentences translated together.
+const TRANSLATE_BATCH: usize = 32;
+
+/// `dp-bench translate`: German lines on stdin, English lines on stdout.
+fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
+    let dir = &args.workdir;
+    let run_file = dir.join(RUN_FILE);
+    let bytes = std::fs::read(&run_file).map_err(|e| {
+        UsageError::error(format!(
+            "{}: {e}: pass the --workdir of a finished training run",
+            run_file.display()
+        ))
+    })?;
+    let info: RunInfo = serde_json::from_slice(&bytes).map_err(|e| {
+        UsageError::error(format!("{}: not a dp-bench run.json ({e})", run_file.display()))
+    })?;
+    let tok = Tokenizer::load(&Tokenizer::path_in(dir)).map_err(UsageError::from_err)?;
+    let weights = args.checkpoint.clone().unwrap_or_else(|| dir.join(crate::run::MODEL_FILE));
+    tch::set_num_threads(args.threads.max(1) as i32);
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let config = GptConfig { dims: info.dims, vocab_size: info.vocab_size as i64, dropout: 0.0 };
+    let model = Gpt::new(&vs.root(), config);
+    vs.load(&weights).map_err(|e| {
+        UsageError::error(format!("{}: cannot load weights ({e})", weights.display()))
+    })?;
+    let max_len = info.config.model_max_length;
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    let lines: Vec<String> = stdin.lock().lines().collect::<Result<_, _>>()?;
+    for chunk in lines.chunks(TRANSLATE_BATCH) {
+        let prompts: Vec<Vec<i64>> = chunk.iter().map(|l| prompt(&tok, l, max_len)).collect();
+        for ids in greedy_decode(&model, &prompts, tok.eos_en, tok.pad, max_len) {
+            writeln!(out, "{}", tok.decode(&ids))?;
+        }
+    }
+    Ok(())
+}
