@@ -195,13 +195,21 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             .expect("valid template")
             .progress_chars("=> "),
     );
+    // A configuration that fails is reported with its reason; the others are still analysed.
     let mut runs = Vec::new();
+    let mut failures = Vec::new();
     for p in &plan {
         let dir = runs_dir.join(&p.id);
-        run_one(binary, &args.mpirun, p, &dir, &bar)?;
-        runs.push(RunData::load(&dir)?);
+        match run_one(binary, &args.mpirun, p, &dir, &bar).and_then(|()| Ok(RunData::load(&dir)?)) {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                bar.suspend(|| eprintln!("data_parallel/{}: FAILED: {e:#}", p.id));
+                failures.push(p.id.clone());
+            }
+        }
     }
     bar.finish_and_clear();
+    anyhow::ensure!(!runs.is_empty(), "every configuration failed: {}", failures.join(", "));
     let summary = analysis::analyse(&runs, args.warmup, args.confidence)?;
     let baseline_file = |name: &str| out_dir.join("baselines").join(format!("{name}.json"));
     let (changes, baseline_name) = match &args.baseline {
@@ -225,5 +233,6 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     }
     println!("report: {}", page.display());
     println!("figures: {}", outputs.figures.display());
+    anyhow::ensure!(failures.is_empty(), "configurations failed: {}", failures.join(", "));
     Ok(summary)
 }
