@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
         let mut loss = Tensor::zeros([], (Kind::Double, Device::Cpu));
         group.throughput(Throughput::Elements(b.tokens as u64));
         group.bench_function(BenchmarkId::new("step", preset), |bench| {
-            bench.iter(|| trainer.step(&b, b.target_tokens, &mut loss))
+            bench.iter(|| trainer.step(&b, b.target_tokens, &mut loss).expect("finite"))
         });
     }
     group.finish();

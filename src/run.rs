@@ -124,7 +124,16 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     let steps = trainer.steps_per_epoch(config.max_batches);
     for epoch in 0..config.n_epochs {
         let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
-        let stats = trainer.train_epoch(config.max_batches, || bar.inc(1));
+        let stats = trainer.train_epoch(config.max_batches, || bar.inc(1)).map_err(|e| {
+            let kept = match epoch {
+                0 => "no epoch had finished".to_string(),
+                e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
+            };
+            UsageError::error(format!(
+                "training diverged: {e} in epoch {epoch} (loss or gradient is NaN or infinite); \
+                 lower --learning-rate; {kept}"
+            ))
+        })?;
         bar.finish_and_clear();
 
         let (mut validation_loss, mut bleu_score, mut eval_time) = (None, None, None);

@@ -22,6 +22,17 @@ pub fn synchronize(device: Device) {
     }
 }
 
+/// The summed gradient of a step held a NaN or an infinity; the parameters were not updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Diverged;
+
+/// Training diverged at `step` (0-based, within the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("non-finite gradient at step {step} of the epoch")]
+pub struct NonFinite {
+    pub step: usize,
+}
+
 /// Seconds of one step: forward, backward and optimiser; gradient all-reduce.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StepTimes {
@@ -120,7 +131,7 @@ impl<'a> Trainer<'a> {
         batch: &Batch,
         global_targets: usize,
         loss_sum: &mut Tensor,
-    ) -> StepTimes {
+    ) -> Result<StepTimes, Diverged> {
         let device = self.model.device();
         let t0 = Instant::now();
         self.grads.zero();
@@ -137,13 +148,18 @@ impl<'a> Trainer<'a> {
         let t1 = Instant::now();
         self.grads.all_reduce(self.comm);
         let t2 = Instant::now();
+        // Every rank holds the same reduced gradient, so every rank stops at the same step
+        // before a non-finite value reaches the parameters.
+        if !bool::try_from(self.grads.buffer().isfinite().all()).unwrap_or(false) {
+            return Err(Diverged);
+        }
         self.opt.step();
         synchronize(device);
         let t3 = Instant::now();
-        StepTimes {
+        Ok(StepTimes {
             compute: (t1 - t0).as_secs_f64() + (t3 - t2).as_secs_f64(),
             allreduce: (t2 - t1).as_secs_f64(),
-        }
+        })
     }
 
     /// Trains one epoch. `training_time` runs from the first batch fetched to the last optimiser
@@ -152,7 +168,7 @@ impl<'a> Trainer<'a> {
         &mut self,
         max_batches: Option<usize>,
         mut on_step: impl FnMut(),
-    ) -> EpochStats {
+    ) -> Result<EpochStats, NonFinite> {
         let device = self.model.device();
         let rank = self.comm.rank();
         let steps = self.steps_per_epoch(max_batches);
@@ -171,7 +187,9 @@ impl<'a> Trainer<'a> {
             let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();
             let batch = collate(&local, self.pad, self.seq_len, device);
 
-            let times = self.step(&batch, global_targets, &mut loss_sum);
+            let times = self
+                .step(&batch, global_targets, &mut loss_sum)
+                .map_err(|Diverged| NonFinite { step: k })?;
             stats.compute_time += times.compute;
             stats.allreduce_time += times.allreduce;
             stats.tokens += batch.tokens as u64;
@@ -187,6 +205,6 @@ impl<'a> Trainer<'a> {
         self.comm.all_reduce_sum_f64(&mut total_loss);
         stats.train_loss = total_loss[0] / global_targets_total as f64;
         stats.param_checksum = param_checksum(&self.vars);
-        stats
+        Ok(stats)
     }
 }

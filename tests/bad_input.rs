@@ -45,6 +45,14 @@ fn bad_dataset_is_named() {
 }
 
 #[test]
+fn divergence_stops_every_rank_at_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(mpirun(2).args(small_run(dir.path())).args(["--learning-rate", "1e10"]));
+    assert_usage_error(&out, "training diverged: non-finite gradient at step");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lower --learning-rate"));
+}
+
+#[test]
 fn workdir_of_another_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let quick = ["--benchmark-only", "--n-epochs", "1", "--max-batches", "1"];
