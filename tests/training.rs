@@ -145,37 +145,77 @@ fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tens
 }
 
 #[test]
-fn two_ranks_equal_one_rank_with_the_same_global_batch() {
-    // 45 examples with global batch 8: the last step has 5 examples, split 3 + 2.
+fn n_ranks_equal_one_rank_with_the_same_global_batch() {
+    // 45 examples with global batch 12: 4 steps, the last with 9 examples (5 + 4 on 2 ranks,
+    // 3 + 3 + 3 on 3, 3 + 2 + 2 + 2 on 4). Ranks beyond the cores are oversubscribed.
     let flags = |dir: &Path| {
         let mut f = small_run(dir);
         f.extend(
-            ["--train-examples", "45", "--batch-size", "8", "--n-epochs", "2", "--dropout", "0"]
+            ["--train-examples", "45", "--batch-size", "12", "--n-epochs", "2", "--dropout", "0"]
                 .map(String::from),
         );
         f
     };
     let one = tempfile::tempdir().unwrap();
-    let two = tempfile::tempdir().unwrap();
     run_ok(mpirun(1).args(flags(one.path())));
-    run_ok(mpirun(2).args(flags(two.path())));
-    let (a, b) = (weights(one.path()), weights(two.path()));
-    let rel = max_relative_difference(&a, &b);
-    assert!(rel < 1e-5, "2 ranks diverge from 1 rank: max relative difference {rel}");
-    for epoch in 0..2 {
-        let (r1, r2) = (results(one.path(), 0, epoch), results(two.path(), 0, epoch));
-        assert_eq!(r1["steps"], 6);
-        for key in ["validation_loss", "train_loss"] {
-            let (x, y) = (r1[key].as_f64().unwrap(), r2[key].as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-5 * x.abs(), "epoch {epoch} {key}: {x} vs {y}");
+    let a = weights(one.path());
+    for n in [2, 3, 4] {
+        let many = tempfile::tempdir().unwrap();
+        run_ok(mpirun(n).args(flags(many.path())));
+        let rel = max_relative_difference(&a, &weights(many.path()));
+        assert!(rel < 1e-5, "{n} ranks diverge from 1 rank: max relative difference {rel}");
+        for epoch in 0..2 {
+            let r1 = results(one.path(), 0, epoch);
+            let rn: Vec<_> = (0..n).map(|r| results(many.path(), r, epoch)).collect();
+            assert_eq!(r1["steps"], 4);
+            for key in ["validation_loss", "train_loss"] {
+                let (x, y) = (r1[key].as_f64().unwrap(), rn[0][key].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-5 * x.abs(),
+                    "{n} ranks, epoch {epoch} {key}: {x} vs {y}"
+                );
+            }
+            // Every rank holds exactly the same parameters after every epoch.
+            assert!(rn.iter().all(|r| r["param_checksum"] == rn[0]["param_checksum"]), "{n} ranks");
         }
     }
     // The comparison is not vacuous: a different global batch gives different parameters.
     let other = tempfile::tempdir().unwrap();
     let mut f = flags(other.path());
-    f.extend(["--batch-size", "16"].map(String::from));
+    f.extend(["--batch-size", "24"].map(String::from));
     run_ok(mpirun(1).args(f));
     assert!(max_relative_difference(&a, &weights(other.path())) > 1e-3);
+}
+
+#[test]
+fn the_same_seed_twice_gives_identical_metrics_except_times() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_ok(mpirun(2).args(small_run(a.path())));
+    run_ok(mpirun(2).args(small_run(b.path())));
+    let timing = [
+        "training_time",
+        "tokens_per_sec",
+        "target_tokens_per_sec",
+        "compute_time",
+        "allreduce_time",
+        "eval_time",
+    ];
+    for epoch in 0..2 {
+        for rank in 0..2 {
+            let (mut x, mut y) = (results(a.path(), rank, epoch), results(b.path(), rank, epoch));
+            for key in timing {
+                x.as_object_mut().unwrap().remove(key);
+                y.as_object_mut().unwrap().remove(key);
+            }
+            assert_eq!(x, y, "rank {rank} epoch {epoch}");
+        }
+        let gen = |d: &Path| std::fs::read(d.join(format!("rank0_gen_epoch{epoch}.json"))).unwrap();
+        assert_eq!(gen(a.path()), gen(b.path()));
+    }
+    assert_eq!(
+        std::fs::read(a.path().join("model.safetensors")).unwrap(),
+        std::fs::read(b.path().join("model.safetensors")).unwrap()
+    );
 }
 
 #[test]
