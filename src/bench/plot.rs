@@ -51,6 +51,40 @@ pub struct Bar {
 
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+/// A titled chart over `x` horizontally and [0, top] vertically.
+fn new_chart<'a, DB: DrawingBackend + 'a>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    top: f64,
+) -> Result<Chart<'a, DB>> {
+    ChartBuilder::on(root)
+        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x, 0.0..top.max(1e-9))
+        .map_err(err)
+}
+
+/// The mesh of a chart whose x axis holds categories (labelled by `category_label`).
+fn category_mesh<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    y_desc: &str,
+    axis: &dyn Fn(f64) -> String,
+) -> Result<()> {
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| axis(*v))
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(err)
+}
+
 /// Draws the series legend and writes the figure out.
 fn legend_and_present<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
@@ -89,23 +123,8 @@ fn draw_bars<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(err)?;
     let top = bars.iter().map(|b| b.value.upper.max(b.value.point)).fold(0.0, f64::max) * 1.18;
     let n = bars.len() as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(90)
-        .build_cartesian_2d(-0.5..n - 0.5, 0.0..top.max(1e-9))
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_desc(y_desc)
-        .y_label_formatter(&|v| axis(*v))
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()
-        .map_err(err)?;
+    let mut chart = new_chart(&root, title, -0.5..n - 0.5, top)?;
+    category_mesh(&mut chart, y_desc, axis)?;
     for (i, bar) in bars.iter().enumerate() {
         let x = i as f64;
         let color = COLORS[i % COLORS.len()];
@@ -150,13 +169,7 @@ fn draw_timeline<DB: DrawingBackend>(
         .flat_map(|c| c.samples.all_epochs_time.iter().copied())
         .fold(0.0, f64::max)
         * 1.4;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Epoch time per epoch", (FONT, 26).into_font().style(FontStyle::Bold))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.5..epochs as f64 - 0.5, 0.0..top.max(1e-9))
-        .map_err(err)?;
+    let mut chart = new_chart(&root, "Epoch time per epoch", -0.5..epochs as f64 - 0.5, top)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
@@ -210,22 +223,8 @@ fn draw_breakdown<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(err)?;
     let n = summary.configs.len() as f64;
     let top = summary.configs.iter().map(|c| c.training_time.stats.mean).fold(0.0, f64::max) * 1.15;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Where the epoch time goes", (FONT, 26).into_font().style(FontStyle::Bold))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.5..n - 0.5, 0.0..top.max(1e-9))
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_desc("seconds per epoch (mean over ranks)")
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()
-        .map_err(err)?;
+    let mut chart = new_chart(&root, "Where the epoch time goes", -0.5..n - 0.5, top)?;
+    category_mesh(&mut chart, "seconds per epoch (mean over ranks)", &|v| format!("{v:.2}"))?;
     let parts = ["compute", "all-reduce", "other"];
     for (i, c) in summary.configs.iter().enumerate() {
         let s = &c.samples;

@@ -3,6 +3,7 @@
 
 pub mod batching;
 pub mod corpus;
+mod lexicon;
 pub mod partition;
 pub mod synthetic;
 pub mod tokenizer;
