@@ -196,9 +196,13 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         progress.note(&epoch_line(&record, throughput[0], config.n_epochs));
     }
     on_root(comm, || {
+        // Written under a temporary name (still .safetensors, which selects the format) and
+        // renamed, like every other file of the run.
+        let tmp = dir.join(format!(".model.{}.safetensors", std::process::id()));
         trainer
             .vs
-            .save(dir.join(MODEL_FILE))
+            .save(&tmp)
+            .and_then(|()| Ok(std::fs::rename(&tmp, dir.join(MODEL_FILE))?))
             .with_context(|| format!("saving the final weights to {}", dir.display()))
     })?;
     Ok(())
