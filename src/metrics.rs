@@ -34,6 +34,12 @@ pub struct EpochRecord {
     pub compute_time: f64,
     /// Gradient synchronisation time within `training_time`.
     pub allreduce_time: f64,
+    /// Batch collation (padding, index building, host-to-device copy) within `training_time`.
+    #[serde(default)]
+    pub data_time: f64,
+    /// Peak resident memory of this rank's process so far, in MiB (Linux `VmHWM`).
+    #[serde(default)]
+    pub max_rss_mb: Option<f64>,
     pub validation_loss: Option<f64>,
     pub bleu: Option<f64>,
     /// Seconds spent on validation loss and test translation after the epoch.
@@ -45,6 +51,14 @@ impl EpochRecord {
     pub fn file_name(rank: usize, epoch: usize) -> String {
         format!("rank{rank}_results_epoch{epoch}.json")
     }
+}
+
+/// Peak resident set size of this process in MiB, from `/proc/self/status` (`None` off Linux).
+pub fn max_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Rank 0's description of the run.

@@ -47,6 +47,7 @@ pub struct EpochStats {
     pub training_time: f64,
     pub compute_time: f64,
     pub allreduce_time: f64,
+    pub data_time: f64,
     pub tokens: u64,
     pub target_tokens: u64,
     /// Mean training loss over the epoch, over all ranks.
@@ -184,8 +185,10 @@ impl<'a> Trainer<'a> {
             // Every rank knows the whole global batch, so the normaliser needs no communication.
             let global_targets: usize =
                 step.iter().flatten().map(|&i| examples[i].target_tokens()).sum();
+            let t_data = Instant::now();
             let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();
             let batch = collate(&local, self.pad, self.seq_len, device);
+            stats.data_time += t_data.elapsed().as_secs_f64();
 
             let times = self
                 .step(&batch, global_targets, &mut loss_sum)

@@ -47,7 +47,10 @@ fn two_ranks_write_complete_and_identical_metrics() {
             let time = r["training_time"].as_f64().unwrap();
             let tps = r["tokens_per_sec"].as_f64().unwrap();
             assert!(time > 0.0 && (tps * time - 4096.0).abs() < 1e-6);
-            let parts = r["compute_time"].as_f64().unwrap() + r["allreduce_time"].as_f64().unwrap();
+            let parts = r["compute_time"].as_f64().unwrap()
+                + r["allreduce_time"].as_f64().unwrap()
+                + r["data_time"].as_f64().unwrap();
+            assert!(r["max_rss_mb"].as_f64().unwrap() > 10.0);
             assert!(parts <= time, "compute + all-reduce exceed the epoch time");
             let bleu = r["bleu"].as_f64().unwrap();
             assert!((0.0..=100.0).contains(&bleu));
@@ -198,6 +201,8 @@ fn the_same_seed_twice_gives_identical_metrics_except_times() {
         "target_tokens_per_sec",
         "compute_time",
         "allreduce_time",
+        "data_time",
+        "max_rss_mb",
         "eval_time",
     ];
     for epoch in 0..2 {

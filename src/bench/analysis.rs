@@ -122,6 +122,7 @@ impl RunData {
             tokens_per_sec: per(&|e| e.iter().map(|r| r.tokens_per_sec).sum()),
             compute_time: per(&|e| e.iter().map(|r| r.compute_time).sum::<f64>() / n),
             allreduce_time: per(&|e| e.iter().map(|r| r.allreduce_time).sum::<f64>() / n),
+            data_time: per(&|e| e.iter().map(|r| r.data_time).sum::<f64>() / n),
             per_rank_time: (0..self.config().world_size)
                 .map(|r| measured.iter().map(|e| e[r].training_time).collect())
                 .collect(),

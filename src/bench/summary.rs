@@ -20,6 +20,9 @@ pub struct Samples {
     pub tokens_per_sec: Vec<f64>,
     pub compute_time: Vec<f64>,
     pub allreduce_time: Vec<f64>,
+    /// Batch collation time (mean over ranks).
+    #[serde(default)]
+    pub data_time: Vec<f64>,
     /// `per_rank_time[rank][i]`: each rank's time of measured epoch i.
     pub per_rank_time: Vec<Vec<f64>>,
     /// Mean time of every epoch, warm-up included (for the timeline).
