@@ -52,7 +52,6 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     let rank = comm.rank();
     let device = device_of(config, local_rank)?;
     let dir = &config.workdir;
-    on_root(comm, || metrics::prepare_workdir(config).map_err(UsageError::from_err))?;
 
     let progress = Progress::new(rank == 0);
     progress.note(&format!(
@@ -79,6 +78,8 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             corpus.train.len()
         )));
     }
+    // Only now, with the input checked, may a previous run's results be replaced.
+    on_root(comm, || metrics::prepare_workdir(config).map_err(UsageError::from_err))?;
     // Rank 0 trains (or reuses) the tokenizer; the others load what it saved.
     on_root(comm, || {
         let (_, trained) = Tokenizer::load_or_train(dir, &corpus.train, config.preset.vocab_cap())?;

@@ -66,4 +66,13 @@ fn workdir_of_another_configuration_is_refused() {
 
     run_ok(Command::new(binary()).args(small_run(dir.path())).args(other).arg("--overwrite"));
     assert_eq!(results(dir.path(), 0, 0)["global_batch_size"], 32);
+
+    // Bad input costs no results, even with --overwrite.
+    let out = run(Command::new(binary()).args(small_run(dir.path())).args(quick).args([
+        "--overwrite",
+        "--dataset",
+        "/no/such/dir",
+    ]));
+    assert_usage_error(&out, "does not exist");
+    assert_eq!(results(dir.path(), 0, 0)["global_batch_size"], 32);
 }
