@@ -129,12 +129,7 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot start {mpirun}: {e}"));
         std::process::exit(status.code().unwrap_or(1));
     }
-    // A panicking rank must take the job down, not leave the other one waiting in a collective.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
+    dp_bench::dist::abort_on_panic();
     dp_bench::bench::plot::register_font();
     tch::set_num_threads(1);
     let universe = mpi::initialize().expect("MPI initialises once");

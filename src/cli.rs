@@ -194,13 +194,7 @@ pub fn main() -> ExitCode {
 }
 
 fn train_main(args: TrainArgs) -> ExitCode {
-    // A panicking rank must end the whole job (mpirun kills the others once one aborts) instead
-    // of unwinding into MPI_Finalize while the other ranks wait in a collective.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
+    crate::dist::abort_on_panic();
     let Some(universe) = mpi::initialize() else {
         eprintln!("dp-bench: MPI was already initialised");
         return ExitCode::FAILURE;

@@ -51,6 +51,11 @@ impl EpochRecord {
     pub fn file_name(rank: usize, epoch: usize) -> String {
         format!("rank{rank}_results_epoch{epoch}.json")
     }
+
+    /// Whether `name` is the name of an epoch record (`rank{r}_results_epoch{e}.json`).
+    pub fn is_file_name(name: &str) -> bool {
+        name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json")
+    }
 }
 
 /// Peak resident set size of this process in MiB, from `/proc/self/status` (`None` off Linux).
@@ -110,8 +115,8 @@ pub enum WorkdirError {
 
 /// Files of a previous run that a new run in the same directory replaces.
 fn is_result_file(name: &str) -> bool {
-    (name.starts_with("rank") && name.ends_with(".json"))
-        && (name.contains("_results_epoch") || name.contains("_gen_epoch"))
+    EpochRecord::is_file_name(name)
+        || (name.starts_with("rank") && name.contains("_gen_epoch") && name.ends_with(".json"))
 }
 
 /// The keys on which two configurations differ, as `key: old → new`.
@@ -169,24 +174,6 @@ pub fn prepare_workdir(config: &Config) -> Result<(), WorkdirError> {
         std::fs::remove_file(&f).map_err(io)?;
     }
     Ok(())
-}
-
-/// Reads every `rank*_results_epoch*.json` of a run directory, sorted by epoch and rank.
-pub fn read_records(dir: &Path) -> anyhow::Result<Vec<EpochRecord>> {
-    let mut records = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json") {
-            let bytes = std::fs::read(&path)?;
-            let rec: EpochRecord = serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("{}: not a dp-bench epoch record: {e}", path.display())
-            })?;
-            records.push(rec);
-        }
-    }
-    records.sort_by_key(|r| (r.epoch, r.rank));
-    Ok(records)
 }
 
 #[cfg(test)]

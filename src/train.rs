@@ -120,10 +120,6 @@ impl<'a> Trainer<'a> {
         max_batches.map_or(self.schedule.len(), |m| m.min(self.schedule.len()))
     }
 
-    pub fn parameters(&self) -> &[Tensor] {
-        &self.vars
-    }
-
     /// One training step on this rank's share `batch` of a global batch with `global_targets`
     /// target tokens; adds the summed (unnormalised) loss to `loss_sum`. Every rank must call it,
     /// even with an empty share, because the all-reduce is collective.

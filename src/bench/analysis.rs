@@ -55,10 +55,7 @@ impl RunData {
         for entry in std::fs::read_dir(dir).map_err(|e| corrupt(dir, e))? {
             let path = entry.map_err(|e| corrupt(dir, e))?.path();
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            if !(name.starts_with("rank")
-                && name.contains("_results_epoch")
-                && name.ends_with(".json"))
-            {
+            if !EpochRecord::is_file_name(&name) {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(|e| corrupt(&path, e))?;
@@ -245,20 +242,10 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
     })
 }
 
-fn unbounded(point: f64) -> Estimate {
-    Estimate { point, lower: f64::NAN, upper: f64::NAN }
-}
-
 fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> SpeedupSummary {
     let (rs, cs) = (&reference.samples, &c.samples);
-    let time =
-        stats::ratio_of_means(&rs.training_time, &cs.training_time, level).unwrap_or_else(|| {
-            unbounded(stats::mean(&rs.training_time) / stats::mean(&cs.training_time))
-        });
-    let tps =
-        stats::ratio_of_means(&cs.tokens_per_sec, &rs.tokens_per_sec, level).unwrap_or_else(|| {
-            unbounded(stats::mean(&cs.tokens_per_sec) / stats::mean(&rs.tokens_per_sec))
-        });
+    let time = stats::ratio_estimate(&rs.training_time, &cs.training_time, level);
+    let tps = stats::ratio_estimate(&cs.tokens_per_sec, &rs.tokens_per_sec, level);
     let n = c.world_size as f64 / reference.world_size as f64;
     SpeedupSummary {
         id: c.id.clone(),

@@ -162,6 +162,16 @@ pub fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> 
     Some(Estimate { point: r, lower: lo.min(hi), upper: lo.max(hi) })
 }
 
+/// `ratio_of_means`, or the point ratio with unbounded (NaN) bounds where Fieller's interval is
+/// unbounded.
+pub fn ratio_estimate(num: &[f64], den: &[f64], level: f64) -> Estimate {
+    ratio_of_means(num, den, level).unwrap_or(Estimate {
+        point: mean(num) / mean(den),
+        lower: f64::NAN,
+        upper: f64::NAN,
+    })
+}
+
 /// Welch's two-sided t-test p-value for a difference between the means of two samples.
 pub fn welch_p_value(x: &[f64], y: &[f64]) -> f64 {
     let (vx, vy) = (std_dev(x).powi(2) / x.len() as f64, std_dev(y).powi(2) / y.len() as f64);
@@ -232,11 +242,7 @@ pub fn compare(
     thresholds: Thresholds,
     lower_is_better: bool,
 ) -> Change {
-    let ratio = ratio_of_means(new, old, level).unwrap_or(Estimate {
-        point: mean(new) / mean(old),
-        lower: f64::NAN,
-        upper: f64::NAN,
-    });
+    let ratio = ratio_estimate(new, old, level);
     let relative =
         Estimate { point: ratio.point - 1.0, lower: ratio.lower - 1.0, upper: ratio.upper - 1.0 };
     let p_value = welch_p_value(new, old);

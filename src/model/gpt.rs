@@ -46,15 +46,6 @@ impl KvCache {
     pub fn new(n_layer: usize) -> Self {
         KvCache { layers: (0..n_layer).map(|_| None).collect() }
     }
-
-    /// Number of cached positions.
-    pub fn len(&self) -> i64 {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.size()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How attention is masked: causal (training, full sequences) or an explicit boolean mask

@@ -14,12 +14,8 @@ pub fn binary() -> &'static str {
 /// permission to run as root and to place more ranks than cores.
 pub fn mpirun(n: usize) -> Command {
     let launcher = std::env::var("DP_BENCH_MPIRUN").unwrap_or_else(|_| "mpirun".into());
-    let mut cmd = Command::new(&launcher);
-    let version = Command::new(&launcher).arg("--version").output();
-    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI")) {
-        cmd.args(["--allow-run-as-root", "--oversubscribe"]);
-    }
-    cmd.arg("-n").arg(n.to_string()).arg(binary());
+    let mut cmd = dp_bench::bench::runner::launcher(&launcher, n);
+    cmd.arg(binary());
     cmd
 }
 
