@@ -149,8 +149,12 @@ pub struct TrainArgs {
     #[arg(long, alias = "max_batches")]
     pub max_batches: Option<usize>,
     /// Replace the results of a different configuration in the workdir
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Continue a stopped run in the workdir from its last completed epoch (its checkpoint); the
+    /// configuration must match, except --n-epochs, which may grow
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl TrainArgs {
@@ -177,6 +181,7 @@ impl TrainArgs {
             max_batches: self.max_batches,
             workdir: self.workdir,
             overwrite: self.overwrite,
+            resume: self.resume,
         }
     }
 }

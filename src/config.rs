@@ -125,6 +125,9 @@ pub struct Config {
     pub workdir: PathBuf,
     #[serde(skip)]
     pub overwrite: bool,
+    /// Continue from the workdir's last checkpoint.
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 /// A configuration that cannot run, with the fix in the message.
@@ -234,6 +237,7 @@ pub(crate) mod tests {
             max_batches: None,
             workdir: PathBuf::from("workdir"),
             overwrite: false,
+            resume: false,
         }
     }
 

@@ -209,8 +209,22 @@ pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
     }
 }
 
+/// Makes the contiguous CPU f32 tensor `t` equal to rank 0's on every rank.
+pub fn broadcast_tensor(comm: &dyn Communicator, t: &mut Tensor) {
+    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    // SAFETY: checked above; `t` is used by this call alone.
+    comm.broadcast_f32(unsafe { as_mut_slice(t) }, 0);
+}
+
+/// Rank 0's `value`, on every rank.
+pub fn from_root(comm: &dyn Communicator, value: f64) -> f64 {
+    let mut v = [if comm.rank() == 0 { value } else { 0.0 }];
+    comm.all_reduce_sum_f64(&mut v);
+    v[0]
+}
+
 /// Consecutive views of `flat`, one shaped like each of `vars`.
-fn views(flat: &Tensor, vars: &[Tensor]) -> Vec<Tensor> {
+pub(crate) fn views(flat: &Tensor, vars: &[Tensor]) -> Vec<Tensor> {
     let mut offset = 0;
     vars.iter()
         .map(|v| {

@@ -54,8 +54,19 @@ impl EpochRecord {
 
     /// Whether `name` is the name of an epoch record (`rank{r}_results_epoch{e}.json`).
     pub fn is_file_name(name: &str) -> bool {
-        name.starts_with("rank") && name.contains("_results_epoch") && name.ends_with(".json")
+        parse_rank_epoch(name, "_results_epoch").is_some()
     }
+}
+
+/// `(rank, epoch)` of a per-rank, per-epoch file `rank{r}{infix}{e}.json`.
+fn parse_rank_epoch(name: &str, infix: &str) -> Option<(usize, usize)> {
+    let (rank, epoch) = name.strip_prefix("rank")?.strip_suffix(".json")?.split_once(infix)?;
+    Some((rank.parse().ok()?, epoch.parse().ok()?))
+}
+
+/// The epoch of a file a run writes per rank and epoch (records and translations).
+fn result_file_epoch(name: &str) -> Option<usize> {
+    parse_rank_epoch(name, "_results_epoch").or_else(|| parse_rank_epoch(name, "_gen_epoch")).map(|(_, e)| e)
 }
 
 /// Peak resident set size of this process in MiB, from `/proc/self/status` (`None` off Linux).
@@ -111,13 +122,10 @@ pub enum WorkdirError {
     OtherConfig { path: PathBuf, diff: String },
     #[error("workdir {path} holds results without a readable {RUN_FILE} ({reason}): pass another --workdir, or --overwrite to replace them")]
     Unknown { path: PathBuf, reason: String },
+    #[error("nothing to resume in {path}: it holds no {RUN_FILE}; run without --resume")]
+    NothingToResume { path: PathBuf },
 }
 
-/// Files of a previous run that a new run in the same directory replaces.
-fn is_result_file(name: &str) -> bool {
-    EpochRecord::is_file_name(name)
-        || (name.starts_with("rank") && name.contains("_gen_epoch") && name.ends_with(".json"))
-}
 
 /// The keys on which two configurations differ, as `key: old → new`.
 fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
@@ -138,9 +146,10 @@ fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
 }
 
 /// Makes `config.workdir` ready for this run (rank 0 only): creates it, refuses it when it holds
-/// another configuration's results (unless `--overwrite`), and clears the stale result files of a
-/// previous run of the same configuration.
-pub fn prepare_workdir(config: &Config) -> Result<(), WorkdirError> {
+/// another configuration's results (unless `--overwrite`), and clears the result files a run of
+/// the same configuration left behind — all of them, or with `--resume` those of epochs after
+/// `keep_through` (the last checkpointed epoch).
+pub fn prepare_workdir(config: &Config, keep_through: Option<usize>) -> Result<(), WorkdirError> {
     let dir = &config.workdir;
     let io = |source| WorkdirError::Io { path: dir.clone(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -148,21 +157,30 @@ pub fn prepare_workdir(config: &Config) -> Result<(), WorkdirError> {
     write_atomic(&dir.join(".dp-bench-write-test"), b"").map_err(io)?;
     std::fs::remove_file(dir.join(".dp-bench-write-test")).map_err(io)?;
 
-    let results: Vec<PathBuf> = std::fs::read_dir(dir)
+    let results: Vec<(PathBuf, usize)> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok())
-        .filter(|e| is_result_file(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
+        .filter_map(|e| Some((e.path(), result_file_epoch(&e.file_name().to_string_lossy())?)))
         .collect();
     let run_file = dir.join(RUN_FILE);
+    if config.resume && !run_file.exists() {
+        return Err(WorkdirError::NothingToResume { path: dir.clone() });
+    }
     if !config.overwrite && (run_file.exists() || !results.is_empty()) {
         let old: Result<serde_json::Value, String> = std::fs::read(&run_file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
         match old {
             Ok(old) => {
-                let new = serde_json::to_value(config).expect("config serialises");
-                let diff = config_diff(&old["config"], &new);
+                let mut old = old["config"].clone();
+                let mut new = serde_json::to_value(config).expect("config serialises");
+                if config.resume {
+                    // A resumed run may train for more epochs than the original asked for.
+                    for c in [&mut old, &mut new] {
+                        c.as_object_mut().map(|o| o.remove("n_epochs"));
+                    }
+                }
+                let diff = config_diff(&old, &new);
                 if !diff.is_empty() {
                     return Err(WorkdirError::OtherConfig { path: dir.clone(), diff });
                 }
@@ -170,8 +188,10 @@ pub fn prepare_workdir(config: &Config) -> Result<(), WorkdirError> {
             Err(reason) => return Err(WorkdirError::Unknown { path: dir.clone(), reason }),
         }
     }
-    for f in results {
-        std::fs::remove_file(&f).map_err(io)?;
+    for (f, epoch) in results {
+        if keep_through.is_none_or(|last| epoch > last) {
+            std::fs::remove_file(&f).map_err(io)?;
+        }
     }
     Ok(())
 }
@@ -197,16 +217,16 @@ mod tests {
     fn other_configuration_is_refused_unless_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let c = config_in(dir.path());
-        prepare_workdir(&c).unwrap();
+        prepare_workdir(&c, None).unwrap();
         fake_run(&c);
         let mut other = c.clone();
         other.world_size = 2;
         other.batch_size = 16;
-        let err = prepare_workdir(&other).unwrap_err().to_string();
+        let err = prepare_workdir(&other, None).unwrap_err().to_string();
         assert!(err.contains("batch_size: 8 → 16") && err.contains("world_size: 1 → 2"), "{err}");
         assert!(dir.path().join("rank0_results_epoch0.json").exists(), "nothing deleted");
         other.overwrite = true;
-        prepare_workdir(&other).unwrap();
+        prepare_workdir(&other, None).unwrap();
         assert!(!dir.path().join("rank0_results_epoch0.json").exists());
     }
 
@@ -215,15 +235,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = config_in(dir.path());
         fake_run(&c);
-        prepare_workdir(&c).unwrap();
+        prepare_workdir(&c, None).unwrap();
         assert!(!dir.path().join("rank0_results_epoch0.json").exists());
+    }
+
+    #[test]
+    fn resume_keeps_checkpointed_epochs_and_may_extend_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config_in(dir.path());
+        fake_run(&c);
+        for name in ["rank0_results_epoch1.json", "rank0_gen_epoch1.json", "rank0_results_epoch2.json"] {
+            std::fs::write(dir.path().join(name), "{}").unwrap();
+        }
+        let mut resumed = c.clone();
+        resumed.resume = true;
+        resumed.n_epochs = 5;
+        prepare_workdir(&resumed, Some(1)).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expect = ["rank0_gen_epoch1.json", "rank0_results_epoch0.json", "rank0_results_epoch1.json", "run.json"];
+        assert_eq!(names, expect);
+        resumed.batch_size = 16;
+        assert!(matches!(prepare_workdir(&resumed, Some(1)), Err(WorkdirError::OtherConfig { .. })));
+        let empty = tempfile::tempdir().unwrap();
+        let mut nothing = config_in(empty.path());
+        nothing.resume = true;
+        assert!(matches!(prepare_workdir(&nothing, None), Err(WorkdirError::NothingToResume { .. })));
+    }
+
+    #[test]
+    fn file_names_parse() {
+        assert_eq!(parse_rank_epoch("rank12_results_epoch3.json", "_results_epoch"), Some((12, 3)));
+        assert_eq!(result_file_epoch("rank0_gen_epoch7.json"), Some(7));
+        assert_eq!(result_file_epoch("rank0_results_epochx.json"), None);
+        assert!(!EpochRecord::is_file_name("run.json"));
     }
 
     #[test]
     fn results_without_run_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rank1_results_epoch3.json"), "{}").unwrap();
-        let err = prepare_workdir(&config_in(dir.path())).unwrap_err();
+        let err = prepare_workdir(&config_in(dir.path()), None).unwrap_err();
         assert!(matches!(err, WorkdirError::Unknown { .. }), "{err}");
     }
 

@@ -2,9 +2,10 @@
 //! tokenizer, model, the epoch loop with evaluation, and the files each rank writes. Every rank
 //! runs this with the same configuration; rank 0 alone writes the shared files.
 
+use crate::checkpoint::{self, CheckpointInfo};
 use crate::config::{Config, DeviceKind};
 use crate::data::{self, Example, Tokenizer};
-use crate::dist::Communicator;
+use crate::dist::{self, Communicator};
 use crate::eval::{self, bleu};
 use crate::metrics::{self, EpochRecord, RunInfo};
 use crate::progress::Progress;
@@ -79,7 +80,19 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         )));
     }
     // Only now, with the input checked, may a previous run's results be replaced.
-    on_root(comm, || metrics::prepare_workdir(config).map_err(UsageError::from_err))?;
+    let resume_from = on_root(comm, || {
+        let info = match config.resume {
+            true => checkpoint::read_info(dir).map_err(UsageError::from_err)?,
+            false => None,
+        };
+        metrics::prepare_workdir(config, info.as_ref().map(|i| i.epoch))
+            .map_err(UsageError::from_err)?;
+        if info.is_none() {
+            checkpoint::clear(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        Ok(info)
+    })?
+    .flatten();
     // Rank 0 trains (or reuses) the tokenizer; the others load what it saved.
     on_root(comm, || {
         let (_, trained) = Tokenizer::load_or_train(dir, &corpus.train, config.preset.vocab_cap())?;
@@ -122,10 +135,20 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         metrics::write_json(&dir.join(metrics::RUN_FILE), &info)
     })?;
 
+    let first_epoch = resume(comm, &mut trainer, dir, resume_from)?;
+    if config.resume {
+        progress.note(&match first_epoch {
+            0 => "no epoch had finished: starting at epoch 0".to_string(),
+            e if e >= config.n_epochs => {
+                format!("all {e} epochs had finished: nothing to do (raise --n-epochs to go on)")
+            }
+            e => format!("resuming after epoch {} of {}", e - 1, config.n_epochs),
+        });
+    }
     let steps = trainer.steps_per_epoch(config.max_batches);
-    for epoch in 0..config.n_epochs {
+    for epoch in first_epoch..config.n_epochs {
         let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
-        let stats = trainer.train_epoch(config.max_batches, || bar.inc(1)).map_err(|e| {
+        let stats = trainer.train_epoch(epoch, config.max_batches, || bar.inc(1)).map_err(|e| {
             let kept = match epoch {
                 0 => "no epoch had finished".to_string(),
                 e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
@@ -193,6 +216,9 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             param_checksum: stats.param_checksum,
         };
         metrics::write_json(&dir.join(EpochRecord::file_name(rank, epoch)), &record)?;
+        on_root(comm, || {
+            Ok(checkpoint::save(dir, epoch, &trainer.state(), stats.param_checksum)?)
+        })?;
         // The seed's rule: an epoch's throughput is the sum over ranks.
         let mut throughput = [record.tokens_per_sec];
         comm.all_reduce_sum_f64(&mut throughput);
@@ -209,6 +235,42 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             .with_context(|| format!("saving the final weights to {}", dir.display()))
     })?;
     Ok(())
+}
+
+/// Loads the checkpoint rank 0 found (`info`) into every rank's trainer; returns the first epoch
+/// to train (0 without a checkpoint).
+fn resume(
+    comm: &dyn Communicator,
+    trainer: &mut Trainer,
+    dir: &std::path::Path,
+    info: Option<CheckpointInfo>,
+) -> anyhow::Result<usize> {
+    let numel = trainer.numel();
+    let loaded = on_root(comm, || match &info {
+        Some(info) => Ok(Some(checkpoint::load(dir, info, numel).map_err(UsageError::from_err)?)),
+        None => Ok(None),
+    })?
+    .flatten();
+    let next = dist::from_root(comm, info.as_ref().map_or(0.0, |i| i.epoch as f64 + 1.0)) as usize;
+    if next == 0 {
+        return Ok(0);
+    }
+    // The other ranks receive rank 0's state into buffers shaped like their own.
+    let mut state = loaded.unwrap_or_else(|| trainer.state());
+    for (_, t) in &mut state.tensors {
+        dist::broadcast_tensor(comm, t);
+    }
+    state.steps = dist::from_root(comm, state.steps as f64) as u64;
+    trainer.load_state(&state).map_err(|e| anyhow::anyhow!("loading the checkpoint: {e}"))?;
+    let expected = dist::from_root(comm, info.map_or(0.0, |i| i.param_checksum));
+    if trainer.param_checksum() != expected {
+        return Err(UsageError::error(format!(
+            "the checkpoint in {} does not match its checksum: run without --resume and with \
+             --overwrite to start over",
+            dir.display()
+        )));
+    }
+    Ok(next)
 }
 
 /// The line rank 0 prints after each epoch: its time, and the throughput summed over ranks.

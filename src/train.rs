@@ -7,13 +7,9 @@ use crate::config::Config;
 use crate::data::{collate, Batch, Example, Schedule};
 use crate::dist::{param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
+use crate::optim::{AdamW, AdamWConfig, AdamWState};
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
-
-/// WORKLOAD.md: AdamW, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, no schedule.
-fn adamw() -> nn::AdamW {
-    nn::AdamW { beta1: 0.9, beta2: 0.999, wd: 0.01, eps: 1e-8, amsgrad: false }
-}
+use tch::{nn, Device, Kind, Tensor};
 
 /// Waits for queued device work, so the clock measures work done, not work launched.
 pub fn synchronize(device: Device) {
@@ -60,8 +56,9 @@ pub struct EpochStats {
 pub struct Trainer<'a> {
     pub vs: nn::VarStore,
     pub model: Gpt,
-    opt: nn::Optimizer,
+    opt: AdamW,
     grads: FlatGrads,
+    seed: u64,
     vars: Vec<Tensor>,
     comm: &'a dyn Communicator,
     examples: &'a [Example],
@@ -91,9 +88,7 @@ impl<'a> Trainer<'a> {
         let model = Gpt::new(&vs.root(), gpt_config);
         let vars = vs.trainable_variables();
         crate::dist::broadcast_parameters(comm, &vars);
-        // Dropout masks differ between ranks, as they would between the examples of one batch.
-        tch::manual_seed(config.seed as i64 + 1 + comm.rank() as i64);
-        let opt = adamw().build(&vs, config.learning_rate)?;
+        let opt = AdamW::new(&vars, AdamWConfig::workload(config.learning_rate));
         let grads = FlatGrads::new(&vars);
         let schedule = Schedule::new(
             examples.len(),
@@ -107,6 +102,7 @@ impl<'a> Trainer<'a> {
             model,
             opt,
             grads,
+            seed: config.seed,
             vars,
             comm,
             examples,
@@ -150,7 +146,7 @@ impl<'a> Trainer<'a> {
         if !bool::try_from(self.grads.buffer().isfinite().all()).unwrap_or(false) {
             return Err(Diverged);
         }
-        self.opt.step();
+        self.opt.step(self.grads.buffer());
         synchronize(device);
         let t3 = Instant::now();
         Ok(StepTimes {
@@ -159,10 +155,30 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Trains one epoch. `training_time` runs from the first batch fetched to the last optimiser
+    /// Number of parameter values.
+    pub fn numel(&self) -> usize {
+        self.opt.params().numel()
+    }
+
+    pub fn param_checksum(&self) -> f64 {
+        param_checksum(&self.vars)
+    }
+
+    /// The optimiser's state (parameters included) for a checkpoint.
+    pub fn state(&self) -> AdamWState {
+        self.opt.state()
+    }
+
+    /// Continues from a checkpointed state: every rank loads rank 0's.
+    pub fn load_state(&mut self, state: &AdamWState) -> Result<(), String> {
+        self.opt.load_state(state)
+    }
+
+    /// Trains epoch `epoch`. `training_time` runs from the first batch fetched to the last optimiser
     /// step done, between barriers, with the device synchronised before each clock reading.
     pub fn train_epoch(
         &mut self,
+        epoch: usize,
         max_batches: Option<usize>,
         mut on_step: impl FnMut(),
     ) -> Result<EpochStats, NonFinite> {
@@ -172,6 +188,10 @@ impl<'a> Trainer<'a> {
         let mut stats = EpochStats { steps, ..Default::default() };
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut global_targets_total = 0usize;
+        // Dropout masks differ between ranks, as they would between the examples of one batch,
+        // and are seeded per epoch, so a run resumed at an epoch boundary draws the same masks
+        // as one that never stopped.
+        tch::manual_seed(dropout_seed(self.seed, rank, epoch));
 
         self.comm.barrier();
         let start = Instant::now();
@@ -206,4 +226,9 @@ impl<'a> Trainer<'a> {
         stats.param_checksum = param_checksum(&self.vars);
         Ok(stats)
     }
+}
+
+/// The seed of rank `rank`'s dropout masks in epoch `epoch`.
+fn dropout_seed(seed: u64, rank: usize, epoch: usize) -> i64 {
+    (seed as i64).wrapping_add(1 + rank as i64).wrapping_add((epoch as i64) << 24)
 }

@@ -30,6 +30,7 @@ fn config(world_size: usize, preset: Preset) -> Config {
         max_batches: None,
         workdir: Default::default(),
         overwrite: false,
+        resume: false,
     }
 }
 

@@ -1,0 +1,198 @@
+//! AdamW over ONE flat parameter buffer (WORKLOAD.md: lr 1e-4, betas (0.9, 0.999), eps 1e-8,
+//! weight decay 0.01 on every parameter, no schedule). The parameters become views into the
+//! buffer, like the gradients in `dist::FlatGrads`, so an update is a handful of vectorised ops
+//! over the whole model instead of a loop over tensors — and its whole state (parameters, both
+//! moments, step count) is three tensors and a number that a checkpoint can save and restore.
+//! The rule is PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
+
+use tch::{Device, Kind, Tensor};
+
+/// WORKLOAD.md's AdamW hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamWConfig {
+    pub fn workload(lr: f64) -> Self {
+        AdamWConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+}
+
+/// The optimiser and the flat buffer its parameters live in.
+pub struct AdamW {
+    config: AdamWConfig,
+    params: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    /// Scratch of the buffer's size, so a step allocates nothing.
+    scratch: Tensor,
+    steps: u64,
+}
+
+/// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
+#[derive(Debug)]
+pub struct AdamWState {
+    pub tensors: Vec<(String, Tensor)>,
+    pub steps: u64,
+}
+
+const STATE_NAMES: [&str; 3] = ["params", "exp_avg", "exp_avg_sq"];
+
+impl AdamW {
+    /// Moves `vars` into one flat buffer (their values unchanged) and makes each a view of it.
+    pub fn new(vars: &[Tensor], config: AdamWConfig) -> Self {
+        let _guard = tch::no_grad_guard();
+        let device = vars.first().map_or(Device::Cpu, |v| v.device());
+        let params = Tensor::cat(&vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0);
+        for (v, view) in vars.iter().zip(crate::dist::views(&params, vars)) {
+            v.shallow_clone().set_data(&view);
+        }
+        let zeros = || Tensor::zeros_like(&params);
+        debug_assert_eq!(params.device(), device);
+        AdamW { config, exp_avg: zeros(), exp_avg_sq: zeros(), scratch: zeros(), params, steps: 0 }
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The buffer every parameter is a view of.
+    pub fn params(&self) -> &Tensor {
+        &self.params
+    }
+
+    /// One update from `grad`, a flat gradient laid out like the parameter buffer.
+    pub fn step(&mut self, grad: &Tensor) {
+        let _guard = tch::no_grad_guard();
+        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
+        self.steps += 1;
+        let bias1 = 1.0 - beta1.powi(self.steps as i32);
+        let bias2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
+        // Decoupled weight decay (Loshchilov & Hutter), applied before the moment update as
+        // torch.optim.AdamW does.
+        let _ = self.params.g_mul_scalar_(1.0 - lr * weight_decay);
+        let _ = self.exp_avg.lerp_(grad, 1.0 - beta1);
+        let _ = grad.mul_out(&self.scratch, grad);
+        let _ = self.exp_avg_sq.lerp_(&self.scratch, 1.0 - beta2);
+        // params -= lr/bias1 · m / (√v / √bias2 + eps), as one addcdiv with the step folded into
+        // the denominator.
+        let _ = self.exp_avg_sq.sqrt_out(&self.scratch);
+        let _ = self.scratch.g_mul_scalar_(1.0 / bias2_sqrt);
+        let _ = self.scratch.g_add_scalar_(eps);
+        let _ = self.scratch.g_mul_scalar_(-bias1 / lr);
+        let _ = self.params.addcdiv_(&self.exp_avg, &self.scratch);
+    }
+
+    /// A copy of the state on the CPU, for a checkpoint.
+    pub fn state(&self) -> AdamWState {
+        let tensors = [&self.params, &self.exp_avg, &self.exp_avg_sq]
+            .into_iter()
+            .zip(STATE_NAMES)
+            .map(|(t, name)| (name.to_string(), t.to(Device::Cpu).copy()))
+            .collect();
+        AdamWState { tensors, steps: self.steps }
+    }
+
+    /// Restores a checkpointed state; fails (changing nothing) when it does not fit this model.
+    pub fn load_state(&mut self, state: &AdamWState) -> Result<(), String> {
+        let _guard = tch::no_grad_guard();
+        let numel = self.params.numel();
+        let mut found = Vec::new();
+        for name in STATE_NAMES {
+            let t = state
+                .tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("no tensor named {name}"))?;
+            if t.kind() != Kind::Float || t.size() != [numel as i64] {
+                return Err(format!(
+                    "{name} is {:?} {:?}, the model needs Float [{numel}]",
+                    t.kind(),
+                    t.size()
+                ));
+            }
+            found.push(t);
+        }
+        for (dst, src) in [&mut self.params, &mut self.exp_avg, &mut self.exp_avg_sq]
+            .into_iter()
+            .zip(found)
+        {
+            dst.copy_(src);
+        }
+        self.steps = state.steps;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn;
+
+    /// The same update as libtorch's own AdamW (tch's `nn::AdamW`), to float rounding.
+    #[test]
+    fn matches_libtorch_adamw() {
+        use tch::nn::OptimizerConfig;
+        let make = || {
+            tch::manual_seed(7);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let lin = nn::linear(vs.root() / "l", 5, 3, Default::default());
+            (vs, lin)
+        };
+        let (vs_a, lin_a) = make();
+        let (vs_b, lin_b) = make();
+        let vars_a = vs_a.trainable_variables();
+        let initial = lin_a.ws.copy();
+        let mut ours = AdamW::new(&vars_a, AdamWConfig::workload(1e-2));
+        let theirs_cfg = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: 0.01, eps: 1e-8, amsgrad: false };
+        let mut theirs = theirs_cfg.build(&vs_b, 1e-2).unwrap();
+        for k in 0..5 {
+            let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, k as f32]).view([1, 5]);
+            for v in &vars_a {
+                let _ = v.grad().f_zero_();
+            }
+            theirs.zero_grad();
+            tch::nn::Module::forward(&lin_a, &x).square().sum(Kind::Float).backward();
+            tch::nn::Module::forward(&lin_b, &x).square().sum(Kind::Float).backward();
+            let grad =
+                Tensor::cat(&vars_a.iter().map(|v| v.grad().flatten(0, -1)).collect::<Vec<_>>(), 0);
+            ours.step(&grad);
+            theirs.step();
+        }
+        let a = Tensor::cat(&[lin_a.ws.flatten(0, -1), lin_a.bs.as_ref().unwrap().shallow_clone()], 0);
+        let b = Tensor::cat(&[lin_b.ws.flatten(0, -1), lin_b.bs.as_ref().unwrap().shallow_clone()], 0);
+        assert!(a.allclose(&b, 1e-6, 1e-7, false), "{a:?} vs {b:?}");
+        assert!(!lin_a.ws.allclose(&initial, 1e-3, 1e-3, false), "the parameters moved");
+        assert_eq!(ours.steps(), 5);
+        // The parameters are views of the buffer the optimiser updates.
+        let flat = Tensor::cat(&vars_a.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0);
+        assert!(ours.params().equal(&flat));
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_another_model() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs.root() / "l", 2, 2, Default::default());
+        let mut opt = AdamW::new(&vs.trainable_variables(), AdamWConfig::workload(0.1));
+        opt.step(&Tensor::ones([6], (Kind::Float, Device::Cpu)));
+        let saved = opt.state();
+        let before = opt.params().copy();
+        opt.step(&Tensor::ones([6], (Kind::Float, Device::Cpu)));
+        assert!(!opt.params().equal(&before));
+        opt.load_state(&saved).unwrap();
+        assert!(opt.params().equal(&before));
+        assert_eq!(opt.steps(), 1);
+
+        let vs2 = nn::VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs2.root() / "l", 3, 2, Default::default());
+        let mut other = AdamW::new(&vs2.trainable_variables(), AdamWConfig::workload(0.1));
+        assert!(other.load_state(&saved).unwrap_err().contains("params"));
+    }
+}
