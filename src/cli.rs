@@ -2,7 +2,7 @@
 //! their defaults, and the entry point that starts MPI, builds the `Config` and reports errors
 //! once, as one line, with exit status 2 for bad input.
 
-use crate::config::{Config, DatasetSpec, DeviceKind, Partition, Preset};
+use crate::config::{Config, DatasetSpec, DeviceKind, Padding, Partition, Preset};
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
 use clap::{Args, Parser, Subcommand};
@@ -139,6 +139,14 @@ pub struct TrainArgs {
     /// step as one rank) or contiguous (the original DataPartitioner)
     #[arg(long, value_enum, default_value_t = Partition::Strided)]
     pub partition: Partition,
+    /// fixed (every sequence padded to --model-max-length, as the original) or dynamic (to the
+    /// longest sequence of each rank's batch: the same loss, less work)
+    #[arg(long, value_enum, default_value_t = Padding::Fixed)]
+    pub padding: Padding,
+    /// With --padding dynamic: form each global batch from examples of similar length (sorted
+    /// windows of 50 batches, batches shuffled with the seed), so batches carry little padding
+    #[arg(long)]
+    pub bucket_by_length: bool,
     /// Dropout on embeddings, attention weights and residual branches
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
@@ -176,6 +184,8 @@ impl TrainArgs {
             threads: self.threads.unwrap_or((cores / local_ranks.max(1)).max(1)),
             device: self.device,
             partition: self.partition,
+            padding: self.padding,
+            bucket_by_length: self.bucket_by_length,
             dropout: self.dropout,
             benchmark_only: self.benchmark_only,
             max_batches: self.max_batches,

@@ -65,6 +65,19 @@ pub enum Partition {
     Contiguous,
 }
 
+/// How a batch's sequences are padded (WORKLOAD.md, "Task and examples").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// Every sequence padded to `model_max_length`, as the original script: what the benchmark
+    /// compares.
+    #[default]
+    Fixed,
+    /// Padded to the longest sequence of the batch. Padding is on the right and attention is
+    /// causal, so the loss is the same function of the same numbers; only the work shrinks.
+    Dynamic,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
@@ -118,6 +131,11 @@ pub struct Config {
     pub threads: usize,
     pub device: DeviceKind,
     pub partition: Partition,
+    #[serde(default)]
+    pub padding: Padding,
+    /// Global batches of examples of similar length (needs dynamic padding to pay off).
+    #[serde(default)]
+    pub bucket_by_length: bool,
     pub dropout: f64,
     pub benchmark_only: bool,
     pub max_batches: Option<usize>,
@@ -153,6 +171,8 @@ pub enum ConfigError {
     LearningRate(f64),
     #[error("--max-batches must be at least 1")]
     ZeroMaxBatches,
+    #[error("--bucket-by-length only pays with --padding dynamic: add it, or drop --bucket-by-length")]
+    BucketWithoutDynamic,
 }
 
 impl Config {
@@ -198,6 +218,9 @@ impl Config {
         if self.max_batches == Some(0) {
             return Err(ConfigError::ZeroMaxBatches);
         }
+        if self.bucket_by_length && self.padding != Padding::Dynamic {
+            return Err(ConfigError::BucketWithoutDynamic);
+        }
         Ok(())
     }
 
@@ -232,6 +255,8 @@ pub(crate) mod tests {
             threads: 1,
             device: DeviceKind::Cpu,
             partition: Partition::Strided,
+            padding: Padding::Fixed,
+            bucket_by_length: false,
             dropout: 0.0,
             benchmark_only: false,
             max_batches: None,

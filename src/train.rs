@@ -4,7 +4,8 @@
 //! gradients gives exactly the gradient one rank would compute on the whole global batch.
 
 use crate::config::Config;
-use crate::data::{collate, Batch, Example, Schedule};
+use crate::config::Padding;
+use crate::data::{collate, padded_len, Batch, Example, Schedule};
 use crate::dist::{param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
 use crate::optim::{AdamW, AdamWConfig, AdamWState};
@@ -64,7 +65,8 @@ pub struct Trainer<'a> {
     examples: &'a [Example],
     schedule: Schedule,
     pad: i64,
-    seq_len: usize,
+    max_len: usize,
+    padding: Padding,
 }
 
 impl<'a> Trainer<'a> {
@@ -90,12 +92,14 @@ impl<'a> Trainer<'a> {
         crate::dist::broadcast_parameters(comm, &vars);
         let opt = AdamW::new(&vars, AdamWConfig::workload(config.learning_rate));
         let grads = FlatGrads::new(&vars);
+        let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
         let schedule = Schedule::new(
             examples.len(),
             config.seed,
             config.partition,
             config.world_size,
             config.batch_size,
+            config.bucket_by_length.then_some(&lengths[..]),
         );
         Ok(Trainer {
             vs,
@@ -108,7 +112,8 @@ impl<'a> Trainer<'a> {
             examples,
             schedule,
             pad,
-            seq_len: config.model_max_length,
+            max_len: config.model_max_length,
+            padding: config.padding,
         })
     }
 
@@ -203,7 +208,8 @@ impl<'a> Trainer<'a> {
                 step.iter().flatten().map(|&i| examples[i].target_tokens()).sum();
             let t_data = Instant::now();
             let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();
-            let batch = collate(&local, self.pad, self.seq_len, device);
+            let seq_len = padded_len(&local, self.padding, self.max_len);
+            let batch = collate(&local, self.pad, seq_len, device);
             stats.data_time += t_data.elapsed().as_secs_f64();
 
             let times = self

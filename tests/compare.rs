@@ -31,6 +31,8 @@ fn config(world_size: usize, preset: Preset) -> Config {
         workdir: Default::default(),
         overwrite: false,
         resume: false,
+        padding: dp_bench::config::Padding::Fixed,
+        bucket_by_length: false,
     }
 }
 

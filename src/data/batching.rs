@@ -4,6 +4,7 @@
 
 use super::corpus::Pair;
 use super::tokenizer::Tokenizer;
+use crate::config::Padding;
 use tch::{Device, Tensor};
 
 /// One tokenised training example.
@@ -52,6 +53,17 @@ pub struct Batch {
     pub target_tokens: usize,
 }
 
+/// The input positions a batch of `examples` is padded to: `max_len` (fixed), or the longest
+/// example's inputs (dynamic).
+pub fn padded_len(examples: &[&Example], padding: Padding, max_len: usize) -> usize {
+    match padding {
+        Padding::Fixed => max_len,
+        Padding::Dynamic => {
+            examples.iter().map(|e| e.ids.len().saturating_sub(1)).max().unwrap_or(1).clamp(1, max_len)
+        }
+    }
+}
+
 /// Pads `examples` to `seq_len` input positions (fixed padding: `model_max_length`).
 pub fn collate(examples: &[&Example], pad: i64, seq_len: usize, device: Device) -> Batch {
     let b = examples.len();
@@ -97,6 +109,20 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&b.target_index).unwrap(), vec![2, 3, 8, 9]);
         assert_eq!(Vec::<i64>::try_from(&b.target_labels).unwrap(), vec![20, 2, 20, 2]);
         assert_eq!((b.tokens, b.target_tokens), (12, 4));
+    }
+
+    #[test]
+    fn dynamic_padding_keeps_every_target() {
+        let (a, b) = (ex(&[10, 11, 1, 20, 2], 3), ex(&[10, 1, 20, 21, 22, 2], 2));
+        assert_eq!(padded_len(&[&a, &b], Padding::Dynamic, 128), 5);
+        assert_eq!(padded_len(&[&a, &b], Padding::Dynamic, 4), 4);
+        assert_eq!(padded_len(&[&a, &b], Padding::Fixed, 128), 128);
+        let fixed = collate(&[&a, &b], 0, 128, Device::Cpu);
+        let dynamic = collate(&[&a, &b], 0, 5, Device::Cpu);
+        assert_eq!(fixed.target_labels, dynamic.target_labels);
+        assert_eq!((fixed.target_tokens, dynamic.tokens), (dynamic.target_tokens, 10));
+        // The same positions, renumbered for the shorter rows.
+        assert_eq!(Vec::<i64>::try_from(&dynamic.target_index).unwrap(), vec![2, 3, 6, 7, 8, 9]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod partition;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use batching::{collate, Batch, Example};
+pub use batching::{collate, padded_len, Batch, Example};
 pub use corpus::{Corpus, Pair, SplitSizes};
 pub use partition::Schedule;
 pub use tokenizer::Tokenizer;

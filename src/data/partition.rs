@@ -14,6 +14,29 @@ pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// Global batches formed per seed from windows of this many batches sorted by length.
+const BUCKET_WINDOW_BATCHES: usize = 50;
+
+/// Length-bucketed order (fairseq/torchtext style): `order` cut into windows of
+/// `BUCKET_WINDOW_BATCHES` global batches, each window sorted by length (stable, so ties keep the
+/// seed's order), cut into global batches, and the full batches shuffled with the seed; the last
+/// partial batch stays last. Batches then hold examples of similar length, so dynamic padding
+/// pads little, and every batch's example set is fixed by the seed.
+pub fn bucketed(order: &[usize], lengths: &[usize], global_batch: usize, seed: u64) -> Vec<usize> {
+    let mut sorted = Vec::with_capacity(order.len());
+    for window in order.chunks(global_batch * BUCKET_WINDOW_BATCHES) {
+        let mut window = window.to_vec();
+        window.sort_by_key(|&i| lengths[i]);
+        sorted.extend(window);
+    }
+    let full = sorted.len() / global_batch * global_batch;
+    let mut batches: Vec<&[usize]> = sorted[..full].chunks(global_batch).collect();
+    batches.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(1)));
+    let mut out = batches.concat();
+    out.extend_from_slice(&sorted[full..]);
+    out
+}
+
 /// `steps[k][r]`: the example indices rank `r` trains on at step `k`. Every rank takes part in
 /// every step (a rank may get an empty last batch), so the collectives stay matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +46,21 @@ pub struct Schedule {
 
 impl Schedule {
     /// Builds the schedule for `n` examples, `world` ranks and a global batch of `global_batch`
-    /// (a multiple of `world`). The last partial batch is kept.
+    /// (a multiple of `world`). The last partial batch is kept. With `bucket_lengths` (each
+    /// example's length), global batches are length-bucketed (`bucketed`).
     pub fn new(
         n: usize,
         seed: u64,
         partition: Partition,
         world: usize,
         global_batch: usize,
+        bucket_lengths: Option<&[usize]>,
     ) -> Self {
         assert!(world > 0 && global_batch.is_multiple_of(world), "validated by Config");
-        let order = shuffled_order(n, seed);
+        let mut order = shuffled_order(n, seed);
+        if let Some(lengths) = bucket_lengths {
+            order = bucketed(&order, lengths, global_batch, seed);
+        }
         let local = global_batch / world;
         let steps = match partition {
             Partition::Strided => order
@@ -95,11 +123,11 @@ mod tests {
     #[test]
     fn strided_is_disjoint_complete_and_matches_one_rank() {
         for (n, world, batch) in [(100, 2, 8), (101, 3, 9), (7, 4, 4), (64, 1, 16)] {
-            let s = Schedule::new(n, 5, Partition::Strided, world, batch);
+            let s = Schedule::new(n, 5, Partition::Strided, world, batch, None);
             check_disjoint_complete(&s, n, world);
             assert_eq!(s.len(), n.div_ceil(batch));
             // Step k of N ranks covers exactly step k of one rank with the same global batch.
-            let one = Schedule::new(n, 5, Partition::Strided, 1, batch);
+            let one = Schedule::new(n, 5, Partition::Strided, 1, batch, None);
             for (k, step) in s.steps.iter().enumerate() {
                 let mut union: Vec<usize> = step.iter().flatten().copied().collect();
                 let mut single = one.steps[k][0].clone();
@@ -112,7 +140,7 @@ mod tests {
 
     #[test]
     fn strided_takes_every_nth_position() {
-        let s = Schedule::new(10, 3, Partition::Strided, 2, 4);
+        let s = Schedule::new(10, 3, Partition::Strided, 2, 4, None);
         let order = shuffled_order(10, 3);
         assert_eq!(s.steps[0][0], vec![order[0], order[2]]);
         assert_eq!(s.steps[0][1], vec![order[1], order[3]]);
@@ -123,7 +151,7 @@ mod tests {
     #[test]
     fn contiguous_slices_are_consecutive() {
         for (n, world, batch) in [(100, 2, 8), (101, 3, 9), (10, 4, 8)] {
-            let s = Schedule::new(n, 9, Partition::Contiguous, world, batch);
+            let s = Schedule::new(n, 9, Partition::Contiguous, world, batch, None);
             check_disjoint_complete(&s, n, world);
             let order = shuffled_order(n, 9);
             let mut start = 0;
@@ -133,6 +161,26 @@ mod tests {
                 start += mine.len();
             }
         }
+    }
+
+    #[test]
+    fn bucketing_groups_similar_lengths_and_keeps_every_example() {
+        let n = 1000;
+        let lengths: Vec<usize> = (0..n).map(|i| (i * 37) % 90 + 5).collect();
+        let s = Schedule::new(n, 4, Partition::Strided, 2, 16, Some(&lengths));
+        check_disjoint_complete(&s, n, 2);
+        assert_eq!(s, Schedule::new(n, 4, Partition::Strided, 2, 16, Some(&lengths)));
+        let spread = |s: &Schedule| -> usize {
+            s.steps
+                .iter()
+                .map(|step| {
+                    let l: Vec<usize> = step.iter().flatten().map(|&i| lengths[i]).collect();
+                    l.iter().max().unwrap() - l.iter().min().unwrap()
+                })
+                .sum()
+        };
+        let plain = Schedule::new(n, 4, Partition::Strided, 2, 16, None);
+        assert!(spread(&s) * 5 < spread(&plain), "{} vs {}", spread(&s), spread(&plain));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 pub mod bleu;
 
-use crate::data::{collate, partition::eval_shard, Example, Pair, Tokenizer};
+use crate::config::Padding;
+use crate::data::{collate, padded_len, partition::eval_shard, Example, Pair, Tokenizer};
 use crate::dist::Communicator;
 use crate::model::{greedy_decode, Gpt};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,9 @@ const EVAL_BATCH: usize = 64;
 /// Sentences decoded together.
 const DECODE_BATCH: usize = 32;
 
-/// Mean target-token loss over all of `examples` (dropout off), identical on every rank.
+/// Mean target-token loss over all of `examples` (dropout off), identical on every rank. Batches
+/// are padded dynamically whatever the training padding: right padding under causal attention
+/// changes no target position's loss, and evaluation is not what the benchmark times.
 pub fn validation_loss(
     model: &Gpt,
     examples: &[Example],
@@ -28,7 +31,8 @@ pub fn validation_loss(
     let mut sums = [0.0f64; 2]; // [summed loss, target tokens]
     for chunk in shard.chunks(EVAL_BATCH) {
         let batch: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
-        let b = collate(&batch, pad, seq_len, model.device());
+        let len = padded_len(&batch, Padding::Dynamic, seq_len);
+        let b = collate(&batch, pad, len, model.device());
         if b.target_tokens > 0 {
             let hidden = model.hidden(&b.inputs, false);
             let loss = model.target_loss_sum(&hidden, &b.target_index, &b.target_labels);
