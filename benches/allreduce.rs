@@ -129,7 +129,7 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot start {mpirun}: {e}"));
         std::process::exit(status.code().unwrap_or(1));
     }
-    dp_bench::dist::abort_on_panic();
+    dp_bench::fault::abort_on_panic();
     dp_bench::bench::plot::register_font();
     tch::set_num_threads(1);
     let universe = mpi::initialize().expect("MPI initialises once");

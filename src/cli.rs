@@ -40,6 +40,20 @@ pub enum Cmd {
     Bleu(BleuArgs),
     /// Translate German lines from stdin to English with a trained run's final weights
     Translate(TranslateArgs),
+    /// Internal: the per-host sentinel that names a rank that died without a word
+    #[command(hide = true)]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[arg(long)]
+    pub workdir: PathBuf,
+    #[arg(long)]
+    pub host: String,
+    /// rank:pid pairs, comma-separated
+    #[arg(long)]
+    pub ranks: String,
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +223,11 @@ pub fn main() -> ExitCode {
 }
 
 fn train_main(args: TrainArgs) -> ExitCode {
-    crate::dist::abort_on_panic();
+    crate::fault::abort_on_panic();
+    if let Err(e) = crate::fault::stop_on_signals() {
+        eprintln!("dp-bench: cannot handle signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let Some(universe) = mpi::initialize() else {
         eprintln!("dp-bench: MPI was already initialised");
         return ExitCode::FAILURE;

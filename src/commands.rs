@@ -1,14 +1,15 @@
 //! The subcommands that work on files rather than train: `compare` (the benchmark analysis on
 //! existing run directories), `bleu` (sacreBLEU's corpus score) and `translate` (greedy
-//! translation with a trained run's weights). Bad input is a `UsageError` (exit status 2).
+//! translation with a trained run's weights), and the hidden `watch` (the fault sentinel). Bad input is a `UsageError` (exit status 2).
 
-use crate::cli::{BleuArgs, Cmd, CompareArgs, TranslateArgs};
+use crate::cli::{BleuArgs, Cmd, CompareArgs, TranslateArgs, WatchArgs};
 use crate::data::corpus::read_lines;
 use crate::data::Tokenizer;
 use crate::eval::{bleu, prompt};
 use crate::metrics::{RunInfo, RUN_FILE};
 use crate::model::{greedy_decode, Gpt, GptConfig};
 use crate::UsageError;
+use anyhow::Context;
 use std::io::{BufRead, Write};
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -16,6 +17,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Compare(args) => compare(&args),
         Cmd::Bleu(args) => bleu_cmd(&args),
         Cmd::Translate(args) => translate(&args),
+        Cmd::Watch(args) => watch(&args),
     }
 }
 
@@ -125,4 +127,16 @@ fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn watch(args: &WatchArgs) -> anyhow::Result<()> {
+    let ranks = args
+        .ranks
+        .split(',')
+        .map(|pair| {
+            let (rank, pid) = pair.split_once(':').context("rank:pid")?;
+            Ok(crate::fault::Watched { rank: rank.parse()?, pid: pid.parse()? })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::fault::sentinel(&args.workdir, &args.host, &ranks)
 }

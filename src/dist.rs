@@ -98,16 +98,6 @@ impl Communicator for Mpi {
     }
 }
 
-/// Makes a panic abort the process: `mpirun` then ends the whole job, instead of the panicking
-/// rank unwinding into `MPI_Finalize` while the other ranks wait in a collective.
-pub fn abort_on_panic() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
-}
-
 /// A contiguous f32 CPU tensor as a slice.
 ///
 /// # Safety

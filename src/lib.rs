@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod fault;
 pub mod checkpoint;
 pub mod metrics;
 pub mod model;

@@ -7,6 +7,7 @@ use crate::config::{Config, DeviceKind};
 use crate::data::{self, Example, Tokenizer};
 use crate::dist::{self, Communicator};
 use crate::eval::{self, bleu};
+use crate::fault;
 use crate::metrics::{self, EpochRecord, RunInfo};
 use crate::progress::Progress;
 use crate::train::Trainer;
@@ -101,6 +102,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         }
         Ok(())
     })?;
+    let hosts = watch_ranks(comm, dir)?;
     let tok = Tokenizer::load(&Tokenizer::path_in(dir))?;
     let encode = |pairs: &[data::Pair]| -> Vec<Example> {
         pairs.iter().map(|p| Example::encode(&tok, p, config.model_max_length)).collect()
@@ -108,11 +110,6 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
 
     let mut trainer = Trainer::new(config, tok.vocab_size(), &train, tok.pad, comm, device)?;
-    let hosts: Vec<String> = comm
-        .all_gather_bytes(gethostname::gethostname().to_string_lossy().as_bytes())
-        .into_iter()
-        .map(|h| String::from_utf8_lossy(&h).into_owned())
-        .collect();
     on_root(comm, || {
         let info = RunInfo {
             schema: metrics::RUN_SCHEMA,
@@ -148,7 +145,15 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     let steps = trainer.steps_per_epoch(config.max_batches);
     for epoch in first_epoch..config.n_epochs {
         let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
-        let stats = trainer.train_epoch(epoch, config.max_batches, || bar.inc(1)).map_err(|e| {
+        let mut step = 0;
+        fault::at("train", epoch, 0, steps);
+        let stats = trainer
+            .train_epoch(epoch, config.max_batches, || {
+                step += 1;
+                fault::at("train", epoch, step, steps);
+                bar.inc(1)
+            })
+            .map_err(|e| {
             let kept = match epoch {
                 0 => "no epoch had finished".to_string(),
                 e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
@@ -162,6 +167,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
 
         let (mut validation_loss, mut bleu_score, mut eval_time) = (None, None, None);
         if !config.benchmark_only {
+            fault::at("eval", epoch, 0, 0);
             let start = Instant::now();
             let n = (val.len() + corpus.test.len()) as u64;
             let bar = progress.bar(n, &format!("epoch {epoch} eval"));
@@ -234,7 +240,36 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             .and_then(|()| Ok(std::fs::rename(&tmp, dir.join(MODEL_FILE))?))
             .with_context(|| format!("saving the final weights to {}", dir.display()))
     })?;
+    fault::finished();
     Ok(())
+}
+
+/// Starts fault reporting: this rank's status file, and on each host's first rank the sentinel
+/// for that host's ranks. Returns every rank's host name, by rank.
+fn watch_ranks(comm: &dyn Communicator, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let rank = comm.rank();
+    fault::open_status(dir, rank)
+        .with_context(|| format!("writing a status file into {}", dir.display()))?;
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mine = format!("{}\t{host}", std::process::id());
+    let all: Vec<(i32, String)> = comm
+        .all_gather_bytes(mine.as_bytes())
+        .into_iter()
+        .map(|b| {
+            let s = String::from_utf8_lossy(&b).into_owned();
+            let (pid, host) = s.split_once('\t').unwrap_or(("0", ""));
+            (pid.parse().unwrap_or(0), host.to_string())
+        })
+        .collect();
+    let local: Vec<fault::Watched> = (0..all.len())
+        .filter(|&r| all[r].1 == host)
+        .map(|r| fault::Watched { rank: r, pid: all[r].0 })
+        .collect();
+    if comm.size() > 1 && local.first().map(|w| w.rank) == Some(rank) {
+        fault::spawn_sentinel(dir, &local, &host)
+            .with_context(|| "starting the fault sentinel".to_string())?;
+    }
+    Ok(all.into_iter().map(|(_, h)| h).collect())
 }
 
 /// Loads the checkpoint rank 0 found (`info`) into every rank's trainer; returns the first epoch

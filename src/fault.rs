@@ -1,0 +1,271 @@
+//! When a rank stops, the job ends whole and says once which rank, where, and why.
+//!
+//! Every rank keeps a one-line status file in the workdir (`.rank{r}.status`: the phase, epoch and
+//! step it is in, or how it ended). A rank that can still speak speaks for itself: a panic (libtorch
+//! errors, allocation failures inside libtorch) prints the rank and the epoch and aborts, and
+//! SIGINT/SIGTERM end the rank with rank 0 saying where the run stopped and what was kept. A rank
+//! that cannot (SIGKILL, the out-of-memory killer) is reported by a sentinel: one small process per
+//! host (`dp-bench watch`, started by the host's first rank, in its own session so the launcher's
+//! clean-up does not take it down) that waits on the host's ranks with pidfds and, when the first
+//! of them vanishes without a word, names it from its status file. `mpirun` itself ends the job:
+//! this module never launches or kills ranks.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// This rank's number and where it is, for messages from hooks and signal handlers.
+static RANK: AtomicUsize = AtomicUsize::new(0);
+static EPOCH: AtomicUsize = AtomicUsize::new(usize::MAX);
+static STATUS: OnceLock<(File, PathBuf)> = OnceLock::new();
+
+/// The status of a rank that already said why it stopped.
+const REPORTED: &str = "reported";
+/// The status of a rank that finished normally.
+const DONE: &str = "done";
+
+pub fn status_path(dir: &Path, rank: usize) -> PathBuf {
+    dir.join(format!(".rank{rank}.status"))
+}
+
+/// Opens this rank's status file in `dir`.
+pub fn open_status(dir: &Path, rank: usize) -> std::io::Result<()> {
+    RANK.store(rank, Ordering::Relaxed);
+    let file = File::create(status_path(dir, rank))?;
+    let _ = STATUS.set((file, dir.to_path_buf()));
+    set_status("setup");
+    Ok(())
+}
+
+fn set_status(line: &str) {
+    if let Some((file, _)) = STATUS.get() {
+        // One pwrite at offset 0, padded so a shorter line fully replaces a longer one.
+        let _ = file.write_all_at(format!("{line:<63}\n").as_bytes(), 0);
+    }
+}
+
+/// Records that this rank is at `step` of `steps` in epoch `epoch`'s `phase`.
+pub fn at(phase: &str, epoch: usize, step: usize, steps: usize) {
+    EPOCH.store(epoch, Ordering::Relaxed);
+    set_status(&format!("{phase} {epoch} {step} {steps}"));
+}
+
+/// Records that this rank finished normally.
+pub fn finished() {
+    set_status(DONE);
+}
+
+/// "epoch 3 (train, step 41 of 313)" from a status line, or the line itself.
+fn describe(status: &str) -> String {
+    match status.split_whitespace().collect::<Vec<_>>()[..] {
+        [phase, epoch, _, "0"] => format!("epoch {epoch} ({phase})"),
+        [phase, epoch, step, steps] => {
+            format!("epoch {epoch} ({phase}, step {step} of {steps})")
+        }
+        _ => status.trim().to_string(),
+    }
+}
+
+/// What the workdir keeps when the run stopped in `epoch` (`usize::MAX`: before training).
+fn kept(epoch: usize, dir: &Path) -> String {
+    match epoch {
+        0 | usize::MAX => format!("no epoch had finished; rerun in {}", dir.display()),
+        1 => format!("epoch 0 is kept in {}: continue with --resume", dir.display()),
+        e => format!(
+            "epochs 0–{} are kept in {}: continue with --resume",
+            e - 1,
+            dir.display()
+        ),
+    }
+}
+
+fn current_status() -> String {
+    STATUS
+        .get()
+        .and_then(|(_, dir)| {
+            std::fs::read_to_string(status_path(dir, RANK.load(Ordering::Relaxed))).ok()
+        })
+        .unwrap_or_else(|| "setup".into())
+}
+
+/// Makes a panic print one line naming the rank and the epoch and then abort the process, so
+/// `mpirun` ends the whole job instead of the other ranks waiting in a collective.
+pub fn abort_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let rank = RANK.load(Ordering::Relaxed);
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        let place = info.location().map(|l| format!(" [{}:{}]", l.file(), l.line()));
+        eprintln!(
+            "dp-bench: rank {rank} failed during {}: {}{}",
+            describe(&current_status()),
+            message.lines().next().unwrap_or(""),
+            place.unwrap_or_default()
+        );
+        set_status(REPORTED);
+        std::process::abort();
+    }));
+}
+
+/// SIGINT and SIGTERM end the rank at once (collectives cannot be left half-way); rank 0 says
+/// where the run stopped. Finished epochs are on disk already: every file is written atomically.
+pub fn stop_on_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let rank = RANK.load(Ordering::Relaxed);
+            if rank == 0 {
+                let dir = STATUS.get().map_or(PathBuf::from("."), |(_, d)| d.clone());
+                eprintln!(
+                    "\ndp-bench: stopped by {name} during {}; {}",
+                    describe(&current_status()),
+                    kept(EPOCH.load(Ordering::Relaxed), &dir)
+                );
+                set_status(REPORTED);
+            } else {
+                set_status(&format!("{name} {}", current_status().trim()));
+            }
+            // SAFETY: ends the process without running destructors or MPI's exit handlers,
+            // which would wait for ranks that are stopping too.
+            unsafe { libc::_exit(128 + sig) };
+        }
+    });
+    Ok(())
+}
+
+/// A rank on this host that the sentinel watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    pub rank: usize,
+    pub pid: i32,
+}
+
+/// Starts the sentinel for this host's ranks (call on the host's first rank only).
+pub fn spawn_sentinel(dir: &Path, ranks: &[Watched], host: &str) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let list: Vec<String> = ranks.iter().map(|w| format!("{}:{}", w.rank, w.pid)).collect();
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("watch")
+        .arg("--workdir")
+        .arg(dir)
+        .arg("--host")
+        .arg(host)
+        .arg("--ranks")
+        .arg(list.join(","))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it only detaches the child from the launcher's
+    // process group, so the launcher's clean-up of the ranks does not also end the sentinel.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()?;
+    Ok(())
+}
+
+/// `dp-bench watch`: waits until the first watched rank ends; if it ended without a word, says
+/// which rank it was and where; returns once every watched rank is gone.
+pub fn sentinel(dir: &Path, host: &str, ranks: &[Watched]) -> anyhow::Result<()> {
+    let mut fds: Vec<(Watched, i32)> = Vec::new();
+    for &w in ranks {
+        // SAFETY: a plain syscall; a negative result means the rank is gone already.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, w.pid, 0) } as i32;
+        fds.push((w, fd));
+    }
+    let mut reported = false;
+    while !fds.is_empty() {
+        let mut polls: Vec<libc::pollfd> =
+            fds.iter().map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: `polls` is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            anyhow::bail!("poll: {}", std::io::Error::last_os_error());
+        }
+        let ended: Vec<Watched> = fds
+            .iter()
+            .zip(&polls)
+            .filter(|(&(_, fd), p)| fd < 0 || p.revents != 0)
+            .map(|(&(w, _), _)| w)
+            .collect();
+        if !reported {
+            reported = true;
+            // A rank that reports its own end writes its status just before exiting; give the
+            // others a moment to do the same before deciding nobody spoke.
+            std::thread::sleep(Duration::from_millis(200));
+            let status = |rank| {
+                std::fs::read_to_string(status_path(dir, rank)).unwrap_or_default().trim().to_string()
+            };
+            let spoke = ranks.iter().any(|w| status(w.rank) == REPORTED);
+            let silent = ended.first().filter(|w| ![REPORTED, DONE].contains(&&*status(w.rank)));
+            if let (false, Some(first)) = (spoke, silent) {
+                report_death(dir, host, *first, &status(first.rank));
+            }
+        }
+        for w in ended {
+            if let Some(i) = fds.iter().position(|(x, _)| *x == w) {
+                let (_, fd) = fds.remove(i);
+                if fd >= 0 {
+                    // SAFETY: closing a descriptor this function opened.
+                    unsafe { libc::close(fd) };
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The one message about `rank`, which ended with status `line` and said nothing.
+fn report_death(dir: &Path, host: &str, rank: Watched, line: &str) {
+    let (how, place) = match line.split_once(' ') {
+        Some((sig @ ("SIGINT" | "SIGTERM"), rest)) => (format!("was stopped by {sig}"), rest),
+        _ => (
+            "died without an error message (killed, e.g. by SIGKILL or the out-of-memory killer)"
+                .to_string(),
+            line,
+        ),
+    };
+    let epoch = place.split_whitespace().nth(1).and_then(|e| e.parse().ok()).unwrap_or(usize::MAX);
+    eprintln!(
+        "dp-bench: rank {} (pid {} on {host}) {how} during {}; the job was stopped; {}",
+        rank.rank,
+        rank.pid,
+        describe(place),
+        kept(epoch, dir)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_as_places() {
+        assert_eq!(describe("train 3 41 313"), "epoch 3 (train, step 41 of 313)");
+        assert_eq!(describe("setup   \n"), "setup");
+        assert_eq!(describe("eval 2 0 0"), "epoch 2 (eval)");
+        assert!(kept(0, Path::new("w")).contains("no epoch had finished"));
+        assert!(kept(3, Path::new("w")).contains("epochs 0–2 are kept in w"));
+    }
+
+    #[test]
+    fn sentinel_returns_when_its_ranks_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        std::fs::write(status_path(dir.path(), 0), "done\n").unwrap();
+        sentinel(dir.path(), "here", &[Watched { rank: 0, pid }]).unwrap();
+    }
+}
