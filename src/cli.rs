@@ -2,7 +2,7 @@
 //! their defaults, and the entry point that starts MPI, builds the `Config` and reports errors
 //! once, as one line, with exit status 2 for bad input.
 
-use crate::config::{Config, DatasetSpec, DeviceKind, Padding, Partition, Preset};
+use crate::config::{Config, CustomDims, DatasetSpec, DeviceKind, Padding, Partition, Preset};
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
 use clap::{Args, Parser, Subcommand};
@@ -123,6 +123,8 @@ pub struct TrainArgs {
     /// Model size: tiny (2×128), small (4×256) or gpt2 (12×768)
     #[arg(long, value_enum, default_value_t = Preset::Tiny)]
     pub preset: Preset,
+    #[command(flatten)]
+    pub custom_dims: CustomDims,
     /// `synthetic` (built-in German→English corpus from the seed), a directory of
     /// train/val/test .de/.en files (optionally .gz; Multi30k and IWSLT14 layouts), or a JSON-lines
     /// file of {"translation": {"de": …, "en": …}} records
@@ -190,6 +192,7 @@ impl TrainArgs {
             learning_rate: self.learning_rate,
             model_max_length: self.model_max_length,
             preset: self.preset,
+            custom_dims: self.custom_dims,
             dataset: self.dataset,
             train_examples: self.train_examples,
             val_examples: self.val_examples,
@@ -212,7 +215,14 @@ impl TrainArgs {
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!("dp-bench: error: {}", one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Some(cmd) => match crate::commands::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +230,20 @@ pub fn main() -> ExitCode {
         },
         None => train_main(cli.train),
     }
+}
+
+/// clap's message as one line: the error, its tip lines, and a pointer to --help.
+fn one_line(rendered: &str) -> String {
+    let mut parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(first) = parts.first_mut() {
+        *first = first.trim_start_matches("error: ");
+    }
+    format!("{} (see dp-bench --help)", parts.join(" "))
 }
 
 fn train_main(args: TrainArgs) -> ExitCode {

@@ -54,6 +54,24 @@ impl fmt::Display for Preset {
     }
 }
 
+/// Model dimensions that replace the preset's (a custom model); `None` keeps the preset's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::Args)]
+pub struct CustomDims {
+    /// Custom model: transformer blocks [default: the preset's]
+    #[arg(long)]
+    pub n_layer: Option<i64>,
+    /// Custom model: embedding width, a multiple of --n-head [default: the preset's]
+    #[arg(long)]
+    pub n_embd: Option<i64>,
+    /// Custom model: attention heads [default: the preset's]
+    #[arg(long)]
+    pub n_head: Option<i64>,
+    /// Custom model: rows of the position table, at least --model-max-length [default: the
+    /// preset's]
+    #[arg(long)]
+    pub n_positions: Option<i64>,
+}
+
 /// How the shuffled training set is split across ranks (WORKLOAD.md, "Partitioning").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +140,8 @@ pub struct Config {
     pub learning_rate: f64,
     pub model_max_length: usize,
     pub preset: Preset,
+    #[serde(default)]
+    pub custom_dims: CustomDims,
     pub dataset: DatasetSpec,
     pub train_examples: usize,
     pub val_examples: usize,
@@ -163,8 +183,12 @@ pub enum ConfigError {
     ZeroThreads,
     #[error("--train-examples must be at least 1")]
     ZeroTrain,
-    #[error("--model-max-length {len} must be between 2 and the preset's {positions} positions")]
+    #[error("--model-max-length {len} must be between 2 and the model's {positions} positions: shorten it, or raise --n-positions")]
     MaxLength { len: usize, positions: i64 },
+    #[error("--{name} {value} must be at least 1")]
+    NonPositiveDim { name: &'static str, value: i64 },
+    #[error("--n-embd {n_embd} is not divisible by --n-head {n_head}: each head takes n_embd / n_head dimensions; pick a multiple of {n_head}")]
+    HeadsDontDivide { n_embd: i64, n_head: i64 },
     #[error("--dropout {0} must be in [0, 1)")]
     Dropout(f64),
     #[error("--learning-rate {0} must be positive and finite")]
@@ -180,8 +204,15 @@ impl Config {
         self.batch_size / self.world_size
     }
 
+    /// The preset's dimensions with any custom ones (`--n-layer` …) in their place.
     pub fn dims(&self) -> ModelDims {
-        self.preset.dims()
+        let mut dims = self.preset.dims();
+        let custom = &self.custom_dims;
+        dims.n_layer = custom.n_layer.unwrap_or(dims.n_layer);
+        dims.n_embd = custom.n_embd.unwrap_or(dims.n_embd);
+        dims.n_head = custom.n_head.unwrap_or(dims.n_head);
+        dims.n_positions = custom.n_positions.unwrap_or(dims.n_positions);
+        dims
     }
 
     /// Checks everything that can be checked before data or MPI are touched, except the MPI world
@@ -205,7 +236,21 @@ impl Config {
         if self.train_examples == 0 {
             return Err(ConfigError::ZeroTrain);
         }
-        let positions = self.dims().n_positions;
+        let dims = self.dims();
+        for (name, value) in [
+            ("n-layer", dims.n_layer),
+            ("n-embd", dims.n_embd),
+            ("n-head", dims.n_head),
+            ("n-positions", dims.n_positions),
+        ] {
+            if value < 1 {
+                return Err(ConfigError::NonPositiveDim { name, value });
+            }
+        }
+        if dims.n_embd % dims.n_head != 0 {
+            return Err(ConfigError::HeadsDontDivide { n_embd: dims.n_embd, n_head: dims.n_head });
+        }
+        let positions = dims.n_positions;
         if self.model_max_length < 2 || self.model_max_length as i64 > positions {
             return Err(ConfigError::MaxLength { len: self.model_max_length, positions });
         }
@@ -247,6 +292,7 @@ pub(crate) mod tests {
             learning_rate: 1e-4,
             model_max_length: 128,
             preset: Preset::Tiny,
+            custom_dims: CustomDims::default(),
             dataset: DatasetSpec::Synthetic,
             train_examples: 64,
             val_examples: 16,
@@ -285,6 +331,14 @@ pub(crate) mod tests {
         let mut c = tiny_config();
         c.model_max_length = 129;
         assert!(matches!(c.validate(), Err(ConfigError::MaxLength { .. })));
+        let mut c = tiny_config();
+        c.custom_dims.n_embd = Some(130);
+        assert_eq!(c.validate(), Err(ConfigError::HeadsDontDivide { n_embd: 130, n_head: 4 }));
+        c.custom_dims.n_head = Some(5);
+        assert_eq!(c.dims().n_layer, 2);
+        assert_eq!(c.validate(), Ok(()));
+        c.custom_dims.n_positions = Some(64);
+        assert!(matches!(c.validate(), Err(ConfigError::MaxLength { len: 128, positions: 64 })));
         let mut c = tiny_config();
         c.threads = 0;
         assert_eq!(c.validate(), Err(ConfigError::ZeroThreads));
