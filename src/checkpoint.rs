@@ -84,8 +84,8 @@ pub fn read_info(dir: &Path) -> Result<Option<CheckpointInfo>, CheckpointError> 
         return Ok(None);
     }
     let bytes = std::fs::read(&path).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
-    let info: CheckpointInfo = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
+    let info: CheckpointInfo =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
     if info.schema != SCHEMA {
         return Err(corrupt(format!("{CHECKPOINT_FILE} has schema {}", info.schema)));
     }
@@ -93,7 +93,11 @@ pub fn read_info(dir: &Path) -> Result<Option<CheckpointInfo>, CheckpointError> 
 }
 
 /// The saved state `info` names, checked to hold `numel` parameters.
-pub fn load(dir: &Path, info: &CheckpointInfo, numel: usize) -> Result<AdamWState, CheckpointError> {
+pub fn load(
+    dir: &Path,
+    info: &CheckpointInfo,
+    numel: usize,
+) -> Result<AdamWState, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::Corrupt { dir: dir.to_path_buf(), reason };
     let path = dir.join(&info.tensors);
     let tensors =
@@ -171,6 +175,9 @@ mod tests {
         std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
         let info = read_info(dir.path()).unwrap().unwrap();
         let err = load(dir.path(), &info, 4).unwrap_err().to_string();
-        assert!(err.contains("checkpoint-epoch3.safetensors") && err.contains("--overwrite"), "{err}");
+        assert!(
+            err.contains("checkpoint-epoch3.safetensors") && err.contains("--overwrite"),
+            "{err}"
+        );
     }
 }

@@ -195,7 +195,9 @@ pub enum ConfigError {
     LearningRate(f64),
     #[error("--max-batches must be at least 1")]
     ZeroMaxBatches,
-    #[error("--bucket-by-length only pays with --padding dynamic: add it, or drop --bucket-by-length")]
+    #[error(
+        "--bucket-by-length only pays with --padding dynamic: add it, or drop --bucket-by-length"
+    )]
     BucketWithoutDynamic,
 }
 

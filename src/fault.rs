@@ -74,11 +74,7 @@ fn kept(epoch: usize, dir: &Path) -> String {
     match epoch {
         0 | usize::MAX => format!("no epoch had finished; rerun in {}", dir.display()),
         1 => format!("epoch 0 is kept in {}: continue with --resume", dir.display()),
-        e => format!(
-            "epochs 0–{} are kept in {}: continue with --resume",
-            e - 1,
-            dir.display()
-        ),
+        e => format!("epochs 0–{} are kept in {}: continue with --resume", e - 1, dir.display()),
     }
 }
 
@@ -186,8 +182,10 @@ pub fn sentinel(dir: &Path, host: &str, ranks: &[Watched]) -> anyhow::Result<()>
     }
     let mut reported = false;
     while !fds.is_empty() {
-        let mut polls: Vec<libc::pollfd> =
-            fds.iter().map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut polls: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
         // SAFETY: `polls` is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
         if n < 0 {
@@ -205,7 +203,10 @@ pub fn sentinel(dir: &Path, host: &str, ranks: &[Watched]) -> anyhow::Result<()>
             // others a moment to do the same before deciding nobody spoke.
             std::thread::sleep(Duration::from_millis(200));
             let status = |rank| {
-                std::fs::read_to_string(status_path(dir, rank)).unwrap_or_default().trim().to_string()
+                std::fs::read_to_string(status_path(dir, rank))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
             };
             let spoke = ranks.iter().any(|w| status(w.rank) == REPORTED);
             let silent = ended.first().filter(|w| ![REPORTED, DONE].contains(&&*status(w.rank)));

@@ -4,6 +4,7 @@
 //! `Config → Corpus → Tokenizer → Batches (per rank) → Model → Step → EpochRecord → run directory`.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -11,7 +12,6 @@ pub mod data;
 pub mod dist;
 pub mod eval;
 pub mod fault;
-pub mod checkpoint;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -66,7 +66,9 @@ fn parse_rank_epoch(name: &str, infix: &str) -> Option<(usize, usize)> {
 
 /// The epoch of a file a run writes per rank and epoch (records and translations).
 fn result_file_epoch(name: &str) -> Option<usize> {
-    parse_rank_epoch(name, "_results_epoch").or_else(|| parse_rank_epoch(name, "_gen_epoch")).map(|(_, e)| e)
+    parse_rank_epoch(name, "_results_epoch")
+        .or_else(|| parse_rank_epoch(name, "_gen_epoch"))
+        .map(|(_, e)| e)
 }
 
 /// Peak resident set size of this process in MiB, from `/proc/self/status` (`None` off Linux).
@@ -125,7 +127,6 @@ pub enum WorkdirError {
     #[error("nothing to resume in {path}: it holds no {RUN_FILE}; run without --resume")]
     NothingToResume { path: PathBuf },
 }
-
 
 /// The keys on which two configurations differ, as `key: old → new`.
 fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
@@ -244,7 +245,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = config_in(dir.path());
         fake_run(&c);
-        for name in ["rank0_results_epoch1.json", "rank0_gen_epoch1.json", "rank0_results_epoch2.json"] {
+        for name in
+            ["rank0_results_epoch1.json", "rank0_gen_epoch1.json", "rank0_results_epoch2.json"]
+        {
             std::fs::write(dir.path().join(name), "{}").unwrap();
         }
         let mut resumed = c.clone();
@@ -256,14 +259,25 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        let expect = ["rank0_gen_epoch1.json", "rank0_results_epoch0.json", "rank0_results_epoch1.json", "run.json"];
+        let expect = [
+            "rank0_gen_epoch1.json",
+            "rank0_results_epoch0.json",
+            "rank0_results_epoch1.json",
+            "run.json",
+        ];
         assert_eq!(names, expect);
         resumed.batch_size = 16;
-        assert!(matches!(prepare_workdir(&resumed, Some(1)), Err(WorkdirError::OtherConfig { .. })));
+        assert!(matches!(
+            prepare_workdir(&resumed, Some(1)),
+            Err(WorkdirError::OtherConfig { .. })
+        ));
         let empty = tempfile::tempdir().unwrap();
         let mut nothing = config_in(empty.path());
         nothing.resume = true;
-        assert!(matches!(prepare_workdir(&nothing, None), Err(WorkdirError::NothingToResume { .. })));
+        assert!(matches!(
+            prepare_workdir(&nothing, None),
+            Err(WorkdirError::NothingToResume { .. })
+        ));
     }
 
     #[test]

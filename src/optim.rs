@@ -120,9 +120,8 @@ impl AdamW {
             }
             found.push(t);
         }
-        for (dst, src) in [&mut self.params, &mut self.exp_avg, &mut self.exp_avg_sq]
-            .into_iter()
-            .zip(found)
+        for (dst, src) in
+            [&mut self.params, &mut self.exp_avg, &mut self.exp_avg_sq].into_iter().zip(found)
         {
             dst.copy_(src);
         }
@@ -151,7 +150,8 @@ mod tests {
         let vars_a = vs_a.trainable_variables();
         let initial = lin_a.ws.copy();
         let mut ours = AdamW::new(&vars_a, AdamWConfig::workload(1e-2));
-        let theirs_cfg = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: 0.01, eps: 1e-8, amsgrad: false };
+        let theirs_cfg =
+            nn::AdamW { beta1: 0.9, beta2: 0.999, wd: 0.01, eps: 1e-8, amsgrad: false };
         let mut theirs = theirs_cfg.build(&vs_b, 1e-2).unwrap();
         for k in 0..5 {
             let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, k as f32]).view([1, 5]);
@@ -166,8 +166,10 @@ mod tests {
             ours.step(&grad);
             theirs.step();
         }
-        let a = Tensor::cat(&[lin_a.ws.flatten(0, -1), lin_a.bs.as_ref().unwrap().shallow_clone()], 0);
-        let b = Tensor::cat(&[lin_b.ws.flatten(0, -1), lin_b.bs.as_ref().unwrap().shallow_clone()], 0);
+        let a =
+            Tensor::cat(&[lin_a.ws.flatten(0, -1), lin_a.bs.as_ref().unwrap().shallow_clone()], 0);
+        let b =
+            Tensor::cat(&[lin_b.ws.flatten(0, -1), lin_b.bs.as_ref().unwrap().shallow_clone()], 0);
         assert!(a.allclose(&b, 1e-6, 1e-7, false), "{a:?} vs {b:?}");
         assert!(!lin_a.ws.allclose(&initial, 1e-3, 1e-3, false), "the parameters moved");
         assert_eq!(ours.steps(), 5);

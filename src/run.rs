@@ -154,15 +154,15 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
                 bar.inc(1)
             })
             .map_err(|e| {
-            let kept = match epoch {
-                0 => "no epoch had finished".to_string(),
-                e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
-            };
-            UsageError::error(format!(
+                let kept = match epoch {
+                    0 => "no epoch had finished".to_string(),
+                    e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
+                };
+                UsageError::error(format!(
                 "training diverged: {e} in epoch {epoch} (loss or gradient is NaN or infinite); \
                  lower --learning-rate; {kept}"
             ))
-        })?;
+            })?;
         bar.finish_and_clear();
 
         let (mut validation_loss, mut bleu_score, mut eval_time) = (None, None, None);
@@ -292,13 +292,18 @@ fn resume(
     }
     // The other ranks receive rank 0's state into buffers shaped like their own.
     let mut state = loaded.unwrap_or_else(|| trainer.state());
+    // Matched by name: a file's tensors need not come back in the order they were saved.
+    state.tensors.sort_by(|a, b| a.0.cmp(&b.0));
     for (_, t) in &mut state.tensors {
         dist::broadcast_tensor(comm, t);
     }
     state.steps = dist::from_root(comm, state.steps as f64) as u64;
     trainer.load_state(&state).map_err(|e| anyhow::anyhow!("loading the checkpoint: {e}"))?;
     let expected = dist::from_root(comm, info.map_or(0.0, |i| i.param_checksum));
-    if trainer.param_checksum() != expected {
+    // Decided together, so that no rank trains on while another gives up.
+    let mut mismatches = [f64::from(u8::from(trainer.param_checksum() != expected))];
+    comm.all_reduce_sum_f64(&mut mismatches);
+    if mismatches[0] > 0.0 {
         return Err(UsageError::error(format!(
             "the checkpoint in {} does not match its checksum: run without --resume and with \
              --overwrite to start over",

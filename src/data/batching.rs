@@ -58,9 +58,12 @@ pub struct Batch {
 pub fn padded_len(examples: &[&Example], padding: Padding, max_len: usize) -> usize {
     match padding {
         Padding::Fixed => max_len,
-        Padding::Dynamic => {
-            examples.iter().map(|e| e.ids.len().saturating_sub(1)).max().unwrap_or(1).clamp(1, max_len)
-        }
+        Padding::Dynamic => examples
+            .iter()
+            .map(|e| e.ids.len().saturating_sub(1))
+            .max()
+            .unwrap_or(1)
+            .clamp(1, max_len),
     }
 }
 
