@@ -150,23 +150,28 @@ fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tens
 #[test]
 fn n_ranks_equal_one_rank_with_the_same_global_batch() {
     // 45 examples with global batch 12: 4 steps, the last with 9 examples (5 + 4 on 2 ranks,
-    // 3 + 3 + 3 on 3, 3 + 2 + 2 + 2 on 4). Ranks beyond the cores are oversubscribed.
-    let flags = |dir: &Path| {
+    // 3 + 3 + 3 on 3, 3 + 2 + 2 + 2 on 4). Ranks beyond the cores are oversubscribed. Dynamic
+    // padding pads each rank's share to its own longest example, which must change nothing but
+    // float rounding.
+    let flags = |dir: &Path, padding: &str| {
         let mut f = small_run(dir);
         f.extend(
             ["--train-examples", "45", "--batch-size", "12", "--n-epochs", "2", "--dropout", "0"]
                 .map(String::from),
         );
+        f.extend(["--padding".to_string(), padding.to_string()]);
         f
     };
     let one = tempfile::tempdir().unwrap();
-    run_ok(mpirun(1).args(flags(one.path())));
+    run_ok(mpirun(1).args(flags(one.path(), "fixed")));
     let a = weights(one.path());
-    for n in [2, 3, 4] {
+    for (n, padding) in
+        [(2, "fixed"), (3, "fixed"), (4, "fixed"), (1, "dynamic"), (2, "dynamic"), (4, "dynamic")]
+    {
         let many = tempfile::tempdir().unwrap();
-        run_ok(mpirun(n).args(flags(many.path())));
+        run_ok(mpirun(n).args(flags(many.path(), padding)));
         let rel = max_relative_difference(&a, &weights(many.path()));
-        assert!(rel < 1e-5, "{n} ranks diverge from 1 rank: max relative difference {rel}");
+        assert!(rel < 1e-5, "{n} ranks, {padding} padding: max relative difference {rel}");
         for epoch in 0..2 {
             let r1 = results(one.path(), 0, epoch);
             let rn: Vec<_> = (0..n).map(|r| results(many.path(), r, epoch)).collect();
@@ -175,16 +180,19 @@ fn n_ranks_equal_one_rank_with_the_same_global_batch() {
                 let (x, y) = (r1[key].as_f64().unwrap(), rn[0][key].as_f64().unwrap());
                 assert!(
                     (x - y).abs() <= 1e-5 * x.abs(),
-                    "{n} ranks, epoch {epoch} {key}: {x} vs {y}"
+                    "{n} ranks, {padding} padding, epoch {epoch} {key}: {x} vs {y}"
                 );
             }
             // Every rank holds exactly the same parameters after every epoch.
             assert!(rn.iter().all(|r| r["param_checksum"] == rn[0]["param_checksum"]), "{n} ranks");
+            if padding == "dynamic" {
+                assert!(rn[0]["tokens"].as_u64() < r1["tokens"].as_u64(), "dynamic pads less");
+            }
         }
     }
     // The comparison is not vacuous: a different global batch gives different parameters.
     let other = tempfile::tempdir().unwrap();
-    let mut f = flags(other.path());
+    let mut f = flags(other.path(), "fixed");
     f.extend(["--batch-size", "24"].map(String::from));
     run_ok(mpirun(1).args(f));
     assert!(max_relative_difference(&a, &weights(other.path())) > 1e-3);
