@@ -1,6 +1,7 @@
-//! Gradient all-reduce between 2 MPI ranks, in bytes per second: a bare `MPI_Allreduce` of one
-//! buffer, dp-bench's flat gradient buffer (`FlatGrads::all_reduce`), and one call per parameter
-//! (the course's reference solution), for the parameter lists of the tiny, small and gpt2 presets.
+//! Gradient all-reduce between 2 MPI ranks, in bytes per second: a bare in-place `MPI_Allreduce`
+//! of one buffer, dp-bench's flat gradient buffer (`FlatGrads::all_reduce`, in pieces of
+//! `ALLREDUCE_CHUNK`), the same buffer in one call, and one in-place call per parameter (the
+//! course's reference solution), for the parameter lists of the tiny, small and gpt2 presets.
 //!
 //! `cargo bench` starts this binary alone; it then relaunches itself under `mpirun -n 2`. Rank 0
 //! runs criterion; before each timed batch it broadcasts what to run and how often, and both
@@ -12,9 +13,9 @@ use dp_bench::config::Preset;
 use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi};
 use dp_bench::model::{Gpt, GptConfig};
 use std::time::{Duration, Instant};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
-const VARIANTS: [&str; 3] = ["bare", "flat", "per_param"];
+const VARIANTS: [&str; 4] = ["bare", "flat", "flat_one_call", "per_param"];
 const STOP: f32 = -1.0;
 
 /// The gradients of one preset's parameter list, set up identically on both ranks.
@@ -23,9 +24,7 @@ struct Grads {
     _vs: nn::VarStore,
     vars: Vec<Tensor>,
     flat: FlatGrads,
-    bare_send: Vec<f32>,
-    bare_recv: Vec<f32>,
-    scratch: Tensor,
+    bare: Vec<f32>,
 }
 
 impl Grads {
@@ -38,23 +37,15 @@ impl Grads {
         let vars = vs.trainable_variables();
         let flat = FlatGrads::new(&vars);
         let n = flat.buffer().numel();
-        let largest = vars.iter().map(|v| v.numel()).max().unwrap_or(0) as i64;
-        Grads {
-            name,
-            _vs: vs,
-            vars,
-            flat,
-            bare_send: vec![1.0; n],
-            bare_recv: vec![0.0; n],
-            scratch: Tensor::zeros([largest], (Kind::Float, Device::Cpu)),
-        }
+        Grads { name, _vs: vs, vars, flat, bare: vec![0.0; n] }
     }
 
     fn run(&mut self, variant: usize, comm: &dyn Communicator) {
         match variant {
-            0 => comm.all_reduce_sum_f32(&self.bare_send, &mut self.bare_recv),
+            0 => comm.all_reduce_sum_f32_in_place(&mut self.bare),
             1 => self.flat.all_reduce(comm),
-            _ => all_reduce_per_parameter(comm, &self.vars, &mut self.scratch),
+            2 => self.flat.all_reduce_chunked(comm, usize::MAX),
+            _ => all_reduce_per_parameter(comm, &self.vars),
         }
     }
 }

@@ -16,6 +16,8 @@ pub trait Communicator {
     fn barrier(&self);
     /// Element-wise sum over ranks of `send`, into `recv` on every rank.
     fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]);
+    /// Element-wise sum over ranks of `buf`, in place (`MPI_IN_PLACE`: no second buffer, no copy).
+    fn all_reduce_sum_f32_in_place(&self, buf: &mut [f32]);
     /// Element-wise sum over ranks, in place.
     fn all_reduce_sum_f64(&self, values: &mut [f64]);
     fn broadcast_f32(&self, buf: &mut [f32], root: usize);
@@ -39,6 +41,7 @@ impl Communicator for Solo {
     fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
         recv.copy_from_slice(send);
     }
+    fn all_reduce_sum_f32_in_place(&self, _buf: &mut [f32]) {}
     fn all_reduce_sum_f64(&self, _values: &mut [f64]) {}
     fn broadcast_f32(&self, _buf: &mut [f32], _root: usize) {}
     fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>> {
@@ -66,6 +69,26 @@ impl Communicator for Mpi {
     }
     fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
         self.world.all_reduce_into(send, recv, SystemOperation::sum());
+    }
+    fn all_reduce_sum_f32_in_place(&self, buf: &mut [f32]) {
+        let Some(in_place) = mpi_in_place() else {
+            let send = buf.to_vec();
+            return self.all_reduce_sum_f32(&send, buf);
+        };
+        use mpi::raw::AsRaw;
+        // SAFETY: `buf` is a valid, exclusively borrowed f32 buffer of `buf.len()` elements, and
+        // `in_place` is this MPI library's MPI_IN_PLACE; every rank passes the same count.
+        let rc = unsafe {
+            mpi::ffi::MPI_Allreduce(
+                in_place,
+                buf.as_mut_ptr().cast(),
+                buf.len() as i32,
+                mpi::ffi::RSMPI_FLOAT,
+                mpi::ffi::RSMPI_SUM,
+                self.world.as_raw(),
+            )
+        };
+        assert_eq!(rc, 0, "MPI_Allreduce failed with code {rc}");
     }
     fn all_reduce_sum_f64(&self, values: &mut [f64]) {
         let send = values.to_vec();
@@ -98,6 +121,24 @@ impl Communicator for Mpi {
     }
 }
 
+/// This MPI library's `MPI_IN_PLACE`, which rsmpi 0.8 does not expose: the MPICH family (MPICH,
+/// Intel MPI, MVAPICH) defines it as `(void *) -1`, Open MPI as `(void *) 1`. `None` for a library
+/// of neither family, which then gets a copy and the two-buffer call.
+fn mpi_in_place() -> Option<*const std::ffi::c_void> {
+    static IN_PLACE: std::sync::OnceLock<Option<isize>> = std::sync::OnceLock::new();
+    let value = *IN_PLACE.get_or_init(|| {
+        let version = mpi::environment::library_version().unwrap_or_default();
+        if version.contains("Open MPI") {
+            Some(1)
+        } else if ["MPICH", "Intel(R) MPI", "MVAPICH"].iter().any(|f| version.contains(f)) {
+            Some(-1)
+        } else {
+            None
+        }
+    });
+    value.map(|v| v as *const std::ffi::c_void)
+}
+
 /// A contiguous f32 CPU tensor as a slice.
 ///
 /// # Safety
@@ -108,14 +149,17 @@ unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
 
-/// Every parameter's gradient is a view into one flat buffer, so synchronising gradients is one
-/// all-reduce of that buffer — no gather into a send buffer, no scatter back, one call per step.
+/// Elements per `MPI_Allreduce` of the flat buffer (4 MiB of f32): large enough that per-call
+/// latency vanishes, small enough that a piece stays in cache while MPI reduces it —
+/// `benches/allreduce.rs` measures one call over the whole buffer against these pieces.
+pub const ALLREDUCE_CHUNK: usize = 1 << 20;
+
+/// Every parameter's gradient is a view into one flat buffer, so synchronising gradients is an
+/// in-place all-reduce of that buffer — no gather into a send buffer, no scatter back.
 pub struct FlatGrads {
     flat: Tensor,
-    /// CPU buffers for MPI: the send side (the flat buffer itself on CPU, a copy on CUDA) and the
-    /// receive side.
-    send: Tensor,
-    recv: Tensor,
+    /// CPU staging for MPI when the gradients live on a GPU.
+    host: Option<Tensor>,
 }
 
 impl FlatGrads {
@@ -131,13 +175,9 @@ impl FlatGrads {
         for (v, view) in vars.iter().zip(views(&flat, vars)) {
             v.grad().set_data(&view);
         }
-        let send = if device == Device::Cpu {
-            flat.shallow_clone()
-        } else {
-            Tensor::zeros([total], (Kind::Float, Device::Cpu))
-        };
-        let recv = Tensor::zeros([total], (Kind::Float, Device::Cpu));
-        FlatGrads { flat, send, recv }
+        let host = (device != Device::Cpu)
+            .then(|| Tensor::zeros([total], (Kind::Float, Device::Cpu)));
+        FlatGrads { flat, host }
     }
 
     pub fn zero(&mut self) {
@@ -153,33 +193,41 @@ impl FlatGrads {
         self.flat.numel() * 4
     }
 
-    /// Sums the gradients over ranks: ONE all-reduce of the whole buffer.
-    pub fn all_reduce(&mut self, comm: &dyn Communicator) {
+    /// Sums the gradients over ranks, in place, in pieces of `chunk` elements.
+    pub fn all_reduce_chunked(&mut self, comm: &dyn Communicator, chunk: usize) {
         if comm.size() == 1 {
             return;
         }
-        if self.flat.device() != Device::Cpu {
-            self.send.copy_(&self.flat);
-        }
-        // SAFETY: both are contiguous CPU f32 buffers owned by `self`, used by this call alone.
-        unsafe {
-            comm.all_reduce_sum_f32(as_mut_slice(&mut self.send), as_mut_slice(&mut self.recv))
+        let buf = match &mut self.host {
+            Some(host) => {
+                host.copy_(&self.flat);
+                host
+            }
+            None => &mut self.flat,
         };
-        self.flat.copy_(&self.recv);
+        // SAFETY: a contiguous CPU f32 buffer owned by `self`, used by this call alone.
+        for piece in unsafe { as_mut_slice(buf) }.chunks_mut(chunk.max(1)) {
+            comm.all_reduce_sum_f32_in_place(piece);
+        }
+        if let Some(host) = &self.host {
+            self.flat.copy_(host);
+        }
+    }
+
+    /// Sums the gradients over ranks (`ALLREDUCE_CHUNK` pieces, in place).
+    pub fn all_reduce(&mut self, comm: &dyn Communicator) {
+        self.all_reduce_chunked(comm, ALLREDUCE_CHUNK);
     }
 }
 
 /// One all-reduce per parameter gradient, as the course assignment's reference solution does
-/// (`dist.all_reduce(param.grad.data)` in a loop). Kept only to measure what the flat buffer buys
-/// (`benches/allreduce.rs`); `recv` is scratch space of at least the largest gradient's size.
-pub fn all_reduce_per_parameter(comm: &dyn Communicator, vars: &[Tensor], recv: &mut Tensor) {
+/// (`dist.all_reduce(param.grad.data)` in a loop, in place). Kept only to measure what the flat
+/// buffer buys (`benches/allreduce.rs`).
+pub fn all_reduce_per_parameter(comm: &dyn Communicator, vars: &[Tensor]) {
     for v in vars {
         let mut grad = v.grad();
-        let n = grad.numel() as i64;
-        let mut out = recv.narrow(0, 0, n);
-        // SAFETY: CPU f32 gradients and scratch, used by this call alone.
-        unsafe { comm.all_reduce_sum_f32(as_mut_slice(&mut grad), as_mut_slice(&mut out)) };
-        grad.copy_(&out.view(v.size().as_slice()));
+        // SAFETY: a contiguous CPU f32 gradient, used by this call alone.
+        comm.all_reduce_sum_f32_in_place(unsafe { as_mut_slice(&mut grad) });
     }
 }
 

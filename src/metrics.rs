@@ -34,6 +34,10 @@ pub struct EpochRecord {
     pub compute_time: f64,
     /// Gradient synchronisation time within `training_time`.
     pub allreduce_time: f64,
+    /// Waiting for the slowest rank before the all-reduce (load imbalance) within
+    /// `training_time`.
+    #[serde(default)]
+    pub wait_time: f64,
     /// Batch collation (padding, index building, host-to-device copy) within `training_time`.
     #[serde(default)]
     pub data_time: f64,

@@ -214,6 +214,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             train_loss: stats.train_loss,
             compute_time: stats.compute_time,
             allreduce_time: stats.allreduce_time,
+            wait_time: stats.wait_time,
             data_time: stats.data_time,
             max_rss_mb: metrics::max_rss_mb(),
             validation_loss,

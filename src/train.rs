@@ -34,6 +34,8 @@ pub struct NonFinite {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StepTimes {
     pub compute: f64,
+    /// Waiting for the slowest rank to arrive (a barrier just before the all-reduce).
+    pub wait: f64,
     pub allreduce: f64,
 }
 
@@ -44,6 +46,7 @@ pub struct EpochStats {
     pub training_time: f64,
     pub compute_time: f64,
     pub allreduce_time: f64,
+    pub wait_time: f64,
     pub data_time: f64,
     pub tokens: u64,
     pub target_tokens: u64,
@@ -143,6 +146,12 @@ impl<'a> Trainer<'a> {
             *loss_sum += loss.detach().to_kind(Kind::Double);
         }
         synchronize(device);
+        let t_wait = Instant::now();
+        // Imbalance made visible: the barrier ends when the slowest rank is done computing, so
+        // the all-reduce after it times the transfer alone.
+        if self.comm.size() > 1 {
+            self.comm.barrier();
+        }
         let t1 = Instant::now();
         self.grads.all_reduce(self.comm);
         let t2 = Instant::now();
@@ -155,7 +164,8 @@ impl<'a> Trainer<'a> {
         synchronize(device);
         let t3 = Instant::now();
         Ok(StepTimes {
-            compute: (t1 - t0).as_secs_f64() + (t3 - t2).as_secs_f64(),
+            compute: (t_wait - t0).as_secs_f64() + (t3 - t2).as_secs_f64(),
+            wait: (t1 - t_wait).as_secs_f64(),
             allreduce: (t2 - t1).as_secs_f64(),
         })
     }
@@ -217,6 +227,7 @@ impl<'a> Trainer<'a> {
                 .map_err(|Diverged| NonFinite { step: k })?;
             stats.compute_time += times.compute;
             stats.allreduce_time += times.allreduce;
+            stats.wait_time += times.wait;
             stats.tokens += batch.tokens as u64;
             stats.target_tokens += batch.target_tokens as u64;
             global_targets_total += global_targets;

@@ -74,6 +74,7 @@ fn fake_run(dir: &Path, preset: Preset, times: &[&[f64]]) {
                 train_loss: 5.0,
                 compute_time: 0.8 * t,
                 allreduce_time: 0.1 * t,
+                wait_time: 0.01 * t,
                 data_time: 0.05 * t,
                 max_rss_mb: Some(100.0),
                 validation_loss: None,

@@ -120,6 +120,7 @@ impl RunData {
             compute_time: per(&|e| e.iter().map(|r| r.compute_time).sum::<f64>() / n),
             allreduce_time: per(&|e| e.iter().map(|r| r.allreduce_time).sum::<f64>() / n),
             data_time: per(&|e| e.iter().map(|r| r.data_time).sum::<f64>() / n),
+            wait_time: per(&|e| e.iter().map(|r| r.wait_time).sum::<f64>() / n),
             per_rank_time: (0..self.config().world_size)
                 .map(|r| measured.iter().map(|e| e[r].training_time).collect())
                 .collect(),

@@ -215,7 +215,8 @@ fn draw_timeline<DB: DrawingBackend>(
     legend_and_present(&mut chart, &root)
 }
 
-/// Stacked bars of the mean epoch time: compute, all-reduce, batch collation, and the rest.
+/// Stacked bars of the mean epoch time: compute, waiting for the slowest rank, all-reduce, batch
+/// collation, and the rest.
 fn draw_breakdown<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     summary: &Summary,
@@ -225,16 +226,17 @@ fn draw_breakdown<DB: DrawingBackend>(
     let top = summary.configs.iter().map(|c| c.training_time.stats.mean).fold(0.0, f64::max) * 1.3;
     let mut chart = new_chart(&root, "Where the epoch time goes", -0.5..n - 0.5, top)?;
     category_mesh(&mut chart, "seconds per epoch (mean over ranks)", &|v| format!("{v:.2}"))?;
-    let parts = ["compute", "all-reduce", "batching", "other"];
+    let parts = ["compute", "wait (imbalance)", "all-reduce", "batching", "other"];
     for (i, c) in summary.configs.iter().enumerate() {
         let s = &c.samples;
         let compute = super::stats::mean(&s.compute_time);
         let allreduce = super::stats::mean(&s.allreduce_time);
-        let data = if s.data_time.is_empty() { 0.0 } else { super::stats::mean(&s.data_time) };
-        let other = (c.training_time.stats.mean - compute - allreduce - data).max(0.0);
+        let mean_or_0 = |v: &[f64]| if v.is_empty() { 0.0 } else { super::stats::mean(v) };
+        let (data, wait) = (mean_or_0(&s.data_time), mean_or_0(&s.wait_time));
+        let other = (c.training_time.stats.mean - compute - wait - allreduce - data).max(0.0);
         let x = i as f64;
         let mut base = 0.0;
-        for (k, v) in [compute, allreduce, data, other].into_iter().enumerate() {
+        for (k, v) in [compute, wait, allreduce, data, other].into_iter().enumerate() {
             let series = chart
                 .draw_series([Rectangle::new(
                     [(x - 0.3, base), (x + 0.3, base + v)],

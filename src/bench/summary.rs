@@ -23,6 +23,9 @@ pub struct Samples {
     /// Batch collation time (mean over ranks).
     #[serde(default)]
     pub data_time: Vec<f64>,
+    /// Time waiting for the slowest rank before the all-reduce (mean over ranks).
+    #[serde(default)]
+    pub wait_time: Vec<f64>,
     /// `per_rank_time[rank][i]`: each rank's time of measured epoch i.
     pub per_rank_time: Vec<Vec<f64>>,
     /// Mean time of every epoch, warm-up included (for the timeline).

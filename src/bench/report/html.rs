@@ -136,7 +136,7 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
         o.high_severe,
         id = esc(&c.id),
     );
-    out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th><th>compute</th><th>all-reduce</th>");
+    out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th><th>compute</th><th>wait</th><th>all-reduce</th><th>batching</th>");
     for r in 0..c.world_size {
         let _ = write!(out, "<th>rank {r}</th>");
     }
@@ -145,13 +145,15 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
     for i in 0..s.epochs.len() {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             s.epochs[i],
             fmt_seconds(s.training_time[i]),
             fmt_seconds(s.training_time_max[i]),
             fmt_rate(s.tokens_per_sec[i]),
             fmt_seconds(s.compute_time[i]),
+            fmt_seconds(s.wait_time.get(i).copied().unwrap_or(0.0)),
             fmt_seconds(s.allreduce_time[i]),
+            fmt_seconds(s.data_time.get(i).copied().unwrap_or(0.0)),
         );
         for rank in &s.per_rank_time {
             let _ = write!(out, "<td>{}</td>", fmt_seconds(rank[i]));
