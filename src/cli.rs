@@ -43,6 +43,18 @@ pub enum Cmd {
     /// Internal: the per-host sentinel that names a rank that died without a word
     #[command(hide = true)]
     Watch(WatchArgs),
+    /// Write a run's tokenised training examples as JSON (for scripts/torch_reference.py)
+    ExportExamples(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run directory (its run.json and tokenizer.json)
+    #[arg(long, default_value = "workdir")]
+    pub workdir: PathBuf,
+    /// Where the JSON goes
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

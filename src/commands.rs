@@ -2,8 +2,9 @@
 //! existing run directories), `bleu` (sacreBLEU's corpus score) and `translate` (greedy
 //! translation with a trained run's weights), and the hidden `watch` (the fault sentinel). Bad input is a `UsageError` (exit status 2).
 
-use crate::cli::{BleuArgs, Cmd, CompareArgs, TranslateArgs, WatchArgs};
+use crate::cli::{BleuArgs, Cmd, CompareArgs, ExportArgs, TranslateArgs, WatchArgs};
 use crate::data::corpus::read_lines;
+use crate::data::Example;
 use crate::data::Tokenizer;
 use crate::eval::{bleu, prompt};
 use crate::metrics::{RunInfo, RUN_FILE};
@@ -11,6 +12,7 @@ use crate::model::{greedy_decode, Gpt, GptConfig};
 use crate::UsageError;
 use anyhow::Context;
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
@@ -18,6 +20,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Bleu(args) => bleu_cmd(&args),
         Cmd::Translate(args) => translate(&args),
         Cmd::Watch(args) => watch(&args),
+        Cmd::ExportExamples(args) => export_examples(&args),
     }
 }
 
@@ -94,9 +97,8 @@ fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
 /// Sentences translated together.
 const TRANSLATE_BATCH: usize = 32;
 
-/// `dp-bench translate`: German lines on stdin, English lines on stdout.
-fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
-    let dir = &args.workdir;
+/// The `run.json` of the run directory `dir`, or a usage error naming it.
+fn read_run_info(dir: &Path) -> anyhow::Result<RunInfo> {
     let run_file = dir.join(RUN_FILE);
     let bytes = std::fs::read(&run_file).map_err(|e| {
         UsageError::error(format!(
@@ -104,9 +106,39 @@ fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
             run_file.display()
         ))
     })?;
-    let info: RunInfo = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|e| {
         UsageError::error(format!("{}: not a dp-bench run.json ({e})", run_file.display()))
-    })?;
+    })
+}
+
+/// `dp-bench export-examples`: a run's tokenised training examples as JSON, for the PyTorch
+/// reference (`scripts/torch_reference.py`) to train on exactly the same token ids.
+fn export_examples(args: &ExportArgs) -> anyhow::Result<()> {
+    let info = read_run_info(&args.workdir)?;
+    let corpus = crate::data::load_corpus(&info.config).map_err(UsageError::from_err)?;
+    let tok = Tokenizer::load(&Tokenizer::path_in(&args.workdir)).map_err(UsageError::from_err)?;
+    let max_len = info.config.model_max_length;
+    let examples: Vec<serde_json::Value> = corpus
+        .train
+        .iter()
+        .map(|p| {
+            let e = Example::encode(&tok, p, max_len);
+            serde_json::json!({ "ids": e.ids, "prompt_len": e.prompt_len })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "vocab_size": tok.vocab_size(),
+        "pad": tok.pad,
+        "model_max_length": max_len,
+        "examples": examples,
+    });
+    crate::metrics::write_json(&args.out, &out)
+}
+
+/// `dp-bench translate`: German lines on stdin, English lines on stdout.
+fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
+    let dir = &args.workdir;
+    let info = read_run_info(dir)?;
     let tok = Tokenizer::load(&Tokenizer::path_in(dir)).map_err(UsageError::from_err)?;
     let weights = args.checkpoint.clone().unwrap_or_else(|| dir.join(crate::run::MODEL_FILE));
     tch::set_num_threads(args.threads.max(1) as i32);

@@ -175,8 +175,8 @@ impl FlatGrads {
         for (v, view) in vars.iter().zip(views(&flat, vars)) {
             v.grad().set_data(&view);
         }
-        let host = (device != Device::Cpu)
-            .then(|| Tensor::zeros([total], (Kind::Float, Device::Cpu)));
+        let host =
+            (device != Device::Cpu).then(|| Tensor::zeros([total], (Kind::Float, Device::Cpu)));
         FlatGrads { flat, host }
     }
 

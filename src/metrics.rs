@@ -87,6 +87,10 @@ pub fn max_rss_mb() -> Option<f64> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub schema: u32,
+    /// Who trained: `dp-bench`, or a reference implementation (`pytorch-eager`, `pytorch-ddp`,
+    /// `pytorch-per-param` from scripts/torch_reference.py) measured on the same workload.
+    #[serde(default = "ours")]
+    pub implementation: String,
     pub config: Config,
     pub dims: ModelDims,
     pub vocab_size: usize,
@@ -102,6 +106,12 @@ pub struct RunInfo {
     pub crate_version: String,
     pub start_time: String,
 }
+
+fn ours() -> String {
+    IMPLEMENTATION.to_string()
+}
+
+pub const IMPLEMENTATION: &str = "dp-bench";
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a crash)
 /// never sees half a file.

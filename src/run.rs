@@ -113,6 +113,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     on_root(comm, || {
         let info = RunInfo {
             schema: metrics::RUN_SCHEMA,
+            implementation: metrics::IMPLEMENTATION.to_string(),
             config: config.clone(),
             dims: config.dims(),
             vocab_size: tok.vocab_size(),

@@ -42,6 +42,7 @@ fn fake_run(dir: &Path, preset: Preset, times: &[&[f64]]) {
     std::fs::create_dir_all(dir).unwrap();
     let c = config(times.len(), preset);
     let info = RunInfo {
+        implementation: "dp-bench".into(),
         schema: 1,
         config: c.clone(),
         dims: c.dims(),

@@ -4,7 +4,9 @@
 //! = sum over ranks) and computes the statistics. Reports only consume the `Summary`.
 
 use super::stats::{self, Estimate, Summary as Stats};
-use super::summary::{ConfigSummary, Samples, SpeedupSummary, Summary, TimeSummary, SCHEMA};
+use super::summary::{
+    ConfigSummary, Samples, SpeedupSummary, Summary, TimeSummary, VersusSummary, SCHEMA,
+};
 use crate::config::Config;
 use crate::metrics::{EpochRecord, RunInfo, RUN_FILE};
 use std::collections::BTreeMap;
@@ -178,13 +180,17 @@ pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
     Ok(())
 }
 
-/// `ws{N}_bs{B}`, with `_t{T}` when the runs differ in threads per rank.
+/// `ws{N}_bs{B}`, with `_t{T}` when the runs differ in threads per rank, prefixed by the
+/// implementation when it is a reference (`pytorch-ddp_ws2_bs32`).
 pub fn config_ids(runs: &[RunData]) -> Vec<String> {
     let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
     runs.iter()
         .map(|r| {
             let c = r.config();
             let mut id = format!("ws{}_bs{}", c.world_size, c.batch_size);
+            if r.info.implementation != crate::metrics::IMPLEMENTATION {
+                id = format!("{}_{id}", r.info.implementation);
+            }
             if threads_vary {
                 id += &format!("_t{}", c.threads);
             }
@@ -222,16 +228,44 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
             samples,
         });
     }
-    let reference = configs.iter().position(|c| c.world_size == 1);
-    let speedup = match reference {
-        None => Vec::new(),
-        Some(r) => configs
+    // Speedups are within an implementation: each run against the one-device run of its own
+    // implementation. Across implementations, the same world size and batch are compared.
+    // (PyTorch's eager one-process run is the reference of its DDP and per-parameter runs.)
+    let family = |imp: &str| if imp.starts_with("pytorch-") { "pytorch" } else { imp }.to_string();
+    let one_device = |imp: &str| {
+        configs
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != r)
-            .map(|(_, c)| speedup_of(&configs[r], c, level))
-            .collect(),
+            .position(|c| c.world_size == 1 && family(&c.run.implementation) == family(imp))
     };
+    let reference = one_device(crate::metrics::IMPLEMENTATION);
+    let speedup = configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let r = one_device(&c.run.implementation).filter(|&r| r != i)?;
+            Some(speedup_of(&configs[r], c, level))
+        })
+        .collect();
+    let versus = configs
+        .iter()
+        .filter(|c| c.run.implementation != crate::metrics::IMPLEMENTATION)
+        .filter_map(|theirs| {
+            let ours = configs.iter().find(|o| {
+                o.run.implementation == crate::metrics::IMPLEMENTATION
+                    && (o.world_size, o.global_batch_size, o.threads)
+                        == (theirs.world_size, theirs.global_batch_size, theirs.threads)
+            })?;
+            Some(VersusSummary {
+                ours: ours.id.clone(),
+                theirs: theirs.id.clone(),
+                tokens_per_sec: stats::ratio_estimate(
+                    &ours.samples.tokens_per_sec,
+                    &theirs.samples.tokens_per_sec,
+                    level,
+                ),
+            })
+        })
+        .collect();
     Ok(Summary {
         schema: SCHEMA,
         confidence_level: level,
@@ -240,6 +274,7 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         reference: reference.map(|r| configs[r].id.clone()),
         configs,
         speedup,
+        versus,
     })
 }
 
@@ -250,6 +285,7 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
     let n = c.world_size as f64 / reference.world_size as f64;
     SpeedupSummary {
         id: c.id.clone(),
+        reference: reference.id.clone(),
         world_size: c.world_size,
         training_time: time,
         tokens_per_sec: tps,

@@ -57,6 +57,12 @@ pub struct BenchArgs {
     /// Launcher [env: DP_BENCH_MPIRUN]
     #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
     pub mpirun: String,
+    /// Skip the PyTorch reference (scripts/torch_reference.py: eager on one rank, DDP on more)
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Python with torch for the reference [default: .venv/bin/python]
+    #[arg(long, env = "DP_BENCH_PYTHON")]
+    pub python: Option<PathBuf>,
     /// Run only configurations whose id contains this text
     pub filter: Option<String>,
     /// Passed by `cargo bench`; ignored.
@@ -150,16 +156,53 @@ fn run_one(
     dir: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    bar.set_message(p.id.clone());
-    let mut child = launcher(mpirun, p.world_size)
-        .arg(binary)
-        .args(&p.args)
+    let mut cmd = launcher(mpirun, p.world_size);
+    cmd.arg(binary).args(&p.args).arg("--workdir").arg(dir);
+    run_reporting(cmd, &p.id, bar)
+}
+
+/// The PyTorch reference of configuration `p` (eager on one rank, DDP on more) into `dir`, on the
+/// token ids and workload of dp-bench's run in `ours`.
+fn run_reference(
+    python: &Path,
+    root: &Path,
+    ours: &Path,
+    p: &Planned,
+    dir: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let flag = |name: &str| {
+        let i = p.args.iter().position(|a| a == name).expect("planned flag");
+        p.args[i + 1].clone()
+    };
+    let mode = if p.world_size == 1 { "eager" } else { "ddp" };
+    // The script does not clear its directory; samples of an older run must not mix in.
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("scripts/torch_reference.py"))
+        .arg("--examples")
+        .arg(ours.join("examples.json"))
+        .arg("--template")
+        .arg(ours.join(crate::metrics::RUN_FILE))
+        .args(["--mode", mode, "--world-size", &p.world_size.to_string()])
+        .args(["--batch-size", &flag("--batch-size"), "--n-epochs", &flag("--n-epochs")])
+        .args(["--threads", &flag("--threads")])
         .arg("--workdir")
-        .arg(dir)
+        .arg(dir);
+    run_reporting(cmd, &format!("pytorch-{mode}_{}", p.id), bar)
+}
+
+/// Runs `cmd` to the end, advancing `bar` on each `epoch …` line of its output.
+fn run_reporting(mut cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
+    bar.set_message(id.to_string());
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("{}: cannot start {mpirun}: {e}", p.id))?;
+        .map_err(|e| anyhow::anyhow!("{id}: cannot start {program}: {e}"))?;
     let stderr = child.stderr.take().expect("piped");
     let errors = std::thread::spawn(move || {
         std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
@@ -171,7 +214,7 @@ fn run_one(
     }
     let status = child.wait()?;
     let errors = errors.join().unwrap_or_default();
-    anyhow::ensure!(status.success(), "{} failed ({status}): {}", p.id, errors.join(" | "));
+    anyhow::ensure!(status.success(), "{id} failed ({status}): {}", errors.join(" | "));
     Ok(())
 }
 
@@ -190,7 +233,10 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
     let out_dir = criterion_dir(root).join("data_parallel");
     let runs_dir = out_dir.join("runs");
-    let bar = ProgressBar::new((plan.len() * args.epochs()) as u64).with_style(
+    let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
+    let reference = !args.no_reference && python.exists();
+    let configs = plan.len() * if reference { 2 } else { 1 };
+    let bar = ProgressBar::new((configs * args.epochs()) as u64).with_style(
         ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")
             .progress_chars("=> "),
@@ -207,6 +253,33 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
                 failures.push(p.id.clone());
             }
         }
+    }
+    // The reference trains on the token ids of dp-bench's first run, so both do the same work.
+    let ours = runs.first().map(|r| r.dir.clone());
+    if let (true, Some(ours)) = (reference, ours) {
+        let exported = Command::new(binary)
+            .arg("export-examples")
+            .arg("--workdir")
+            .arg(&ours)
+            .arg("--out")
+            .arg(ours.join("examples.json"))
+            .status();
+        for p in &plan {
+            let dir = runs_dir.join(format!("pytorch_{}", p.id));
+            let result = match &exported {
+                Ok(s) if s.success() => run_reference(&python, root, &ours, p, &dir, &bar),
+                other => Err(anyhow::anyhow!("exporting the examples failed: {other:?}")),
+            };
+            match result.and_then(|()| Ok(RunData::load(&dir)?)) {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("data_parallel/pytorch_{}: FAILED: {e:#}", p.id));
+                    failures.push(format!("pytorch_{}", p.id));
+                }
+            }
+        }
+    } else if !args.no_reference {
+        eprintln!("data_parallel: no {} for the PyTorch reference: skipped", python.display());
     }
     bar.finish_and_clear();
     anyhow::ensure!(!runs.is_empty(), "every configuration failed: {}", failures.join(", "));

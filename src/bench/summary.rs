@@ -62,6 +62,9 @@ pub struct ConfigSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeedupSummary {
     pub id: String,
+    /// The one-device configuration of the same implementation this is relative to.
+    #[serde(default)]
+    pub reference: String,
     pub world_size: usize,
     /// Reference epoch time ÷ this epoch time.
     pub training_time: Estimate,
@@ -90,6 +93,17 @@ pub struct Summary {
     pub reference: Option<String>,
     pub configs: Vec<ConfigSummary>,
     pub speedup: Vec<SpeedupSummary>,
+    /// dp-bench against each reference implementation's run of the same world size and batch.
+    #[serde(default)]
+    pub versus: Vec<VersusSummary>,
+}
+
+/// dp-bench's throughput ÷ a reference implementation's, on the same workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersusSummary {
+    pub ours: String,
+    pub theirs: String,
+    pub tokens_per_sec: Estimate,
 }
 
 impl Summary {

@@ -76,6 +76,22 @@ fn summary_table(summary: &Summary, out: &mut String) {
         );
     }
     out.push_str("</tbody></table>");
+    if !summary.versus.is_empty() {
+        out.push_str(
+            "<h2>dp-bench against the PyTorch reference</h2><table id=versus><thead><tr>\
+             <th>dp-bench</th><th>reference</th><th>tokens/s ratio (CI)</th></tr></thead><tbody>",
+        );
+        for v in &summary.versus {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&v.ours),
+                esc(&v.theirs),
+                ratio(&v.tokens_per_sec)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
 }
 
 fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {

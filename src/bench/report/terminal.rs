@@ -49,7 +49,7 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             let e = &s.efficiency_interval;
             out += &format!(
                 "{pad}speedup over {}: time {}  thrpt {}  efficiency {}\n",
-                summary.reference.as_deref().unwrap_or("?"),
+                s.reference,
                 ratio(&s.training_time),
                 ratio(&s.tokens_per_sec),
                 triple(e.lower, e.point, e.upper, &|v| format!("{v:.3}")),
@@ -72,6 +72,9 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                 w = name.len() + 14
             );
         }
+    }
+    for v in &summary.versus {
+        out += &format!("{} vs {}: thrpt {}\n", v.ours, v.theirs, ratio(&v.tokens_per_sec));
     }
     if summary.reference.is_none() {
         out += "(no one-device configuration: speedups need a run with world size 1)\n";
