@@ -39,10 +39,15 @@ fn config(world_size: usize, preset: Preset) -> Config {
 
 /// A run directory whose rank r trained epoch e in `times[r][e]` seconds on 1000 tokens.
 fn fake_run(dir: &Path, preset: Preset, times: &[&[f64]]) {
+    fake_run_of("dp-bench", dir, preset, times)
+}
+
+/// `fake_run` as written by `implementation` (a reference such as `pytorch-ddp`).
+fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]]) {
     std::fs::create_dir_all(dir).unwrap();
     let c = config(times.len(), preset);
     let info = RunInfo {
-        implementation: "dp-bench".into(),
+        implementation: implementation.into(),
         schema: 1,
         config: c.clone(),
         dims: c.dims(),
@@ -94,6 +99,32 @@ fn compare(dirs: &[&Path], out: &Path) -> std::process::Output {
 
 fn close(a: &serde_json::Value, b: f64, tol: f64) -> bool {
     (a.as_f64().unwrap_or(f64::NAN) - b).abs() <= tol
+}
+
+#[test]
+fn reference_runs_scale_against_their_own_one_device_run_and_are_compared_with_ours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    fake_run(&d("ws1"), Preset::Tiny, &[&[9.0, 1.0, 1.0, 1.0]]);
+    fake_run(&d("ws2"), Preset::Tiny, &[&[9.0, 0.5, 0.5, 0.5], &[9.0, 0.5, 0.5, 0.5]]);
+    fake_run_of("pytorch-eager", &d("pt1"), Preset::Tiny, &[&[9.0, 1.5, 1.5, 1.5]]);
+    let pt2: &[&[f64]] = &[&[9.0, 1.0, 1.0, 1.0], &[9.0, 1.0, 1.0, 1.0]];
+    fake_run_of("pytorch-ddp", &d("pt2"), Preset::Tiny, pt2);
+    let out = d("out");
+    let o = compare(&[&d("ws1"), &d("ws2"), &d("pt1"), &d("pt2")], &out);
+    assert!(o.status.success());
+    let s = read_json(&out.join("summary.json"));
+    let speedup = s["speedup"].as_array().unwrap();
+    let ddp = speedup.iter().find(|x| x["id"] == "pytorch-ddp_ws2_bs32").unwrap();
+    assert_eq!(ddp["reference"], "pytorch-eager_ws1_bs16");
+    assert!(close(&ddp["tokens_per_sec"]["point"], 3.0, 1e-9), "{ddp}");
+    let versus = s["versus"].as_array().unwrap();
+    assert_eq!(versus.len(), 2);
+    assert_eq!(versus[0]["theirs"], "pytorch-eager_ws1_bs16");
+    assert!(close(&versus[0]["tokens_per_sec"]["point"], 1.5, 1e-9), "{}", versus[0]);
+    assert!(close(&versus[1]["tokens_per_sec"]["point"], 2.0, 1e-9), "{}", versus[1]);
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("dp-bench against the PyTorch reference"));
 }
 
 #[test]
