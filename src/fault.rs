@@ -182,21 +182,26 @@ pub fn sentinel(dir: &Path, host: &str, ranks: &[Watched]) -> anyhow::Result<()>
     }
     let mut reported = false;
     while !fds.is_empty() {
-        let mut polls: Vec<libc::pollfd> = fds
-            .iter()
-            .map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
-        // SAFETY: `polls` is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            anyhow::bail!("poll: {}", std::io::Error::last_os_error());
+        // A rank that was gone before its pidfd could be opened has ended already.
+        let mut ended: Vec<Watched> =
+            fds.iter().filter(|&&(_, fd)| fd < 0).map(|&(w, _)| w).collect();
+        if ended.is_empty() {
+            let mut polls: Vec<libc::pollfd> = fds
+                .iter()
+                .map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+                .collect();
+            // SAFETY: `polls` is a valid array of pollfd for the duration of the call.
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                anyhow::bail!("poll: {}", std::io::Error::last_os_error());
+            }
+            ended = fds
+                .iter()
+                .zip(&polls)
+                .filter(|(_, p)| p.revents != 0)
+                .map(|(&(w, _), _)| w)
+                .collect();
         }
-        let ended: Vec<Watched> = fds
-            .iter()
-            .zip(&polls)
-            .filter(|(&(_, fd), p)| fd < 0 || p.revents != 0)
-            .map(|(&(w, _), _)| w)
-            .collect();
         if !reported {
             reported = true;
             // A rank that reports its own end writes its status just before exiting; give the

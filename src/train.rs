@@ -156,8 +156,9 @@ impl<'a> Trainer<'a> {
         self.grads.all_reduce(self.comm);
         let t2 = Instant::now();
         // Every rank holds the same reduced gradient, so every rank stops at the same step
-        // before a non-finite value reaches the parameters.
-        if !bool::try_from(self.grads.buffer().isfinite().all()).unwrap_or(false) {
+        // before a non-finite value reaches the parameters. A NaN or infinity anywhere makes the
+        // sum non-finite: one pass over the buffer and no mask.
+        if !self.grads.buffer().sum(Kind::Float).double_value(&[]).is_finite() {
             return Err(Diverged);
         }
         self.opt.step(self.grads.buffer());

@@ -162,7 +162,8 @@ fn ctrl_c_stops_cleanly_and_keeps_finished_epochs() {
     wait_mid_epoch(tmp.path(), 0, 1);
     signal(child.id() as i32, libc::SIGINT);
     let out = finish(child);
-    assert!(!out.status.success());
+    // (mpirun's own exit status after Ctrl-C is the launcher's choice: MPICH's varies.)
+    assert!(!tmp.path().join("model.safetensors").exists(), "the run stopped before its end");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dp-bench: stopped by SIGINT during epoch 1 (train"), "{stderr}");
     assert_eq!(
