@@ -113,17 +113,6 @@ fn assert_kept_epoch_0(dir: &Path) {
     assert!(!names.iter().any(|n| n.contains(".tmp")), "half-written files: {names:?}");
 }
 
-/// Record fields that measure time or memory, which no two runs share.
-fn is_timing(key: &str) -> bool {
-    key.ends_with("_time") || key.ends_with("_per_sec") || key == "max_rss_mb"
-}
-
-fn without_timings(record: serde_json::Value) -> serde_json::Value {
-    let mut map = record.as_object().unwrap().clone();
-    map.retain(|k, _| !is_timing(k));
-    serde_json::Value::Object(map)
-}
-
 #[test]
 fn killed_rank_ends_the_job_and_resume_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();

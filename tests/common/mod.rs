@@ -67,3 +67,15 @@ pub fn results(dir: &Path, rank: usize, epoch: usize) -> Value {
 pub fn multi30k() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/multi30k")
 }
+
+/// Record fields that measure time or memory, which no two runs share.
+fn is_timing(key: &str) -> bool {
+    key.ends_with("_time") || key.ends_with("_per_sec") || key == "max_rss_mb"
+}
+
+/// An epoch record without the fields that measure time or memory.
+pub fn without_timings(record: Value) -> Value {
+    let mut map = record.as_object().expect("a record is an object").clone();
+    map.retain(|k, _| !is_timing(k));
+    Value::Object(map)
+}
