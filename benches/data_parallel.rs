@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
+    // Bad options are bad input: one line, exit status 2, nothing run.
+    if let Err(e) = args.validate() {
+        eprintln!("data_parallel: error: {e:#}");
+        return ExitCode::from(2);
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     match run_bench(&args, Path::new(env!("CARGO_BIN_EXE_dp-bench")), root) {
         Ok(_) => ExitCode::SUCCESS,
