@@ -117,6 +117,8 @@ def write_json(path, value):
 
 def train(rank, args):
     world = args.world_size
+    if args.bind:
+        os.sched_setaffinity(0, {rank % os.cpu_count()})  # as `mpirun -bind-to core` does for dp-bench
     torch.set_num_threads(args.threads)
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -219,6 +221,7 @@ def main():
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--bind", action="store_true", help="pin rank r to core r (mod cores)")
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
     if args.batch_size % args.world_size:

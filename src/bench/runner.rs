@@ -148,6 +148,23 @@ pub fn launcher(mpirun: &str, n: usize) -> Command {
     cmd
 }
 
+/// Whether `n` ranks get a core each (and are bound to it).
+fn bound(n: usize) -> bool {
+    n <= std::thread::available_parallelism().map_or(1, |c| c.get())
+}
+
+/// `launcher` with each rank bound to its own core when there are enough cores: ranks that the
+/// scheduler moves around lose their caches and meet each other on one core (measured: ~4 %
+/// off a 2-rank epoch here, see BENCHMARKS.md).
+pub fn bound_launcher(mpirun: &str, n: usize) -> Command {
+    let mut cmd = launcher(mpirun, n);
+    if bound(n) {
+        let open_mpi = cmd.get_args().any(|a| a == "--allow-run-as-root");
+        cmd.args(if open_mpi { ["--bind-to", "core"] } else { ["-bind-to", "core"] });
+    }
+    cmd
+}
+
 /// Runs one configuration; the bar advances with each finished epoch (rank 0's epoch lines).
 fn run_one(
     binary: &Path,
@@ -156,7 +173,7 @@ fn run_one(
     dir: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    let mut cmd = launcher(mpirun, p.world_size);
+    let mut cmd = bound_launcher(mpirun, p.world_size);
     cmd.arg(binary).args(&p.args).arg("--workdir").arg(dir);
     run_reporting(cmd, &p.id, bar)
 }
@@ -189,6 +206,7 @@ fn run_reference(
         .args(["--mode", mode, "--world-size", &p.world_size.to_string()])
         .args(["--batch-size", &flag("--batch-size"), "--n-epochs", &flag("--n-epochs")])
         .args(["--threads", &flag("--threads")])
+        .args(bound(p.world_size).then_some("--bind"))
         .arg("--workdir")
         .arg(dir);
     run_reporting(cmd, &format!("pytorch-{mode}_{}", p.id), bar)
