@@ -102,7 +102,8 @@ pub fn abort_on_panic() {
         eprintln!(
             "dp-bench: rank {rank} failed during {}: {}{}",
             describe(&current_status()),
-            message.lines().next().unwrap_or(""),
+            // libtorch errors arrive Debug-formatted, their C++ stack as escaped "\n frame #…".
+            message.lines().next().unwrap_or("").split("\\n").next().unwrap_or(""),
             place.unwrap_or_default()
         );
         set_status(REPORTED);
