@@ -240,8 +240,7 @@ pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
     let mut flat = Tensor::cat(&vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0)
         .to(Device::Cpu)
         .contiguous();
-    // SAFETY: `flat` is a fresh contiguous CPU f32 tensor used by this call alone.
-    comm.broadcast_f32(unsafe { as_mut_slice(&mut flat) }, 0);
+    broadcast_tensor(comm, &mut flat);
     for (v, view) in vars.iter().zip(views(&flat, vars)) {
         v.shallow_clone().copy_(&view);
     }
