@@ -30,10 +30,7 @@ struct Grads {
 impl Grads {
     fn new(name: &'static str, preset: Preset, vocab: i64) -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
-        let _model = Gpt::new(
-            &vs.root(),
-            GptConfig { dims: preset.dims(), vocab_size: vocab, dropout: 0.0 },
-        );
+        let _model = Gpt::new(&vs.root(), GptConfig::new(preset.dims(), vocab, 0.0));
         let vars = vs.trainable_variables();
         let flat = FlatGrads::new(&vars);
         let n = flat.buffer().numel();

@@ -2,7 +2,9 @@
 //! their defaults, and the entry point that starts MPI, builds the `Config` and reports errors
 //! once, as one line, with exit status 2 for bad input.
 
-use crate::config::{Config, CustomDims, DatasetSpec, DeviceKind, Padding, Partition, Preset};
+use crate::config::{
+    Config, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, Padding, Partition, Preset,
+};
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
 use clap::{Args, Parser, Subcommand};
@@ -175,6 +177,10 @@ pub struct TrainArgs {
     /// windows of 50 batches, batches shuffled with the seed), so batches carry little padding
     #[arg(long)]
     pub bucket_by_length: bool,
+    /// Matrix products on the CPU: onednn (oneDNN's fp32 kernels; AVX-512 wherever the CPU has
+    /// it) or blas (libtorch's BLAS: MKL, which runs AVX2 kernels on AMD CPUs)
+    #[arg(long, value_enum, default_value_t = CpuMatmul::Onednn)]
+    pub cpu_matmul: CpuMatmul,
     /// Dropout on embeddings, attention weights and residual branches
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
@@ -215,6 +221,7 @@ impl TrainArgs {
             partition: self.partition,
             padding: self.padding,
             bucket_by_length: self.bucket_by_length,
+            cpu_matmul: self.cpu_matmul,
             dropout: self.dropout,
             benchmark_only: self.benchmark_only,
             max_batches: self.max_batches,

@@ -143,7 +143,10 @@ fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
     let weights = args.checkpoint.clone().unwrap_or_else(|| dir.join(crate::run::MODEL_FILE));
     tch::set_num_threads(args.threads.max(1) as i32);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let config = GptConfig { dims: info.dims, vocab_size: info.vocab_size as i64, dropout: 0.0 };
+    let config = GptConfig {
+        matmul: info.config.cpu_matmul,
+        ..GptConfig::new(info.dims, info.vocab_size as i64, 0.0)
+    };
     let model = Gpt::new(&vs.root(), config);
     vs.load(&weights).map_err(|e| {
         UsageError::error(format!("{}: cannot load weights ({e})", weights.display()))

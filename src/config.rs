@@ -96,6 +96,28 @@ pub enum Padding {
     Dynamic,
 }
 
+/// Which kernels multiply matrices on the CPU. PyTorch's wheels bring two libraries: MKL's BLAS,
+/// which libtorch calls for `matmul` and `linear`, and oneDNN. On CPUs that MKL does not
+/// recognise as Intel's (AMD EPYC, for one) MKL runs its AVX2 kernels even where the CPU has
+/// AVX-512, and oneDNN's fp32 kernels are about twice as fast (BENCHMARKS.md). Both compute in
+/// fp32; only the order of the sums differs. GPUs always use cuBLAS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuMatmul {
+    /// oneDNN, when libtorch was built with it (otherwise BLAS).
+    #[default]
+    Onednn,
+    /// libtorch's BLAS (MKL in PyTorch's x86 wheels).
+    Blas,
+}
+
+impl CpuMatmul {
+    /// What runs before this option existed: BLAS.
+    fn legacy() -> Self {
+        CpuMatmul::Blas
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
@@ -156,6 +178,9 @@ pub struct Config {
     /// Global batches of examples of similar length (needs dynamic padding to pay off).
     #[serde(default)]
     pub bucket_by_length: bool,
+    /// Matrix products on the CPU.
+    #[serde(default = "CpuMatmul::legacy")]
+    pub cpu_matmul: CpuMatmul,
     pub dropout: f64,
     pub benchmark_only: bool,
     pub max_batches: Option<usize>,
@@ -305,6 +330,7 @@ pub(crate) mod tests {
             partition: Partition::Strided,
             padding: Padding::Fixed,
             bucket_by_length: false,
+            cpu_matmul: CpuMatmul::Onednn,
             dropout: 0.0,
             benchmark_only: false,
             max_batches: None,

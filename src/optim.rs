@@ -34,6 +34,16 @@ pub struct AdamW {
     steps: u64,
 }
 
+/// A contiguous f32 CPU tensor of `n` elements as a mutable slice.
+///
+/// # Safety
+/// As `std::slice::from_raw_parts_mut`: the tensor outlives the slice and nothing else reads or
+/// writes it meanwhile.
+unsafe fn f32_slice_mut<'a>(t: &'a Tensor, n: usize) -> &'a mut [f32] {
+    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n)
+}
+
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
 #[derive(Debug)]
 pub struct AdamWState {
@@ -70,8 +80,49 @@ impl AdamW {
     /// One update from `grad`, a flat gradient laid out like the parameter buffer.
     pub fn step(&mut self, grad: &Tensor) {
         let _guard = tch::no_grad_guard();
-        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
         self.steps += 1;
+        if self.params.device() == Device::Cpu && grad.is_contiguous() {
+            self.step_fused(grad);
+        } else {
+            self.step_ops(grad);
+        }
+    }
+
+    /// The update as one pass over the four buffers (each element read and written once),
+    /// where libtorch's ops would make nine passes over buffers larger than the caches.
+    fn step_fused(&mut self, grad: &Tensor) {
+        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
+        let bias1 = 1.0 - beta1.powi(self.steps as i32);
+        let bias2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
+        let (decay, w1, w2) =
+            ((1.0 - lr * weight_decay) as f32, (1.0 - beta1) as f32, (1.0 - beta2) as f32);
+        let (step_size, bias2_sqrt, eps) = ((lr / bias1) as f32, bias2_sqrt as f32, eps as f32);
+        let n = self.params.numel();
+        assert_eq!(grad.numel(), n, "one gradient per parameter");
+        assert_eq!(grad.kind(), Kind::Float, "an f32 gradient");
+        // SAFETY: four distinct contiguous f32 CPU buffers of `n` elements (`grad` is the
+        // gradient buffer, not one of the optimiser's), alive for the whole loop, which nothing
+        // else touches while it runs.
+        let (p, m, v, g) = unsafe {
+            (
+                f32_slice_mut(&self.params, n),
+                f32_slice_mut(&self.exp_avg, n),
+                f32_slice_mut(&self.exp_avg_sq, n),
+                std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
+            )
+        };
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            // torch.optim.AdamW's order: decay, moments (lerp), bias-corrected step.
+            *p *= decay;
+            *m += w1 * (g - *m);
+            *v += w2 * (g * g - *v);
+            *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+        }
+    }
+
+    /// The update as libtorch ops (any device).
+    fn step_ops(&mut self, grad: &Tensor) {
+        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
         let bias1 = 1.0 - beta1.powi(self.steps as i32);
         let bias2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
         // Decoupled weight decay (Loshchilov & Hutter), applied before the moment update as

@@ -89,6 +89,7 @@ impl<'a> Trainer<'a> {
             dims: config.dims(),
             vocab_size: vocab_size as i64,
             dropout: config.dropout,
+            matmul: config.cpu_matmul,
         };
         let model = Gpt::new(&vs.root(), gpt_config);
         let vars = vs.trainable_variables();
@@ -138,12 +139,15 @@ impl<'a> Trainer<'a> {
         self.grads.zero();
         if batch.target_tokens > 0 {
             let hidden = self.model.hidden(&batch.inputs, true);
-            let loss =
-                self.model.target_loss_sum(&hidden, &batch.target_index, &batch.target_labels);
             // Normalised by the GLOBAL batch's target tokens, so the all-reduced SUM of the ranks'
             // gradients is the gradient of the mean loss over the global batch.
-            (&loss / global_targets as f64).backward();
-            *loss_sum += loss.detach().to_kind(Kind::Double);
+            let loss = self.model.target_loss_backward(
+                &hidden,
+                &batch.target_index,
+                &batch.target_labels,
+                1.0 / global_targets as f64,
+            );
+            *loss_sum += loss.to_kind(Kind::Double);
         }
         synchronize(device);
         let t_wait = Instant::now();

@@ -109,7 +109,7 @@ fn translations_match_the_trained_model(dir: &Path) {
     let info: RunInfo = serde_json::from_value(read_json(&dir.join("run.json"))).unwrap();
     let tok = Tokenizer::load(&dir.join("tokenizer.json")).unwrap();
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let cfg = GptConfig { dims: info.dims, vocab_size: info.vocab_size as i64, dropout: 0.0 };
+    let cfg = GptConfig::new(info.dims, info.vocab_size as i64, 0.0);
     let model = Gpt::new(&vs.root(), cfg);
     vs.load(dir.join("model.safetensors")).unwrap();
     let prompts: Vec<Vec<i64>> = sources.iter().map(|s| prompt(&tok, s, 128)).collect();

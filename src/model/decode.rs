@@ -114,7 +114,7 @@ mod tests {
     fn batched_cached_equals_one_by_one_uncached() {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = GptConfig { dims: Preset::Tiny.dims(), vocab_size: 30, dropout: 0.0 };
+        let cfg = GptConfig::new(Preset::Tiny.dims(), 30, 0.0);
         let m = Gpt::new(&vs.root(), cfg);
         let prompts = vec![vec![1, 2, 3, 4, 5], vec![7], vec![9, 8, 7]];
         let batched = greedy_decode(&m, &prompts, 0, 29, 20);

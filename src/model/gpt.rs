@@ -2,7 +2,7 @@
 //! self-attention, GELU(tanh) MLP, learned positions, LM head tied to `wte`. Parameter names follow
 //! GPT-2 checkpoints (`wte`, `wpe`, `h.N.attn.c_attn`, `ln_f`).
 
-use crate::config::ModelDims;
+use crate::config::{CpuMatmul, ModelDims};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -11,12 +11,18 @@ pub struct GptConfig {
     pub dims: ModelDims,
     pub vocab_size: i64,
     pub dropout: f64,
+    pub matmul: CpuMatmul,
 }
 
 /// GPT-2 init: N(0, 0.02) weights, zero biases.
 const INIT_STD: f64 = 0.02;
 
 impl GptConfig {
+    /// A model with the default CPU matrix kernels.
+    pub fn new(dims: ModelDims, vocab_size: i64, dropout: f64) -> Self {
+        GptConfig { dims, vocab_size, dropout, matmul: CpuMatmul::default() }
+    }
+
     /// GPT-2: residual projections scaled by 1/√(2·n_layer).
     fn residual_std(&self) -> f64 {
         INIT_STD / (2.0 * self.dims.n_layer as f64).sqrt()
@@ -30,6 +36,24 @@ fn linear(p: nn::Path, input: i64, output: i64, stdev: f64) -> nn::Linear {
         bias: true,
     };
     nn::linear(p, input, output, cfg)
+}
+
+/// `x · wᵀ + b` over the last dimension of `x`. With `onednn`, through oneDNN's inner product
+/// (its tensors live in oneDNN's layout, so `x` goes in and the result comes out through a copy;
+/// autograd knows both ops, and the backward runs in oneDNN too).
+fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>, onednn: bool) -> Tensor {
+    if !onednn || x.numel() == 0 {
+        return x.linear(w, b);
+    }
+    let mut shape = x.size();
+    let k = shape.pop().expect("a matrix or more");
+    shape.push(w.size()[0]);
+    let x2 = x.reshape([-1, k]).f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors");
+    x2.mkldnn_linear(w, b).to_dense(None, false).view(shape.as_slice())
+}
+
+fn dense(lin: &nn::Linear, x: &Tensor, onednn: bool) -> Tensor {
+    affine(x, &lin.ws, lin.bs.as_ref(), onednn)
 }
 
 fn layer_norm(p: nn::Path, n_embd: i64) -> nn::LayerNorm {
@@ -62,16 +86,18 @@ struct CausalSelfAttention {
     c_proj: nn::Linear,
     n_head: i64,
     dropout: f64,
+    onednn: bool,
 }
 
 impl CausalSelfAttention {
-    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+    fn new(p: nn::Path, cfg: &GptConfig, onednn: bool) -> Self {
         let c = cfg.dims.n_embd;
         CausalSelfAttention {
             c_attn: linear(&p / "c_attn", c, 3 * c, INIT_STD),
             c_proj: linear(&p / "c_proj", c, c, cfg.residual_std()),
             n_head: cfg.dims.n_head,
             dropout: cfg.dropout,
+            onednn,
         }
     }
 
@@ -84,7 +110,7 @@ impl CausalSelfAttention {
     ) -> Tensor {
         let (b, t, c) = x.size3().expect("(B, T, C) input");
         let hs = c / self.n_head;
-        let qkv = x.apply(&self.c_attn).split(c, 2); // 3 × (B, T, C)
+        let qkv = dense(&self.c_attn, x, self.onednn).split(c, 2); // 3 × (B, T, C)
         let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2); // (B, nh, T, hs)
         let (q, mut k, mut v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
         if let Some(slot) = cache {
@@ -111,7 +137,7 @@ impl CausalSelfAttention {
             }
         }; // (B, nh, T, hs)
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
-        y.apply(&self.c_proj).dropout(p, train)
+        dense(&self.c_proj, &y, self.onednn).dropout(p, train)
     }
 }
 
@@ -120,21 +146,24 @@ struct Mlp {
     c_fc: nn::Linear,
     c_proj: nn::Linear,
     dropout: f64,
+    onednn: bool,
 }
 
 impl Mlp {
-    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+    fn new(p: nn::Path, cfg: &GptConfig, onednn: bool) -> Self {
         let c = cfg.dims.n_embd;
         Mlp {
             c_fc: linear(&p / "c_fc", c, 4 * c, INIT_STD),
             c_proj: linear(&p / "c_proj", 4 * c, c, cfg.residual_std()),
             dropout: cfg.dropout,
+            onednn,
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let p = if train { self.dropout } else { 0.0 };
-        x.apply(&self.c_fc).gelu("tanh").apply(&self.c_proj).dropout(p, train)
+        let h = dense(&self.c_fc, x, self.onednn).gelu("tanh");
+        dense(&self.c_proj, &h, self.onednn).dropout(p, train)
     }
 }
 
@@ -147,12 +176,12 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+    fn new(p: nn::Path, cfg: &GptConfig, onednn: bool) -> Self {
         Block {
             ln_1: layer_norm(&p / "ln_1", cfg.dims.n_embd),
-            attn: CausalSelfAttention::new(&p / "attn", cfg),
+            attn: CausalSelfAttention::new(&p / "attn", cfg, onednn),
             ln_2: layer_norm(&p / "ln_2", cfg.dims.n_embd),
-            mlp: Mlp::new(&p / "mlp", cfg),
+            mlp: Mlp::new(&p / "mlp", cfg, onednn),
         }
     }
 
@@ -176,6 +205,8 @@ pub struct Gpt {
     h: Vec<Block>,
     ln_f: nn::LayerNorm,
     pub config: GptConfig,
+    /// Matrix products go through oneDNN (CPU, asked for, and built into libtorch).
+    onednn: bool,
 }
 
 impl Gpt {
@@ -183,6 +214,9 @@ impl Gpt {
     pub fn new(p: &nn::Path, config: GptConfig) -> Self {
         let d = config.dims;
         assert!(d.n_embd % d.n_head == 0, "n_embd must be divisible by n_head");
+        let onednn = config.matmul == CpuMatmul::Onednn
+            && p.device() == Device::Cpu
+            && tch::utils::has_mkldnn();
         let emb = nn::EmbeddingConfig {
             ws_init: nn::Init::Randn { mean: 0.0, stdev: INIT_STD },
             ..Default::default()
@@ -190,9 +224,10 @@ impl Gpt {
         Gpt {
             wte: nn::embedding(p / "wte", config.vocab_size, d.n_embd, emb),
             wpe: nn::embedding(p / "wpe", d.n_positions, d.n_embd, emb),
-            h: (0..d.n_layer).map(|i| Block::new(p / "h" / i, &config)).collect(),
+            h: (0..d.n_layer).map(|i| Block::new(p / "h" / i, &config, onednn)).collect(),
             ln_f: layer_norm(p / "ln_f", d.n_embd),
             config,
+            onednn,
         }
     }
 
@@ -240,7 +275,7 @@ impl Gpt {
 
     /// Tied LM head: logits (…, V) of hidden states (…, C).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.matmul(&self.wte.ws.tr())
+        affine(hidden, &self.wte.ws, None, self.onednn)
     }
 
     /// Summed cross-entropy at the given flat positions of `hidden` (B, T, C). Only those rows go
@@ -255,6 +290,59 @@ impl Gpt {
             -100,
             0.0,
         )
+    }
+
+    /// `target_loss_sum` and the backward pass of `scale ×` it, with the head done by hand: the
+    /// gradient of cross-entropy w.r.t. the logits is `softmax − one-hot`, so it is written over
+    /// the (n, V) logits in place instead of autograd keeping them, their log-softmax and a
+    /// zero-filled gradient alive; the head's weight gradient is added straight into `wte`'s
+    /// gradient, and only the (n, C) gradient of the hidden rows goes back through autograd.
+    /// The model's gradients must exist (`dist::FlatGrads` makes them). Returns the unscaled sum.
+    pub fn target_loss_backward(
+        &self,
+        hidden: &Tensor,
+        index: &Tensor,
+        labels: &Tensor,
+        scale: f64,
+    ) -> Tensor {
+        let c = self.config.dims.n_embd;
+        let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
+        let (grad_rows, loss) = {
+            let _guard = tch::no_grad_guard();
+            let x = rows.detach();
+            let w = &self.wte.ws;
+            // One row-wise log-softmax pass (as cross_entropy), then the gradient over it in
+            // place: scale · (exp(log-softmax) − one-hot).
+            let mut g = self.logits(&x).log_softmax(1, Kind::Float); // (n, V)
+            let labels = labels.view([-1, 1]);
+            let picked = g.gather(1, &labels, false); // (n, 1)
+            let loss = -picked.sum(Kind::Float);
+            let _ = g.exp_().g_mul_scalar_(scale);
+            let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
+            let mut w_grad = w.grad();
+            assert!(w_grad.defined(), "the model's gradients must exist before a step");
+            let grad_rows = if self.onednn {
+                let g = g.f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors");
+                let (gw, _) = x
+                    .f_to_mkldnn(None)
+                    .expect("oneDNN takes contiguous f32 CPU tensors")
+                    .mkldnn_linear_backward_weights(&g, w, false);
+                w_grad += if gw.is_mkldnn() { gw.to_dense(None, false) } else { gw };
+                // oneDNN's layout or not depends on the libtorch version; make sure.
+                let gx = Tensor::mkldnn_linear_backward_input(x.size(), &g, w);
+                if gx.is_mkldnn() {
+                    gx.to_dense(None, false)
+                } else {
+                    gx
+                }
+            } else {
+                let _ = w_grad.addmm_(&g.tr(), &x);
+                g.mm(w)
+            };
+            (grad_rows, loss)
+        };
+        (&rows * grad_rows).sum(Kind::Float).backward();
+        loss
     }
 }
 
@@ -278,7 +366,7 @@ mod tests {
     fn model(vocab: i64) -> (nn::VarStore, Gpt) {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = GptConfig { dims: Preset::Tiny.dims(), vocab_size: vocab, dropout: 0.1 };
+        let cfg = GptConfig::new(Preset::Tiny.dims(), vocab, 0.1);
         let m = Gpt::new(&vs.root(), cfg);
         (vs, m)
     }
@@ -326,6 +414,51 @@ mod tests {
         assert!((std("h.0.mlp.c_proj.weight") - 0.01).abs() < 0.001, "0.02/√(2·2)");
         assert_eq!(v["h.0.attn.c_attn.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
         assert_eq!(v["ln_f.weight"].mean(Kind::Float).double_value(&[]), 1.0);
+    }
+
+    /// The hand-written head backward gives autograd's loss and gradients, with either kernels.
+    #[test]
+    fn target_loss_backward_matches_autograd() {
+        for matmul in [CpuMatmul::Onednn, CpuMatmul::Blas] {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = GptConfig { matmul, ..GptConfig::new(Preset::Tiny.dims(), 50, 0.0) };
+            let m = Gpt::new(&vs.root(), cfg);
+            let vars = vs.trainable_variables();
+            let mut grads = crate::dist::FlatGrads::new(&vars);
+            let idx = Tensor::randint(50, [3, 9], (Kind::Int64, Device::Cpu));
+            let index = Tensor::from_slice(&[0i64, 4, 5, 13, 26]);
+            let labels = Tensor::from_slice(&[3i64, 49, 0, 7, 7]);
+            let scale = 1.0 / 7.0;
+
+            let expected = m.target_loss_sum(&m.hidden(&idx, true), &index, &labels);
+            (&expected * scale).backward();
+            let autograd = grads.buffer().copy();
+            grads.zero();
+            let loss = m.target_loss_backward(&m.hidden(&idx, true), &index, &labels, scale);
+            assert!(loss.allclose(&expected, 1e-5, 1e-5, false), "{matmul:?} loss");
+            let diff = (grads.buffer() - &autograd).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "{matmul:?}: gradients differ by {diff}");
+            assert!(autograd.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        }
+    }
+
+    #[test]
+    fn onednn_and_blas_compute_the_same_model() {
+        // One set of weights (tests share torch's RNG, so two seeded inits could differ).
+        let weights = nn::VarStore::new(Device::Cpu);
+        let _ = Gpt::new(&weights.root(), GptConfig::new(Preset::Tiny.dims(), 60, 0.0));
+        let run = |matmul| {
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let cfg = GptConfig { matmul, ..GptConfig::new(Preset::Tiny.dims(), 60, 0.0) };
+            let m = Gpt::new(&vs.root(), cfg);
+            vs.copy(&weights).unwrap();
+            let idx = Tensor::arange(2 * 11, (Kind::Int64, Device::Cpu)).view([2, 11]);
+            m.forward(&idx)
+        };
+        let (a, b) = (run(CpuMatmul::Onednn), run(CpuMatmul::Blas));
+        assert_eq!(a.size(), vec![2, 11, 60]);
+        assert!(a.allclose(&b, 1e-5, 1e-5, false));
     }
 
     #[test]
