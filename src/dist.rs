@@ -144,7 +144,7 @@ fn mpi_in_place() -> Option<*const std::ffi::c_void> {
 /// # Safety
 /// `t` must be a contiguous CPU float tensor that outlives the slice and that nothing else reads
 /// or writes while the slice is alive.
-unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
+pub(crate) unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
     debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }

@@ -53,6 +53,12 @@ pub fn at(phase: &str, epoch: usize, step: usize, steps: usize) {
     set_status(&format!("{phase} {epoch} {step} {steps}"));
 }
 
+/// Records that this rank stopped with an error it reported itself (or that rank 0 reported for
+/// every rank), so the sentinel does not report it as a silent death.
+pub fn reported() {
+    set_status(REPORTED);
+}
+
 /// Records that this rank finished normally.
 pub fn finished() {
     set_status(DONE);

@@ -19,6 +19,13 @@ pub mod progress;
 pub mod run;
 pub mod train;
 
+/// mimalloc for the whole process, libtorch included (its `override` feature exports `malloc`
+/// and `free` from the binary, so libtorch's C++ allocations resolve to it too). A training step
+/// allocates and frees hundreds of activation-sized tensors; glibc's allocator spent ~8 % of a
+/// step in `_int_malloc` and page faults on them, and mimalloc reuses the memory (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The libtorch version the binary was built against (read from the torch package by build.rs).
 pub const LIBTORCH_VERSION: &str = env!("DP_BENCH_LIBTORCH_VERSION");
 

@@ -5,6 +5,7 @@
 //! moments, step count) is three tensors and a number that a checkpoint can save and restore.
 //! The rule is PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
 
+use crate::dist::as_mut_slice;
 use tch::{Device, Kind, Tensor};
 
 /// WORKLOAD.md's AdamW hyper-parameters.
@@ -32,16 +33,6 @@ pub struct AdamW {
     /// Scratch of the buffer's size, so a step allocates nothing.
     scratch: Tensor,
     steps: u64,
-}
-
-/// A contiguous f32 CPU tensor of `n` elements as a mutable slice.
-///
-/// # Safety
-/// As `std::slice::from_raw_parts_mut`: the tensor outlives the slice and nothing else reads or
-/// writes it meanwhile.
-unsafe fn f32_slice_mut<'a>(t: &'a Tensor, n: usize) -> &'a mut [f32] {
-    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n)
 }
 
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
@@ -105,9 +96,9 @@ impl AdamW {
         // else touches while it runs.
         let (p, m, v, g) = unsafe {
             (
-                f32_slice_mut(&self.params, n),
-                f32_slice_mut(&self.exp_avg, n),
-                f32_slice_mut(&self.exp_avg_sq, n),
+                as_mut_slice(&mut self.params),
+                as_mut_slice(&mut self.exp_avg),
+                as_mut_slice(&mut self.exp_avg_sq),
                 std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
             )
         };
@@ -197,7 +188,9 @@ mod tests {
             (vs, lin)
         };
         let (vs_a, lin_a) = make();
-        let (vs_b, lin_b) = make();
+        // The same starting values (tests share torch's RNG, so a second seeded init may differ).
+        let (mut vs_b, lin_b) = make();
+        vs_b.copy(&vs_a).unwrap();
         let vars_a = vs_a.trainable_variables();
         let initial = lin_a.ws.copy();
         let mut ours = AdamW::new(&vars_a, AdamWConfig::workload(1e-2));

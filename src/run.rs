@@ -35,6 +35,35 @@ fn on_root<T>(
     }
 }
 
+/// Refuses a model whose parameters, gradients and AdamW state (5 f32 copies) alone exceed the
+/// memory rank 0's host has available, before anything that size is allocated: such a run would
+/// only end in the out-of-memory killer. Activations come on top; this is the floor.
+fn check_memory(config: &Config, vocab_size: usize) -> anyhow::Result<()> {
+    let dims = config.dims();
+    let params = crate::model::GptConfig::new(dims, vocab_size as i64, 0.0).parameters();
+    let need = params.saturating_mul(5 * 4);
+    let Some(available) = available_memory() else { return Ok(()) };
+    if config.device == DeviceKind::Cpu && need > available {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(UsageError::error(format!(
+            "the model has {params} parameters: with gradients and AdamW state it needs at least \
+             {:.1} GiB, more than the {:.1} GiB this host has available: choose a smaller \
+             --preset or --n-embd/--n-layer/--n-positions",
+            gib(need),
+            gib(available)
+        )));
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux); `None` where it cannot be read.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The device of a rank: with CUDA, the `local_rank`-th GPU of its host (round robin).
 fn device_of(config: &Config, local_rank: usize) -> anyhow::Result<Device> {
     match config.device {
@@ -109,6 +138,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     };
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
 
+    on_root(comm, || check_memory(config, tok.vocab_size()))?;
     let mut trainer = Trainer::new(config, tok.vocab_size(), &train, tok.pad, comm, device)?;
     on_root(comm, || {
         let info = RunInfo {

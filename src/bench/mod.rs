@@ -3,6 +3,7 @@
 //! `plot` and `report` only consume summaries, and `runner` launches the configurations.
 
 pub mod analysis;
+pub mod padding;
 pub mod plot;
 pub mod report;
 pub mod runner;

@@ -213,7 +213,7 @@ fn run_reference(
 }
 
 /// Runs `cmd` to the end, advancing `bar` on each `epoch …` line of its output.
-fn run_reporting(mut cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
+pub(crate) fn run_reporting(mut cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
     bar.set_message(id.to_string());
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd

@@ -23,6 +23,15 @@ impl GptConfig {
         GptConfig { dims, vocab_size, dropout, matmul: CpuMatmul::default() }
     }
 
+    /// Trainable parameters of the model, without building it: `wte` and `wpe`, per block two
+    /// LayerNorms (4C), `c_attn` (3C² + 3C), `c_proj` (C² + C), `c_fc` (4C² + 4C), the MLP's
+    /// `c_proj` (4C² + C), and `ln_f`; the head is tied to `wte`.
+    pub fn parameters(&self) -> u64 {
+        let d = self.dims;
+        let (c, v) = (d.n_embd as u64, self.vocab_size as u64);
+        (v + d.n_positions as u64) * c + d.n_layer as u64 * (12 * c * c + 13 * c) + 2 * c
+    }
+
     /// GPT-2: residual projections scaled by 1/√(2·n_layer).
     fn residual_std(&self) -> f64 {
         INIT_STD / (2.0 * self.dims.n_layer as f64).sqrt()
@@ -392,6 +401,7 @@ mod tests {
         let block =
             2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
         assert_eq!(parameter_count(&vs), 100 * c + 128 * c + 2 * block + 2 * c);
+        assert_eq!(m.config.parameters(), parameter_count(&vs) as u64);
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! `cargo bench --bench padding`: what dynamic padding buys on real sentences. One rank trains the
+//! same Multi30k examples with the same batches under `--padding fixed`, `--padding dynamic` and
+//! `--padding dynamic --bucket-by-length`, each as its own run; the report gives each epoch time
+//! with its interval and how many times faster than fixed padding each variant is (Fieller).
+
+use super::analysis::RunData;
+use super::runner::{bound_launcher, criterion_dir, run_reporting};
+use super::stats::{self, Estimate};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Options of `cargo bench --bench padding -- [OPTIONS] [FILTER]`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "padding", about = "Fixed against dynamic padding on real sentences, one rank")]
+pub struct PaddingArgs {
+    /// Smaller workload for CI (512 examples, 1 warm-up + 2 measured epochs)
+    #[arg(long, env = "DP_BENCH_QUICK")]
+    pub quick: bool,
+    /// A corpus directory or file (as `dp-bench --dataset`) [default: ../shared/data/multi30k]
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Training examples per epoch [default: 5000, 512 with --quick]
+    #[arg(long)]
+    pub train_examples: Option<usize>,
+    /// Batch size (one rank)
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Epochs per variant, warm-up included [default: 4, 3 with --quick]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Leading epochs excluded from the statistics
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Confidence level of every interval
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Launcher [env: DP_BENCH_MPIRUN]
+    #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
+    pub mpirun: String,
+    /// Run only variants whose name contains this text (fixed always runs: it is the baseline)
+    pub filter: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
+
+/// The variants: a name and the flags that make it.
+const VARIANTS: [(&str, &[&str]); 3] = [
+    ("fixed", &["--padding", "fixed"]),
+    ("dynamic", &["--padding", "dynamic"]),
+    ("dynamic_buckets", &["--padding", "dynamic", "--bucket-by-length"]),
+];
+
+impl PaddingArgs {
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(if self.quick { 3 } else { 4 })
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.epochs() >= self.warmup + 2,
+            "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
+            self.epochs(),
+            self.warmup
+        );
+        anyhow::ensure!(self.batch > 0, "--batch must be positive");
+        anyhow::ensure!(
+            self.confidence > 0.0 && self.confidence < 1.0,
+            "--confidence must be in (0, 1)"
+        );
+        Ok(())
+    }
+}
+
+/// One variant's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaddingResult {
+    pub variant: String,
+    pub epoch_time: stats::Summary,
+    /// Input positions per epoch (padding included).
+    pub positions: u64,
+    pub target_tokens: u64,
+    /// Mean training loss of the last epoch.
+    pub train_loss: f64,
+    /// Epoch time of fixed padding ÷ this variant's.
+    pub speedup_over_fixed: Estimate,
+}
+
+/// Runs the variants and reports; `binary` is `dp-bench`, `root` the project root.
+pub fn run_padding_bench(
+    args: &PaddingArgs,
+    binary: &Path,
+    root: &Path,
+) -> anyhow::Result<Vec<PaddingResult>> {
+    args.validate()?;
+    let dataset = args.dataset.clone().unwrap_or_else(|| root.join("../shared/data/multi30k"));
+    anyhow::ensure!(dataset.exists(), "no corpus at {} (pass --dataset)", dataset.display());
+    let examples = args.train_examples.unwrap_or(if args.quick { 512 } else { 5000 });
+    let variants: Vec<_> = VARIANTS
+        .iter()
+        .filter(|(name, _)| {
+            *name == "fixed" || args.filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    let out_dir = criterion_dir(root).join("padding");
+    let bar = ProgressBar::new((variants.len() * args.epochs()) as u64).with_style(
+        ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut runs = Vec::new();
+    for (name, flags) in &variants {
+        let dir = out_dir.join("runs").join(name);
+        let mut cmd = bound_launcher(&args.mpirun, 1);
+        cmd.arg(binary)
+            .args(["--batch-size", &args.batch.to_string()])
+            .args(["--n-epochs", &args.epochs().to_string()])
+            .args(["--train-examples", &examples.to_string()])
+            .args(["--threads", &args.threads.to_string(), "--preset", &args.preset])
+            .arg("--dataset")
+            .arg(&dataset)
+            .args(["--benchmark-only", "--overwrite"])
+            .args(flags.iter())
+            .arg("--workdir")
+            .arg(&dir);
+        run_reporting(cmd, &format!("padding/{name}"), &bar)?;
+        runs.push((name.to_string(), RunData::load(&dir)?));
+    }
+    bar.finish_and_clear();
+
+    let times =
+        |run: &RunData| -> anyhow::Result<Vec<f64>> { Ok(run.samples(args.warmup)?.training_time) };
+    let fixed = times(&runs[0].1)?;
+    let mut results = Vec::new();
+    for (name, run) in &runs {
+        let t = times(run)?;
+        let last = &run.epochs.last().expect("measured epochs")[0];
+        let result = PaddingResult {
+            variant: name.clone(),
+            epoch_time: stats::Summary::of(&t, args.confidence),
+            positions: last.tokens,
+            target_tokens: last.target_tokens,
+            train_loss: last.train_loss,
+            speedup_over_fixed: stats::ratio_estimate(&fixed, &t, args.confidence),
+        };
+        println!("{}", render(&result));
+        results.push(result);
+    }
+    crate::metrics::write_json(&out_dir.join("summary.json"), &results)?;
+    println!("summary: {}", out_dir.join("summary.json").display());
+    Ok(results)
+}
+
+/// One variant as criterion prints a benchmark.
+fn render(r: &PaddingResult) -> String {
+    let s = &r.epoch_time;
+    let x = &r.speedup_over_fixed;
+    format!(
+        "padding/{:<16} time: [{:.2} s {:.2} s {:.2} s]  speedup over fixed: [{:.2}× {:.2}× {:.2}×]\n{:24}{} input positions per epoch ({} targets), train loss {:.4}",
+        r.variant, s.lower, s.mean, s.upper, x.lower, x.point, x.upper, "", r.positions, r.target_tokens, r.train_loss
+    )
+}
