@@ -81,6 +81,17 @@ pub enum Partition {
     Strided,
     /// The original DataPartitioner: N consecutive slices of the shuffled order.
     Contiguous,
+    /// Strided's global batches, each dealt to the ranks so that their work is as even as
+    /// possible (B/N examples each; the target tokens, plus the sequence lengths under dynamic
+    /// padding): the same global batches and gradients, less waiting for the slowest rank.
+    Balanced,
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = clap::ValueEnum::to_possible_value(self).expect("no skipped variants");
+        f.write_str(name.get_name())
+    }
 }
 
 /// How a batch's sequences are padded (WORKLOAD.md, "Task and examples").

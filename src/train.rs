@@ -4,7 +4,7 @@
 //! gradients gives exactly the gradient one rank would compute on the whole global batch.
 
 use crate::config::Config;
-use crate::config::Padding;
+use crate::config::{Padding, Partition};
 use crate::data::{collate, padded_len, Batch, Example, Schedule};
 use crate::dist::{param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
@@ -97,7 +97,7 @@ impl<'a> Trainer<'a> {
         let opt = AdamW::new(&vars, AdamWConfig::workload(config.learning_rate));
         let grads = FlatGrads::new(&vars);
         let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-        let schedule = Schedule::new(
+        let mut schedule = Schedule::new(
             examples.len(),
             config.seed,
             config.partition,
@@ -105,6 +105,15 @@ impl<'a> Trainer<'a> {
             config.batch_size,
             config.bucket_by_length.then_some(&lengths[..]),
         );
+        if config.partition == Partition::Balanced {
+            // What varies between examples: the LM head's rows (target tokens) always, and the
+            // positions a rank pads to only under dynamic padding.
+            let dynamic = config.padding == Padding::Dynamic;
+            schedule.balance(|i| {
+                let e = &examples[i];
+                (e.target_tokens() + if dynamic { e.ids.len() } else { 0 }) as u64
+            });
+        }
         Ok(Trainer {
             vs,
             model,

@@ -165,11 +165,18 @@ fn n_ranks_equal_one_rank_with_the_same_global_batch() {
     let one = tempfile::tempdir().unwrap();
     run_ok(mpirun(1).args(flags(one.path(), "fixed")));
     let a = weights(one.path());
-    for (n, padding) in
-        [(2, "fixed"), (3, "fixed"), (4, "fixed"), (1, "dynamic"), (2, "dynamic"), (4, "dynamic")]
-    {
+    for (n, padding, partition) in [
+        (2, "fixed", "strided"),
+        (3, "fixed", "strided"),
+        (4, "fixed", "strided"),
+        (3, "fixed", "balanced"),
+        (1, "dynamic", "strided"),
+        (2, "dynamic", "strided"),
+        (4, "dynamic", "strided"),
+        (2, "dynamic", "balanced"),
+    ] {
         let many = tempfile::tempdir().unwrap();
-        run_ok(mpirun(n).args(flags(many.path(), padding)));
+        run_ok(mpirun(n).args(flags(many.path(), padding)).args(["--partition", partition]));
         let rel = max_relative_difference(&a, &weights(many.path()));
         assert!(rel < 1e-5, "{n} ranks, {padding} padding: max relative difference {rel}");
         for epoch in 0..2 {

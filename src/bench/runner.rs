@@ -6,6 +6,7 @@ use super::analysis::{self, RunData};
 use super::report::{self, Outputs};
 use super::stats::Thresholds;
 use super::summary::Summary;
+use crate::config::Partition;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::BufRead;
@@ -33,6 +34,10 @@ pub struct BenchArgs {
     pub threads: usize,
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// How each global batch is split over the ranks (as `dp-bench --partition`): balanced evens
+    /// out the ranks' work without changing any step's examples
+    #[arg(long, value_enum, default_value_t = Partition::Balanced)]
+    pub partition: Partition,
     /// `synthetic` or a corpus path (as `dp-bench --dataset`)
     #[arg(long, default_value = "synthetic")]
     pub dataset: String,
@@ -124,6 +129,8 @@ impl BenchArgs {
                     &self.preset,
                     "--dataset",
                     &self.dataset,
+                    "--partition",
+                    &self.partition.to_string(),
                     "--benchmark-only",
                     "--overwrite",
                 ]

@@ -63,7 +63,7 @@ impl Schedule {
         }
         let local = global_batch / world;
         let steps = match partition {
-            Partition::Strided => order
+            Partition::Strided | Partition::Balanced => order
                 .chunks(global_batch)
                 .map(|global| {
                     (0..world)
@@ -87,6 +87,29 @@ impl Schedule {
             }
         };
         Schedule { steps }
+    }
+
+    /// Re-deals every step's examples among the ranks so each rank's summed `cost` is as even as
+    /// possible, each keeping its number of examples: the longest-processing-time rule (costliest
+    /// example first, to the rank with the least work that still has room). The examples of a
+    /// step, and so the summed gradient, do not change. Deterministic: ties keep index order.
+    pub fn balance(&mut self, cost: impl Fn(usize) -> u64) {
+        for step in &mut self.steps {
+            let room: Vec<usize> = step.iter().map(Vec::len).collect();
+            let mut examples: Vec<usize> = step.iter().flatten().copied().collect();
+            examples.sort_by_key(|&i| (std::cmp::Reverse(cost(i)), i));
+            let mut load = vec![0u64; step.len()];
+            let mut dealt: Vec<Vec<usize>> = room.iter().map(|&n| Vec::with_capacity(n)).collect();
+            for i in examples {
+                let r = (0..step.len())
+                    .filter(|&r| dealt[r].len() < room[r])
+                    .min_by_key(|&r| (load[r], r))
+                    .expect("the step has room for each of its examples");
+                load[r] += cost(i);
+                dealt[r].push(i);
+            }
+            *step = dealt;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -136,6 +159,42 @@ mod tests {
                 assert_eq!(union, single, "step {k} of n={n} world={world}");
             }
         }
+    }
+
+    #[test]
+    fn balanced_keeps_each_step_and_evens_the_work() {
+        let (n, world, batch) = (203, 4, 16);
+        let cost = |i: usize| ((i * 37) % 29 + 1) as u64;
+        let strided = Schedule::new(n, 9, Partition::Strided, world, batch, None);
+        let mut balanced = Schedule::new(n, 9, Partition::Balanced, world, batch, None);
+        balanced.balance(cost);
+        check_disjoint_complete(&balanced, n, world);
+        let spread = |s: &Schedule| -> u64 {
+            let step_spread = |step: &Vec<Vec<usize>>| {
+                let loads: Vec<u64> =
+                    step.iter().map(|r| r.iter().map(|&i| cost(i)).sum()).collect();
+                loads.iter().max().unwrap() - loads.iter().min().unwrap()
+            };
+            s.steps.iter().map(step_spread).sum()
+        };
+        for (a, b) in strided.steps.iter().zip(&balanced.steps) {
+            let (mut x, mut y): (Vec<usize>, Vec<usize>) =
+                (a.iter().flatten().copied().collect(), b.iter().flatten().copied().collect());
+            x.sort();
+            y.sort();
+            assert_eq!(x, y, "the same examples in each step");
+            assert_eq!(
+                a.iter().map(Vec::len).collect::<Vec<_>>(),
+                b.iter().map(Vec::len).collect::<Vec<_>>(),
+                "each rank keeps its share"
+            );
+        }
+        assert!(
+            spread(&balanced) * 4 < spread(&strided),
+            "{} vs {}",
+            spread(&balanced),
+            spread(&strided)
+        );
     }
 
     #[test]
