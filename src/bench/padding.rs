@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "padding", about = "Fixed against dynamic padding on real sentences, one rank")]
 pub struct PaddingArgs {
-    /// Smaller workload for CI (512 examples, 1 warm-up + 2 measured epochs)
+    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs)
     #[arg(long, env = "DP_BENCH_QUICK")]
     pub quick: bool,
     /// A corpus directory or file (as `dp-bench --dataset`) [default: ../shared/data/multi30k]
@@ -27,7 +27,7 @@ pub struct PaddingArgs {
     /// Batch size (one rank)
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Epochs per variant, warm-up included [default: 4, 3 with --quick]
+    /// Epochs per variant, warm-up included [default: 4, also with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Leading epochs excluded from the statistics
@@ -59,7 +59,7 @@ const VARIANTS: [(&str, &[&str]); 3] = [
 
 impl PaddingArgs {
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(if self.quick { 3 } else { 4 })
+        self.epochs.unwrap_or(4)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
