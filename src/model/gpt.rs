@@ -57,8 +57,22 @@ fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>, onednn: bool) -> Tensor {
     let mut shape = x.size();
     let k = shape.pop().expect("a matrix or more");
     shape.push(w.size()[0]);
-    let x2 = x.reshape([-1, k]).f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors");
-    x2.mkldnn_linear(w, b).to_dense(None, false).view(shape.as_slice())
+    strided(to_onednn(&x.reshape([-1, k])).mkldnn_linear(w, b)).view(shape.as_slice())
+}
+
+/// `t` in oneDNN's layout (a copy).
+fn to_onednn(t: &Tensor) -> Tensor {
+    t.f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors")
+}
+
+/// `t` as an ordinary strided tensor: oneDNN ops return their own layout or not, depending on
+/// the op and the libtorch version.
+fn strided(t: Tensor) -> Tensor {
+    if t.is_mkldnn() {
+        t.to_dense(None, false)
+    } else {
+        t
+    }
 }
 
 fn dense(lin: &nn::Linear, x: &Tensor, onednn: bool) -> Tensor {
@@ -331,19 +345,10 @@ impl Gpt {
             let mut w_grad = w.grad();
             assert!(w_grad.defined(), "the model's gradients must exist before a step");
             let grad_rows = if self.onednn {
-                let g = g.f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors");
-                let (gw, _) = x
-                    .f_to_mkldnn(None)
-                    .expect("oneDNN takes contiguous f32 CPU tensors")
-                    .mkldnn_linear_backward_weights(&g, w, false);
-                w_grad += if gw.is_mkldnn() { gw.to_dense(None, false) } else { gw };
-                // oneDNN's layout or not depends on the libtorch version; make sure.
-                let gx = Tensor::mkldnn_linear_backward_input(x.size(), &g, w);
-                if gx.is_mkldnn() {
-                    gx.to_dense(None, false)
-                } else {
-                    gx
-                }
+                let g = to_onednn(&g);
+                let (gw, _) = to_onednn(&x).mkldnn_linear_backward_weights(&g, w, false);
+                w_grad += strided(gw);
+                strided(Tensor::mkldnn_linear_backward_input(x.size(), &g, w))
             } else {
                 let _ = w_grad.addmm_(&g.tr(), &x);
                 g.mm(w)
