@@ -1,7 +1,8 @@
 //! Gradient all-reduce between 2 MPI ranks, in bytes per second: a bare in-place `MPI_Allreduce`
-//! of one buffer, dp-bench's flat gradient buffer (`FlatGrads::all_reduce`, in pieces of
-//! `ALLREDUCE_CHUNK`), the same buffer in one call, and one in-place call per parameter (the
-//! course's reference solution), for the parameter lists of the tiny, small and gpt2 presets.
+//! of one buffer; dp-bench's flat gradient buffer as the trainer sums it (`FlatGrads::all_reduce`:
+//! in memory the two ranks share); the same buffer through `MPI_Allreduce` in pieces of
+//! `ALLREDUCE_CHUNK` and in one call; and one in-place call per parameter (the course's reference
+//! solution), for the parameter lists of the tiny, small and gpt2 presets.
 //!
 //! `cargo bench` starts this binary alone; it then relaunches itself under `mpirun -n 2`. Rank 0
 //! runs criterion; before each timed batch it broadcasts what to run and how often, and both
@@ -9,13 +10,13 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use dp_bench::bench::runner::{self, launcher};
-use dp_bench::config::Preset;
-use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi};
+use dp_bench::config::{AllReduce, Preset};
+use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi, ALLREDUCE_CHUNK};
 use dp_bench::model::{Gpt, GptConfig};
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Tensor};
 
-const VARIANTS: [&str; 4] = ["bare", "flat", "flat_one_call", "per_param"];
+const VARIANTS: [&str; 5] = ["bare", "flat", "flat_mpi", "flat_one_call", "per_param"];
 const STOP: f32 = -1.0;
 
 /// The gradients of one preset's parameter list, set up identically on both ranks.
@@ -28,11 +29,12 @@ struct Grads {
 }
 
 impl Grads {
-    fn new(name: &'static str, preset: Preset, vocab: i64) -> Self {
+    fn new(name: &'static str, preset: Preset, vocab: i64, comm: &Mpi) -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
         let _model = Gpt::new(&vs.root(), GptConfig::new(preset.dims(), vocab, 0.0));
         let vars = vs.trainable_variables();
-        let flat = FlatGrads::new(&vars);
+        let flat = FlatGrads::new(&vars, comm, AllReduce::Shm);
+        assert!(flat.is_shared(), "2 ranks on one host share memory");
         let n = flat.buffer().numel();
         Grads { name, _vs: vs, vars, flat, bare: vec![0.0; n] }
     }
@@ -41,23 +43,24 @@ impl Grads {
         match variant {
             0 => comm.all_reduce_sum_f32_in_place(&mut self.bare),
             1 => self.flat.all_reduce(comm),
-            2 => self.flat.all_reduce_chunked(comm, usize::MAX),
+            2 => self.flat.all_reduce_mpi(comm, ALLREDUCE_CHUNK),
+            3 => self.flat.all_reduce_mpi(comm, usize::MAX),
             _ => all_reduce_per_parameter(comm, &self.vars),
         }
     }
 }
 
-fn presets() -> Vec<Grads> {
+fn presets(comm: &Mpi) -> Vec<Grads> {
     vec![
-        Grads::new("tiny", Preset::Tiny, 8000),
-        Grads::new("small", Preset::Small, 8000),
-        Grads::new("gpt2", Preset::Gpt2, 50257),
+        Grads::new("tiny", Preset::Tiny, 8000, comm),
+        Grads::new("small", Preset::Small, 8000, comm),
+        Grads::new("gpt2", Preset::Gpt2, 50257, comm),
     ]
 }
 
 /// Rank 0: criterion, telling rank 1 what to run before each timed batch.
 fn lead(comm: &Mpi) {
-    let mut grads = presets();
+    let mut grads = presets(comm);
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("allreduce");
     group.sample_size(10).warm_up_time(Duration::from_millis(500));
@@ -83,6 +86,20 @@ fn lead(comm: &Mpi) {
     comm.broadcast_f32(&mut stop, 0);
     c.final_summary();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let group = runner::criterion_dir(root).join("allreduce");
+    let sizes: Vec<(&str, u64)> = grads.iter().map(|g| (g.name, g.flat.bytes() as u64)).collect();
+    match dp_bench::bench::allreduce::summarise(&group, &sizes, 0.95) {
+        Ok(summaries) => {
+            summaries.iter().for_each(|s| println!("{}", dp_bench::bench::allreduce::render(s)));
+            let path = group.join("summary.json");
+            match dp_bench::metrics::write_json(&path, &summaries) {
+                Ok(()) => println!("summary: {}", path.display()),
+                Err(e) => eprintln!("allreduce: could not write {}: {e:#}", path.display()),
+            }
+        }
+        // A filtered run (`cargo bench --bench allreduce -- tiny/flat`) lacks some variants.
+        Err(e) => eprintln!("allreduce: no summary: {e:#}"),
+    }
     if let Err(e) = dp_bench::bench::report::write_index(&runner::criterion_dir(root)) {
         eprintln!("allreduce: could not update the report index: {e:#}");
     }
@@ -90,7 +107,7 @@ fn lead(comm: &Mpi) {
 
 /// Other ranks: run what rank 0 asks for until it says stop.
 fn follow(comm: &Mpi) {
-    let mut grads = presets();
+    let mut grads = presets(comm);
     loop {
         let mut order = [0f32; 3];
         comm.broadcast_f32(&mut order, 0);

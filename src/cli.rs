@@ -3,7 +3,7 @@
 //! once, as one line, with exit status 2 for bad input.
 
 use crate::config::{
-    Config, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, Padding, Partition, Preset,
+    AllReduce, Config, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, Padding, Partition, Preset,
 };
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
@@ -182,6 +182,10 @@ pub struct TrainArgs {
     /// it) or blas (libtorch's BLAS: MKL, which runs AVX2 kernels on AMD CPUs)
     #[arg(long, value_enum, default_value_t = CpuMatmul::Onednn)]
     pub cpu_matmul: CpuMatmul,
+    /// How ranks sum gradients: shm (the ranks of a host in memory they share, MPI between hosts)
+    /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
+    #[arg(long, value_enum, default_value_t = AllReduce::Shm)]
+    pub allreduce: AllReduce,
     /// Dropout on embeddings, attention weights and residual branches
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
@@ -223,6 +227,7 @@ impl TrainArgs {
             padding: self.padding,
             bucket_by_length: self.bucket_by_length,
             cpu_matmul: self.cpu_matmul,
+            allreduce: self.allreduce,
             dropout: self.dropout,
             benchmark_only: self.benchmark_only,
             max_batches: self.max_batches,

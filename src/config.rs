@@ -129,6 +129,25 @@ impl CpuMatmul {
     }
 }
 
+/// How the ranks sum their gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AllReduce {
+    /// The ranks of a host sum in memory they share (an MPI-3 shared window; one read and one
+    /// write of each byte), then MPI between hosts. Plain MPI where ranks share no memory.
+    #[default]
+    Shm,
+    /// `MPI_Allreduce` of the flat gradient buffer, in 4 MiB pieces.
+    Mpi,
+}
+
+impl AllReduce {
+    /// What runs before this option existed: MPI.
+    fn legacy() -> Self {
+        AllReduce::Mpi
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
@@ -192,6 +211,9 @@ pub struct Config {
     /// Matrix products on the CPU.
     #[serde(default = "CpuMatmul::legacy")]
     pub cpu_matmul: CpuMatmul,
+    /// How gradients are summed over ranks.
+    #[serde(default = "AllReduce::legacy")]
+    pub allreduce: AllReduce,
     pub dropout: f64,
     pub benchmark_only: bool,
     pub max_batches: Option<usize>,
@@ -342,6 +364,7 @@ pub(crate) mod tests {
             padding: Padding::Fixed,
             bucket_by_length: false,
             cpu_matmul: CpuMatmul::Onednn,
+            allreduce: AllReduce::Shm,
             dropout: 0.0,
             benchmark_only: false,
             max_batches: None,

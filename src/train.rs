@@ -95,7 +95,7 @@ impl<'a> Trainer<'a> {
         let vars = vs.trainable_variables();
         crate::dist::broadcast_parameters(comm, &vars);
         let opt = AdamW::new(&vars, AdamWConfig::workload(config.learning_rate));
-        let grads = FlatGrads::new(&vars);
+        let grads = FlatGrads::new(&vars, comm, config.allreduce);
         let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
         let mut schedule = Schedule::new(
             examples.len(),

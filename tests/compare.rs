@@ -34,6 +34,7 @@ fn config(world_size: usize, preset: Preset) -> Config {
         padding: dp_bench::config::Padding::Fixed,
         bucket_by_length: false,
         cpu_matmul: dp_bench::config::CpuMatmul::Onednn,
+        allreduce: dp_bench::config::AllReduce::Shm,
         custom_dims: Default::default(),
     }
 }

@@ -165,20 +165,30 @@ fn n_ranks_equal_one_rank_with_the_same_global_batch() {
     let one = tempfile::tempdir().unwrap();
     run_ok(mpirun(1).args(flags(one.path(), "fixed")));
     let a = weights(one.path());
-    for (n, padding, partition) in [
-        (2, "fixed", "strided"),
-        (3, "fixed", "strided"),
-        (4, "fixed", "strided"),
-        (3, "fixed", "balanced"),
-        (1, "dynamic", "strided"),
-        (2, "dynamic", "strided"),
-        (4, "dynamic", "strided"),
-        (2, "dynamic", "balanced"),
+    // Gradients are summed in shared memory (the default) and, once each, by MPI_Allreduce.
+    for (n, padding, partition, allreduce) in [
+        (2, "fixed", "strided", "shm"),
+        (2, "fixed", "strided", "mpi"),
+        (3, "fixed", "strided", "shm"),
+        (4, "fixed", "strided", "shm"),
+        (3, "fixed", "balanced", "shm"),
+        (1, "dynamic", "strided", "shm"),
+        (2, "dynamic", "strided", "shm"),
+        (4, "dynamic", "strided", "mpi"),
+        (2, "dynamic", "balanced", "shm"),
     ] {
         let many = tempfile::tempdir().unwrap();
-        run_ok(mpirun(n).args(flags(many.path(), padding)).args(["--partition", partition]));
+        run_ok(mpirun(n).args(flags(many.path(), padding)).args([
+            "--partition",
+            partition,
+            "--allreduce",
+            allreduce,
+        ]));
         let rel = max_relative_difference(&a, &weights(many.path()));
-        assert!(rel < 1e-5, "{n} ranks, {padding} padding: max relative difference {rel}");
+        assert!(
+            rel < 1e-5,
+            "{n} ranks, {padding} padding, {allreduce}: max relative difference {rel}"
+        );
         for epoch in 0..2 {
             let r1 = results(one.path(), 0, epoch);
             let rn: Vec<_> = (0..n).map(|r| results(many.path(), r, epoch)).collect();

@@ -2,6 +2,7 @@
 //! `stats` is pure maths on samples, `analysis` turns run directories into a `summary::Summary`,
 //! `plot` and `report` only consume summaries, and `runner` launches the configurations.
 
+pub mod allreduce;
 pub mod analysis;
 pub mod padding;
 pub mod plot;

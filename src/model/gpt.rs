@@ -440,7 +440,11 @@ mod tests {
             let cfg = GptConfig { matmul, ..GptConfig::new(Preset::Tiny.dims(), 50, 0.0) };
             let m = Gpt::new(&vs.root(), cfg);
             let vars = vs.trainable_variables();
-            let mut grads = crate::dist::FlatGrads::new(&vars);
+            let mut grads = crate::dist::FlatGrads::new(
+                &vars,
+                &crate::dist::Solo,
+                crate::config::AllReduce::Mpi,
+            );
             let idx = Tensor::randint(50, [3, 9], (Kind::Int64, Device::Cpu));
             let index = Tensor::from_slice(&[0i64, 4, 5, 13, 26]);
             let labels = Tensor::from_slice(&[3i64, 49, 0, 7, 7]);

@@ -2,12 +2,16 @@
 //! stand-in for tests and plain runs), the flat gradient buffer that is all-reduced in ONE call per
 //! step, and the start-up broadcast of rank 0's parameters.
 
+use crate::config::AllReduce;
 use mpi::collective::SystemOperation;
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::datatype::PartitionMut;
 use mpi::topology::Communicator as _;
 use mpi::topology::SimpleCommunicator;
 use tch::{Device, Kind, Tensor};
+
+mod node;
+pub use node::NodeBuffer;
 
 /// The collectives the trainer needs. Every rank calls each one in the same order.
 pub trait Communicator {
@@ -25,6 +29,11 @@ pub trait Communicator {
     fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>>;
     /// The MPI library's own version string ("none" without MPI).
     fn library_version(&self) -> String;
+    /// A shared-memory buffer of `len` f32 per rank for the ranks of each host (collective);
+    /// `None` where ranks share no memory.
+    fn node_buffer(&self, _len: usize) -> Option<NodeBuffer> {
+        None
+    }
 }
 
 /// One process, no MPI: the collectives are identities.
@@ -71,24 +80,7 @@ impl Communicator for Mpi {
         self.world.all_reduce_into(send, recv, SystemOperation::sum());
     }
     fn all_reduce_sum_f32_in_place(&self, buf: &mut [f32]) {
-        let Some(in_place) = mpi_in_place() else {
-            let send = buf.to_vec();
-            return self.all_reduce_sum_f32(&send, buf);
-        };
-        use mpi::raw::AsRaw;
-        // SAFETY: `buf` is a valid, exclusively borrowed f32 buffer of `buf.len()` elements, and
-        // `in_place` is this MPI library's MPI_IN_PLACE; every rank passes the same count.
-        let rc = unsafe {
-            mpi::ffi::MPI_Allreduce(
-                in_place,
-                buf.as_mut_ptr().cast(),
-                buf.len() as i32,
-                mpi::ffi::RSMPI_FLOAT,
-                mpi::ffi::RSMPI_SUM,
-                self.world.as_raw(),
-            )
-        };
-        assert_eq!(rc, 0, "MPI_Allreduce failed with code {rc}");
+        all_reduce_in_place(&self.world, buf);
     }
     fn all_reduce_sum_f64(&self, values: &mut [f64]) {
         let send = values.to_vec();
@@ -119,6 +111,32 @@ impl Communicator for Mpi {
             })
             .unwrap_or_else(|_| "unknown".into())
     }
+    fn node_buffer(&self, len: usize) -> Option<NodeBuffer> {
+        NodeBuffer::new(&self.world, len)
+    }
+}
+
+/// Element-wise sum over the ranks of `comm` of `buf`, in place (`MPI_IN_PLACE`: no second
+/// buffer, no copy, where the library's `MPI_IN_PLACE` is known).
+fn all_reduce_in_place(comm: &SimpleCommunicator, buf: &mut [f32]) {
+    let Some(in_place) = mpi_in_place() else {
+        let send = buf.to_vec();
+        return comm.all_reduce_into(&send[..], buf, SystemOperation::sum());
+    };
+    use mpi::raw::AsRaw;
+    // SAFETY: `buf` is a valid, exclusively borrowed f32 buffer of `buf.len()` elements, and
+    // `in_place` is this MPI library's MPI_IN_PLACE; every rank passes the same count.
+    let rc = unsafe {
+        mpi::ffi::MPI_Allreduce(
+            in_place,
+            buf.as_mut_ptr().cast(),
+            buf.len() as i32,
+            mpi::ffi::RSMPI_FLOAT,
+            mpi::ffi::RSMPI_SUM,
+            comm.as_raw(),
+        )
+    };
+    assert_eq!(rc, 0, "MPI_Allreduce failed with code {rc}");
 }
 
 /// This MPI library's `MPI_IN_PLACE`, which rsmpi 0.8 does not expose: the MPICH family (MPICH,
@@ -155,19 +173,38 @@ pub(crate) unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
 pub const ALLREDUCE_CHUNK: usize = 1 << 20;
 
 /// Every parameter's gradient is a view into one flat buffer, so synchronising gradients is an
-/// in-place all-reduce of that buffer — no gather into a send buffer, no scatter back.
+/// in-place all-reduce of that buffer — no gather into a send buffer, no scatter back. With
+/// `AllReduce::Shm` the buffer (or, for GPU gradients, its host staging copy) lives in memory the
+/// host's ranks share, and they sum it among themselves ([`NodeBuffer`]).
 pub struct FlatGrads {
     flat: Tensor,
     /// CPU staging for MPI when the gradients live on a GPU.
     host: Option<Tensor>,
+    /// The shared memory behind `flat` (CPU) or `host` (GPU), when there is one.
+    shared: Option<NodeBuffer>,
 }
 
 impl FlatGrads {
-    /// Points the `.grad` of each of `vars` into a fresh zeroed flat buffer.
-    pub fn new(vars: &[Tensor]) -> Self {
+    /// Points the `.grad` of each of `vars` into a fresh zeroed flat buffer. Collective.
+    pub fn new(vars: &[Tensor], comm: &dyn Communicator, allreduce: AllReduce) -> Self {
         let device = vars.first().map_or(Device::Cpu, |v| v.device());
         let total: i64 = vars.iter().map(|v| v.numel() as i64).sum();
-        let flat = Tensor::zeros([total], (Kind::Float, device));
+        let shared = match allreduce {
+            AllReduce::Shm if comm.size() > 1 => comm.node_buffer(total as usize),
+            _ => None,
+        };
+        // SAFETY: the window holds `total` f32 and is never freed (see `NodeBuffer::new`).
+        let shared_tensor = shared.as_ref().map(|s| unsafe {
+            Tensor::from_blob(s.ptr().cast(), &[total], &[1], Kind::Float, Device::Cpu)
+        });
+        let (flat, host) = match (device, shared_tensor) {
+            (Device::Cpu, Some(t)) => (t, None),
+            (Device::Cpu, None) => (Tensor::zeros([total], (Kind::Float, device)), None),
+            (_, staging) => (
+                Tensor::zeros([total], (Kind::Float, device)),
+                Some(staging.unwrap_or_else(|| Tensor::zeros([total], (Kind::Float, Device::Cpu)))),
+            ),
+        };
         // Autograd accumulates into an existing `.grad` in place, so once each gradient is a view
         // of `flat`, every backward pass writes straight into it. First make the gradients exist.
         let zero: Tensor = vars.iter().map(|v| v.sum(Kind::Float) * 0.0).sum();
@@ -175,9 +212,7 @@ impl FlatGrads {
         for (v, view) in vars.iter().zip(views(&flat, vars)) {
             v.grad().set_data(&view);
         }
-        let host =
-            (device != Device::Cpu).then(|| Tensor::zeros([total], (Kind::Float, Device::Cpu)));
-        FlatGrads { flat, host }
+        FlatGrads { flat, host, shared }
     }
 
     pub fn zero(&mut self) {
@@ -193,8 +228,30 @@ impl FlatGrads {
         self.flat.numel() * 4
     }
 
-    /// Sums the gradients over ranks, in place, in pieces of `chunk` elements.
-    pub fn all_reduce_chunked(&mut self, comm: &dyn Communicator, chunk: usize) {
+    /// Whether the ranks of a host sum the gradients in shared memory.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Sums the gradients over ranks, in place: in shared memory where there is some, otherwise
+    /// with `MPI_Allreduce` in `ALLREDUCE_CHUNK` pieces.
+    pub fn all_reduce(&mut self, comm: &dyn Communicator) {
+        let shared = self.shared.take();
+        self.all_reduce_with(comm, |buf| match &shared {
+            Some(shared) => shared.all_reduce(),
+            None => mpi_in_pieces(comm, buf, ALLREDUCE_CHUNK),
+        });
+        self.shared = shared;
+    }
+
+    /// Sums the gradients over ranks with `MPI_Allreduce` in pieces of `chunk` elements, even
+    /// where they are in shared memory (what `benches/allreduce.rs` compares).
+    pub fn all_reduce_mpi(&mut self, comm: &dyn Communicator, chunk: usize) {
+        self.all_reduce_with(comm, |buf| mpi_in_pieces(comm, buf, chunk))
+    }
+
+    /// Runs `reduce` on the host copy of the gradients.
+    fn all_reduce_with(&mut self, comm: &dyn Communicator, reduce: impl FnOnce(&mut [f32])) {
         if comm.size() == 1 {
             return;
         }
@@ -206,17 +263,16 @@ impl FlatGrads {
             None => &mut self.flat,
         };
         // SAFETY: a contiguous CPU f32 buffer owned by `self`, used by this call alone.
-        for piece in unsafe { as_mut_slice(buf) }.chunks_mut(chunk.max(1)) {
-            comm.all_reduce_sum_f32_in_place(piece);
-        }
+        reduce(unsafe { as_mut_slice(buf) });
         if let Some(host) = &self.host {
             self.flat.copy_(host);
         }
     }
+}
 
-    /// Sums the gradients over ranks (`ALLREDUCE_CHUNK` pieces, in place).
-    pub fn all_reduce(&mut self, comm: &dyn Communicator) {
-        self.all_reduce_chunked(comm, ALLREDUCE_CHUNK);
+fn mpi_in_pieces(comm: &dyn Communicator, buf: &mut [f32], chunk: usize) {
+    for piece in buf.chunks_mut(chunk.max(1)) {
+        comm.all_reduce_sum_f32_in_place(piece);
     }
 }
 
@@ -288,7 +344,8 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
         let vars = vs.trainable_variables();
-        let mut flat = FlatGrads::new(&vars);
+        let mut flat = FlatGrads::new(&vars, &Solo, AllReduce::Shm);
+        assert!(!flat.is_shared());
         for _ in 0..2 {
             flat.zero();
             let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
