@@ -241,6 +241,7 @@ impl TrainArgs {
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     keep_onednn_kernels();
+    crate::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

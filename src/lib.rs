@@ -26,6 +26,23 @@ pub mod train;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Keeps the memory mimalloc frees for reuse instead of returning it to the OS after 10 ms (its
+/// default "purge"): a step frees and reallocates the same activation-sized blocks, and purging
+/// them made every step page-fault them back in (~200 k faults and ~1 s of kernel time per
+/// 2000-example epoch; ~4 % of the epoch, BENCHMARKS.md). The peak memory is unchanged: what is
+/// kept is what the step uses again. `MIMALLOC_PURGE_DELAY` in the environment wins.
+pub fn keep_freed_memory() {
+    /// `mi_option_purge_delay` in mimalloc 2 and 3 (`mimalloc.h`).
+    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mimalloc's documented option setter; -1 means "never purge".
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 /// The libtorch version the binary was built against (read from the torch package by build.rs).
 pub const LIBTORCH_VERSION: &str = env!("DP_BENCH_LIBTORCH_VERSION");
 
