@@ -166,12 +166,11 @@ impl<'a> Trainer<'a> {
             self.comm.barrier();
         }
         let t1 = Instant::now();
-        self.grads.all_reduce(self.comm);
+        let finite = self.grads.all_reduce(self.comm);
         let t2 = Instant::now();
-        // Every rank holds the same reduced gradient, so every rank stops at the same step
-        // before a non-finite value reaches the parameters. A NaN or infinity anywhere makes the
-        // sum non-finite: one pass over the buffer and no mask.
-        if !self.grads.buffer().sum(Kind::Float).double_value(&[]).is_finite() {
+        // Every rank holds the same reduced gradient (and the same verdict on it), so every rank
+        // stops at the same step before a non-finite value reaches the parameters.
+        if !finite {
             return Err(Diverged);
         }
         self.opt.step(self.grads.buffer());

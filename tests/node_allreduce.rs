@@ -41,12 +41,31 @@ fn check_sums(buffer: &NodeBuffer, len: usize, world: &SimpleCommunicator) {
         for (i, x) in mine.iter_mut().enumerate() {
             *x = value(rank, i + round);
         }
-        buffer.all_reduce();
+        assert!(buffer.all_reduce(), "finite sums reported as non-finite");
         for (i, &x) in mine.iter().enumerate() {
             let expect: f32 = (0..ranks).map(|r| value(r, i + round)).sum();
             assert_eq!(x, expect, "rank {rank}, round {round}, element {i} of {len}");
         }
     }
+}
+
+/// One rank puts `bad` at element `at`; every rank must hear that the sum is not finite.
+fn check_non_finite(buffer: &NodeBuffer, len: usize, world: &SimpleCommunicator) {
+    let rank = world.rank() as usize;
+    // SAFETY: this rank's buffer of `len` f32, used by nothing else here.
+    let mine = unsafe { std::slice::from_raw_parts_mut(buffer.ptr(), len) };
+    // The last element lives in the last rank's segment, the first in rank 0's: each bad value
+    // is summed by a rank other than the one that holds it.
+    for (bad, at, holder) in [(f32::NAN, len - 1, 0), (f32::INFINITY, 0, 3), (-f32::INFINITY, 0, 3)]
+    {
+        mine.fill(1.0);
+        if rank == holder {
+            mine[at] = bad;
+        }
+        assert!(!buffer.all_reduce(), "rank {rank}: {bad} at {at} went unnoticed");
+    }
+    mine.fill(1.0);
+    assert!(buffer.all_reduce(), "rank {rank}: a finite sum after a non-finite one");
 }
 
 #[test]
@@ -63,10 +82,12 @@ fn ranks_sharing_memory_sum_in_place_within_and_across_groups() {
     let len = 10_007;
     let host = NodeBuffer::new(&world, len).expect("4 ranks on one host share memory");
     check_sums(&host, len, &world);
+    check_non_finite(&host, len, &world);
     // Two "hosts" of 2 ranks: sums within each, then across them through MPI.
     let pairs = world.split_by_color(Color::with_value(rank / 2)).unwrap();
     let across = NodeBuffer::grouped(&world, pairs, len).expect("equal groups of 2");
     check_sums(&across, len, &world);
+    check_non_finite(&across, len, &world);
     // A buffer shorter than the ranks: some segments are empty.
     let pairs = world.split_by_color(Color::with_value(rank / 2)).unwrap();
     let short = NodeBuffer::grouped(&world, pairs, 3).expect("equal groups of 2");

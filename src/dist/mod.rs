@@ -234,14 +234,18 @@ impl FlatGrads {
     }
 
     /// Sums the gradients over ranks, in place: in shared memory where there is some, otherwise
-    /// with `MPI_Allreduce` in `ALLREDUCE_CHUNK` pieces.
-    pub fn all_reduce(&mut self, comm: &dyn Communicator) {
-        let shared = self.shared.take();
-        self.all_reduce_with(comm, |buf| match &shared {
-            Some(shared) => shared.all_reduce(),
-            None => mpi_in_pieces(comm, buf, ALLREDUCE_CHUNK),
-        });
-        self.shared = shared;
+    /// with `MPI_Allreduce` in `ALLREDUCE_CHUNK` pieces. Returns whether every summed value is
+    /// finite (the same answer on every rank).
+    pub fn all_reduce(&mut self, comm: &dyn Communicator) -> bool {
+        if let Some(shared) = self.shared.take() {
+            let mut finite = true;
+            self.all_reduce_with(comm, |_| finite = shared.all_reduce());
+            self.shared = Some(shared);
+            return finite;
+        }
+        self.all_reduce_with(comm, |buf| mpi_in_pieces(comm, buf, ALLREDUCE_CHUNK));
+        // A NaN or infinity anywhere makes the sum non-finite: one pass over the buffer, no mask.
+        self.flat.sum(Kind::Float).double_value(&[]).is_finite()
     }
 
     /// Sums the gradients over ranks with `MPI_Allreduce` in pieces of `chunk` elements, even

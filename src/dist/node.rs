@@ -29,7 +29,8 @@ pub struct NodeBuffer {
     /// The ranks of the same local rank on the other hosts; `None` on a single host.
     cross: Option<SimpleCommunicator>,
     win: ffi::MPI_Win,
-    /// Every local rank's buffer, indexed by local rank.
+    /// Every local rank's buffer, indexed by local rank; element `len` of each is a flag: 1.0
+    /// when the rank's summed segment held a NaN or an infinity.
     buffers: Vec<*mut f32>,
     len: usize,
 }
@@ -76,7 +77,7 @@ impl NodeBuffer {
         // and the shared queries every other rank's, all valid until MPI_Finalize (never freed).
         let buffers = unsafe {
             check(ffi::MPI_Win_allocate_shared(
-                (len * 4) as ffi::MPI_Aint,
+                ((len + 1) * 4) as ffi::MPI_Aint,
                 4,
                 ffi::RSMPI_INFO_NULL,
                 node.as_raw(),
@@ -94,7 +95,7 @@ impl NodeBuffer {
                         &mut unit,
                         (&mut ptr as *mut *mut f32).cast(),
                     ));
-                    assert_eq!(size as usize, len * 4, "shared window of the wrong size");
+                    assert_eq!(size as usize, (len + 1) * 4, "shared window of the wrong size");
                     ptr
                 })
                 .collect();
@@ -105,7 +106,7 @@ impl NodeBuffer {
         };
         let this = NodeBuffer { node, cross, win, buffers, len };
         // SAFETY: this rank's own segment of `len` f32, which no rank reads before the barrier.
-        unsafe { std::ptr::write_bytes(this.ptr(), 0, len) };
+        unsafe { std::ptr::write_bytes(this.ptr(), 0, len + 1) };
         this.sync();
         Some(this)
     }
@@ -124,24 +125,25 @@ impl NodeBuffer {
         unsafe { check(ffi::MPI_Win_sync(self.win)) };
     }
 
-    /// Sums the ranks' buffers element-wise, leaving the sum in every rank's buffer. Collective
-    /// over all ranks; no rank may touch its buffer during the call.
-    pub fn all_reduce(&self) {
+    /// Sums the ranks' buffers element-wise, leaving the sum in every rank's buffer, and says
+    /// whether every summed value is finite (checked as each segment is summed, so the trainer's
+    /// divergence check costs no second pass). Collective over all ranks; no rank may touch its
+    /// buffer during the call.
+    pub fn all_reduce(&self) -> bool {
         let local = self.node.rank() as usize;
         let ranks = self.buffers.len();
         let (lo, hi) = (self.len * local / ranks, self.len * (local + 1) / ranks);
         self.sync();
         // SAFETY: between the two barriers, segment [lo, hi) of every buffer is read and written
         // by this rank alone (the other ranks own the other segments).
-        let segments: Vec<&mut [f32]> = self
+        let mut segments: Vec<&mut [f32]> = self
             .buffers
             .iter()
             .map(|&b| unsafe { std::slice::from_raw_parts_mut(b.add(lo), hi - lo) })
             .collect();
-        match &self.cross {
-            None => sum_into_all(segments),
+        let finite = match &self.cross {
+            None => sum_into_all(&mut segments),
             Some(cross) => {
-                let mut segments = segments;
                 let (first, rest) = segments.split_at_mut(1);
                 sum_into_first(first[0], rest);
                 // The host's sum of this segment, summed over hosts, then handed to neighbours.
@@ -151,27 +153,37 @@ impl NodeBuffer {
                 for other in rest {
                     other.copy_from_slice(first[0]);
                 }
+                all_finite(first[0])
             }
-        }
+        };
+        // SAFETY: this rank's own flag slot; the others read it only after the barrier.
+        unsafe { *self.ptr().add(self.len) = if finite { 0.0 } else { 1.0 } };
         self.sync();
+        // SAFETY: every rank wrote its flag before the barrier and writes it again only after
+        // the next call's first barrier.
+        self.buffers.iter().all(|&b| unsafe { *b.add(self.len) } == 0.0)
     }
 }
 
-/// Sums `segments` element-wise in order and writes the sum into each of them.
-fn sum_into_all(mut segments: Vec<&mut [f32]>) {
+/// Sums `segments` element-wise in order and writes the sum into each of them; whether every
+/// sum is finite.
+fn sum_into_all(segments: &mut [&mut [f32]]) -> bool {
     let mut sum = [0f32; PIECE];
+    let mut finite = true;
     let len = segments[0].len();
     for start in (0..len).step_by(PIECE) {
         let n = PIECE.min(len - start);
         let sum = &mut sum[..n];
         sum.copy_from_slice(&segments[0][start..start + n]);
-        for s in &segments[1..] {
+        for s in segments[1..].iter() {
             add(sum, &s[start..start + n]);
         }
-        for s in &mut segments {
+        finite &= all_finite(sum);
+        for s in segments.iter_mut() {
             s[start..start + n].copy_from_slice(sum);
         }
     }
+    finite
 }
 
 /// Adds `rest` element-wise into `first`, in order.
@@ -188,6 +200,21 @@ fn add(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += b;
     }
+}
+
+/// Whether no element of `x` is a NaN or an infinity: their exponent bits are all ones. The
+/// largest exponent over 16 independent lanes, so the loop vectorises.
+fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let mut lanes = [0u32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(0, |m, v| m.max(v.to_bits() & EXPONENT));
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = (*l).max(v.to_bits() & EXPONENT);
+        }
+    }
+    lanes.iter().fold(tail, |m, &l| m.max(l)) != EXPONENT
 }
 
 fn check(rc: i32) {
