@@ -15,6 +15,11 @@ pub const RUN_SCHEMA: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
+    /// Epochs this process had trained before this one: 0 for the first epoch after the start
+    /// or a `--resume`, which also builds libtorch's kernels and warms the allocator. Records
+    /// without it (older runs, the PyTorch reference) count from the run's first epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_epoch: Option<usize>,
     pub rank: usize,
     pub world_size: usize,
     pub global_batch_size: usize,
@@ -52,6 +57,11 @@ pub struct EpochRecord {
 }
 
 impl EpochRecord {
+    /// Whether this epoch is among the first `warmup` of its process, so excluded from samples.
+    pub fn is_warmup(&self, warmup: usize) -> bool {
+        self.process_epoch.unwrap_or(self.epoch) < warmup
+    }
+
     pub fn file_name(rank: usize, epoch: usize) -> String {
         format!("rank{rank}_results_epoch{epoch}.json")
     }

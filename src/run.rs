@@ -232,6 +232,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
 
         let record = EpochRecord {
             epoch,
+            process_epoch: Some(epoch - first_epoch),
             rank,
             world_size: config.world_size,
             global_batch_size: config.batch_size,

@@ -68,6 +68,7 @@ fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]
     for (rank, epochs) in times.iter().enumerate() {
         for (epoch, &t) in epochs.iter().enumerate() {
             let rec = EpochRecord {
+                process_epoch: None,
                 epoch,
                 rank,
                 world_size: times.len(),
@@ -91,6 +92,20 @@ fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]
                 param_checksum: 1.0,
             };
             write_json(&dir.join(EpochRecord::file_name(rank, epoch)), &rec).unwrap();
+        }
+    }
+}
+
+/// Marks `fake_run`'s records as written by processes of `per_round` epochs each: a run resumed
+/// in rounds (`cargo bench`'s turns), which warms up again in every round.
+fn in_rounds(dir: &Path, per_round: usize) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if EpochRecord::is_file_name(&name) {
+            let mut rec: EpochRecord = serde_json::from_value(read_json(&path)).unwrap();
+            rec.process_epoch = Some(rec.epoch % per_round);
+            write_json(&path, &rec).unwrap();
         }
     }
 }
@@ -183,6 +198,37 @@ fn known_numbers_give_known_statistics() {
                 && out.join(format!("figures/{f}.svg")).is_file()
         );
     }
+}
+
+#[test]
+fn runs_resumed_in_rounds_leave_out_every_rounds_warm_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two, out) = (tmp.path().join("one"), tmp.path().join("two"), tmp.path().join("out"));
+    // Rounds of 3 epochs: epochs 0 and 3 start a process and are warm-up (the slow 9s).
+    fake_run(&one, Preset::Tiny, &[&[9.0, 4.0, 5.0, 9.0, 6.0, 5.0]]);
+    fake_run(
+        &two,
+        Preset::Tiny,
+        &[&[9.0, 2.0, 2.5, 9.0, 3.0, 2.5], &[9.0, 2.0, 2.5, 9.0, 3.0, 2.5]],
+    );
+    in_rounds(&one, 3);
+    in_rounds(&two, 3);
+    let o = compare(&[&one, &two], &out);
+    assert!(o.status.success());
+    let s = read_json(&out.join("summary.json"));
+    let (c1, c2) = (&s["configs"][0], &s["configs"][1]);
+    assert_eq!(c1["epochs_measured"], 4);
+    assert!(close(&c1["training_time"]["mean"], 5.0, 1e-12), "{c1}");
+    assert!(close(&c2["training_time"]["mean"], 2.5, 1e-12), "{c2}");
+    assert_eq!(c1["samples"]["epochs"], serde_json::json!([1, 2, 4, 5]));
+    assert_eq!(c1["samples"]["warmup_epochs"], serde_json::json!([0, 3]));
+    // Without the marks the same files are one process: only epoch 0 is warm-up.
+    let plain = tmp.path().join("plain");
+    fake_run(&plain, Preset::Tiny, &[&[9.0, 4.0, 5.0, 9.0, 6.0, 5.0]]);
+    let o = compare(&[&plain], &tmp.path().join("out2"));
+    assert!(o.status.success());
+    let s = read_json(&tmp.path().join("out2/summary.json"));
+    assert_eq!(s["configs"][0]["epochs_measured"], 5);
 }
 
 #[test]

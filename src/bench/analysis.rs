@@ -102,9 +102,11 @@ impl RunData {
         &self.info.config
     }
 
-    /// Samples of the epochs after `warmup`.
+    /// Samples of the measured epochs: all but the first `warmup` of each process (a run resumed
+    /// in rounds warms up again in each).
     pub fn samples(&self, warmup: usize) -> Result<Samples, AnalysisError> {
-        let measured = &self.epochs[warmup.min(self.epochs.len())..];
+        let (warm, measured): (Vec<&Vec<EpochRecord>>, Vec<&Vec<EpochRecord>>) =
+            self.epochs.iter().partition(|e| e[0].is_warmup(warmup));
         if measured.len() < 2 {
             return Err(AnalysisError::TooFewEpochs {
                 dir: self.dir.clone(),
@@ -116,6 +118,7 @@ impl RunData {
         let n = self.config().world_size as f64;
         Ok(Samples {
             epochs: measured.iter().map(|e| e[0].epoch).collect(),
+            warmup_epochs: warm.iter().map(|e| e[0].epoch).collect(),
             training_time: per(&|e| e.iter().map(|r| r.training_time).sum::<f64>() / n),
             training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),
             tokens_per_sec: per(&|e| e.iter().map(|r| r.tokens_per_sec).sum()),

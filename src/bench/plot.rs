@@ -186,13 +186,23 @@ fn draw_timeline<DB: DrawingBackend>(
         .axis_desc_style((FONT, 18))
         .draw()
         .map_err(err)?;
-    if summary.warmup_epochs > 0 {
-        let end = summary.warmup_epochs as f64 - 0.5;
-        chart
-            .draw_series([Rectangle::new(
-                [(-0.5, 0.0), (end, top)],
+    // Summaries saved before rounds existed name no epochs: their warm-up led the run.
+    let mut warm: Vec<usize> =
+        summary.configs.iter().flat_map(|c| c.samples.warmup_epochs.iter().copied()).collect();
+    if warm.is_empty() {
+        warm.extend(0..summary.warmup_epochs);
+    }
+    warm.sort_unstable();
+    warm.dedup();
+    if !warm.is_empty() {
+        let band = |e: usize| {
+            Rectangle::new(
+                [(e as f64 - 0.5, 0.0), (e as f64 + 0.5, top)],
                 RGBColor(235, 235, 235).filled(),
-            )])
+            )
+        };
+        chart
+            .draw_series(warm.into_iter().map(band))
             .map_err(err)?
             .label("warm-up (excluded)")
             .legend(|(x, y)| {

@@ -44,10 +44,15 @@ pub struct BenchArgs {
     /// Training examples per epoch [default: 5000, 512 with --quick]
     #[arg(long)]
     pub train_examples: Option<usize>,
-    /// Epochs per configuration, warm-up included [default: 6, 4 with --quick]
+    /// Epochs per configuration and round, warm-up included [default: 3, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Leading epochs excluded from the statistics
+    /// Rounds: the configurations take turns (ws1, ws2, ws1, ws2, …), each round resuming its
+    /// run (`--resume`) and warming up again, so the machine's drift in speed over minutes
+    /// falls on every configuration alike [default: 3, 1 with --quick]
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Leading epochs of each round excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Confidence level of every interval
@@ -84,8 +89,18 @@ pub struct Planned {
 }
 
 impl BenchArgs {
+    /// Epochs per round, warm-up included.
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(if self.quick { 4 } else { 6 })
+        self.epochs.unwrap_or(if self.quick { 4 } else { 3 })
+    }
+
+    pub fn rounds(&self) -> usize {
+        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
+    }
+
+    /// Epochs per configuration, over all rounds.
+    pub fn total_epochs(&self) -> usize {
+        self.epochs() * self.rounds()
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -95,8 +110,9 @@ impl BenchArgs {
             self.warmup,
             self.epochs()
         );
+        anyhow::ensure!(self.rounds() >= 1, "--rounds must be at least 1");
         anyhow::ensure!(
-            self.epochs() - self.warmup >= 2,
+            (self.epochs() - self.warmup) * self.rounds() >= 2,
             "at least 2 measured epochs are needed for an interval"
         );
         anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
@@ -120,7 +136,7 @@ impl BenchArgs {
                     "--batch-size",
                     &global.to_string(),
                     "--n-epochs",
-                    &self.epochs().to_string(),
+                    &self.total_epochs().to_string(),
                     "--train-examples",
                     &examples.to_string(),
                     "--threads",
@@ -173,15 +189,24 @@ pub fn bound_launcher(mpirun: &str, n: usize) -> Command {
 }
 
 /// Runs one configuration; the bar advances with each finished epoch (rank 0's epoch lines).
+/// Round `round` of configuration `p`: its first `epochs × (round + 1)` epochs, resuming the
+/// earlier rounds' run in `dir`.
 fn run_one(
     binary: &Path,
     mpirun: &str,
     p: &Planned,
     dir: &Path,
     bar: &ProgressBar,
+    (round, epochs): (usize, usize),
 ) -> anyhow::Result<()> {
+    let mut args = p.args.clone();
+    let n = args.iter().position(|a| a == "--n-epochs").expect("planned flag") + 1;
+    args[n] = (epochs * (round + 1)).to_string();
+    if round > 0 {
+        args.iter_mut().filter(|a| *a == "--overwrite").for_each(|a| *a = "--resume".into());
+    }
     let mut cmd = bound_launcher(mpirun, p.world_size);
-    cmd.arg(binary).args(&p.args).arg("--workdir").arg(dir);
+    cmd.arg(binary).args(&args).arg("--workdir").arg(dir);
     run_reporting(cmd, &p.id, bar)
 }
 
@@ -261,7 +286,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
     let reference = !args.no_reference && python.exists();
     let configs = plan.len() * if reference { 2 } else { 1 };
-    let bar = ProgressBar::new((configs * args.epochs()) as u64).with_style(
+    let bar = ProgressBar::new((configs * args.total_epochs()) as u64).with_style(
         ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")
             .progress_chars("=> "),
@@ -269,9 +294,23 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     // A configuration that fails is reported with its reason; the others are still analysed.
     let mut runs = Vec::new();
     let mut failures = Vec::new();
+    for round in 0..args.rounds() {
+        for p in &plan {
+            if failures.contains(&p.id) {
+                continue;
+            }
+            let dir = runs_dir.join(&p.id);
+            if let Err(e) = run_one(binary, &args.mpirun, p, &dir, &bar, (round, args.epochs())) {
+                bar.suspend(|| eprintln!("data_parallel/{}: FAILED: {e:#}", p.id));
+                failures.push(p.id.clone());
+            }
+        }
+    }
     for p in &plan {
-        let dir = runs_dir.join(&p.id);
-        match run_one(binary, &args.mpirun, p, &dir, &bar).and_then(|()| Ok(RunData::load(&dir)?)) {
+        if failures.contains(&p.id) {
+            continue;
+        }
+        match RunData::load(&runs_dir.join(&p.id)) {
             Ok(run) => runs.push(run),
             Err(e) => {
                 bar.suspend(|| eprintln!("data_parallel/{}: FAILED: {e:#}", p.id));

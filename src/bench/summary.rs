@@ -30,6 +30,10 @@ pub struct Samples {
     pub per_rank_time: Vec<Vec<f64>>,
     /// Mean time of every epoch, warm-up included (for the timeline).
     pub all_epochs_time: Vec<f64>,
+    /// The epochs left out as warm-up: the first of each process (several when a run was
+    /// resumed in rounds).
+    #[serde(default)]
+    pub warmup_epochs: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
