@@ -332,16 +332,50 @@ pub(crate) fn views(flat: &Tensor, vars: &[Tensor]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Sum of all parameters in f64: equal on every rank when the ranks are in sync.
+/// Sum of all parameters in f64: equal on every rank when the ranks are in sync, and equal for
+/// equal values in any process. Summed here in a fixed order (8 lanes, then the lanes in turn):
+/// libtorch's reductions may add in another order from one process to the next, and a resumed
+/// run compares this sum with the one its checkpoint recorded.
 pub fn param_checksum(vars: &[Tensor]) -> f64 {
     let _guard = tch::no_grad_guard();
-    vars.iter().map(|v| v.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum()
+    let mut lanes = [0f64; 8];
+    for v in vars {
+        let values =
+            Vec::<f32>::try_from(v.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+                .expect("a float tensor");
+        let chunks = values.chunks_exact(8);
+        for (i, x) in chunks.remainder().iter().enumerate() {
+            lanes[i] += f64::from(*x);
+        }
+        for c in chunks {
+            for (l, x) in lanes.iter_mut().zip(c) {
+                *l += f64::from(*x);
+            }
+        }
+    }
+    lanes.iter().sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::nn;
+
+    #[test]
+    fn the_checksum_depends_on_the_values_only() {
+        let values = Tensor::randn([100_003], (Kind::Float, Device::Cpu)) * 1e3;
+        let vars = [values.narrow(0, 0, 60_001), values.narrow(0, 60_001, 40_002)];
+        // The same values elsewhere in memory, one element off any alignment the first had.
+        let elsewhere = Tensor::zeros([100_004], (Kind::Float, Device::Cpu));
+        elsewhere.narrow(0, 1, 100_003).copy_(&values);
+        let moved = [elsewhere.narrow(0, 1, 60_001), elsewhere.narrow(0, 60_002, 40_002)];
+        let sum = param_checksum(&vars);
+        assert_eq!(sum.to_bits(), param_checksum(&moved).to_bits());
+        let exact = values.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        assert!((sum - exact).abs() <= 1e-9 * exact.abs().max(1.0), "{sum} vs {exact}");
+        let _ = elsewhere.narrow(0, 7, 1).fill_(1e6);
+        assert_ne!(sum, param_checksum(&moved), "a changed value changes the checksum");
+    }
 
     #[test]
     fn gradients_land_in_the_flat_buffer() {
