@@ -140,6 +140,9 @@ fn killed_rank_ends_the_job_and_resume_matches_an_uninterrupted_run() {
             assert_eq!(without_timings(a), without_timings(b), "rank {rank} epoch {epoch}");
         }
     }
+    // The resumed process's first epoch is marked as such (benches leave it out as warm-up).
+    assert_eq!(results(&killed, 0, 1)["process_epoch"], 0);
+    assert_eq!(results(&whole, 0, 1)["process_epoch"], 1);
     let weights = |d: &PathBuf| std::fs::read(d.join("model.safetensors")).unwrap();
     assert!(weights(&killed) == weights(&whole), "final weights differ bitwise");
 }

@@ -73,9 +73,10 @@ fn is_timing(key: &str) -> bool {
     key.ends_with("_time") || key.ends_with("_per_sec") || key == "max_rss_mb"
 }
 
-/// An epoch record without the fields that measure time or memory.
+/// An epoch record without the fields that measure time or memory, or say which process
+/// trained it (`process_epoch`: a resumed run restarts it).
 pub fn without_timings(record: Value) -> Value {
     let mut map = record.as_object().expect("a record is an object").clone();
-    map.retain(|k, _| !is_timing(k));
+    map.retain(|k, _| !is_timing(k) && k != "process_epoch");
     Value::Object(map)
 }
