@@ -167,6 +167,20 @@ mod tests {
     }
 
     #[test]
+    fn the_checksum_reads_back_bit_for_bit() {
+        // A checksum a bench run wrote, which JSON parsing without correct rounding read back
+        // one ulp off, so that --resume refused the checkpoint; and a few random ones.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sums = vec![1154.8527669347877_f64, 999.0975451232708, -0.1, 1e-300];
+        sums.extend((1..200u64).map(|i| (i * 2654435761 % 1_000_003) as f64 / 997.0 + 1000.0));
+        for sum in sums {
+            save(dir.path(), 0, &state(1.0), sum).unwrap();
+            let back = read_info(dir.path()).unwrap().unwrap().param_checksum;
+            assert_eq!(back.to_bits(), sum.to_bits(), "{sum:?} came back as {back:?}");
+        }
+    }
+
+    #[test]
     fn truncated_tensors_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         save(dir.path(), 3, &state(1.0), 4.0).unwrap();

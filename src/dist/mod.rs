@@ -332,10 +332,10 @@ pub(crate) fn views(flat: &Tensor, vars: &[Tensor]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Sum of all parameters in f64: equal on every rank when the ranks are in sync, and equal for
-/// equal values in any process. Summed here in a fixed order (8 lanes, then the lanes in turn):
-/// libtorch's reductions may add in another order from one process to the next, and a resumed
-/// run compares this sum with the one its checkpoint recorded.
+/// Sum of all parameters in f64: equal on every rank when the ranks are in sync, and a function
+/// of the values alone (a fixed order of its own: 8 lanes, then the lanes in turn), not of where
+/// they lie in memory or of how a libtorch build vectorises its reductions — a resumed run
+/// compares it with the sum its checkpoint recorded.
 pub fn param_checksum(vars: &[Tensor]) -> f64 {
     let _guard = tch::no_grad_guard();
     let mut lanes = [0f64; 8];
