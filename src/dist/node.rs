@@ -13,6 +13,7 @@
 //! run equally many ranks; otherwise, and with one rank per host, [`NodeBuffer::new`] declines and
 //! the caller keeps `MPI_Allreduce`.
 
+use super::Mpi;
 use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Color, Communicator as _, SimpleCommunicator};
@@ -27,7 +28,7 @@ pub struct NodeBuffer {
     /// The ranks of this host.
     node: SimpleCommunicator,
     /// The ranks of the same local rank on the other hosts; `None` on a single host.
-    cross: Option<SimpleCommunicator>,
+    cross: Option<Mpi>,
     win: ffi::MPI_Win,
     /// Every local rank's buffer, indexed by local rank; element `len` of each is a flag: 1.0
     /// when the rank's summed segment held a NaN or an infinity.
@@ -47,14 +48,13 @@ impl NodeBuffer {
         Self::grouped(world, world.split_shared(world.rank()), len)
     }
 
-    /// As [`NodeBuffer::new`], with the ranks grouped by `group` (a split of `world` whose ranks
+    /// As [`NodeBuffer::new`], with the ranks grouped by `node` (a split of `world` whose ranks
     /// share memory) in place of hosts: tests run the across-hosts path on one host this way.
     pub fn grouped(
         world: &SimpleCommunicator,
-        group: SimpleCommunicator,
+        node: SimpleCommunicator,
         len: usize,
     ) -> Option<Self> {
-        let node = group;
         let local = node.rank();
         let local_size = node.size();
         // Every rank must agree: the smallest and largest group, in one all-reduce.
@@ -70,14 +70,17 @@ impl NodeBuffer {
         }
         let cross = world
             .split_by_color_with_key(Color::with_value(local), world.rank())
-            .filter(|c| c.size() > 1);
+            .filter(|c| c.size() > 1)
+            .map(|world| Mpi { world });
+        // Each rank's buffer, then its non-finite flag.
+        let bytes = (len + 1) * 4;
         let mut base: *mut f32 = std::ptr::null_mut();
         let mut win: ffi::MPI_Win = unsafe { std::mem::zeroed() };
         // SAFETY: plain MPI-3 calls on a live communicator; `base` receives this rank's segment
         // and the shared queries every other rank's, all valid until MPI_Finalize (never freed).
         let buffers = unsafe {
             check(ffi::MPI_Win_allocate_shared(
-                ((len + 1) * 4) as ffi::MPI_Aint,
+                bytes as ffi::MPI_Aint,
                 4,
                 ffi::RSMPI_INFO_NULL,
                 node.as_raw(),
@@ -95,7 +98,7 @@ impl NodeBuffer {
                         &mut unit,
                         (&mut ptr as *mut *mut f32).cast(),
                     ));
-                    assert_eq!(size as usize, (len + 1) * 4, "shared window of the wrong size");
+                    assert_eq!(size as usize, bytes, "shared window of the wrong size");
                     ptr
                 })
                 .collect();
@@ -147,9 +150,7 @@ impl NodeBuffer {
                 let (first, rest) = segments.split_at_mut(1);
                 sum_into_first(first[0], rest);
                 // The host's sum of this segment, summed over hosts, then handed to neighbours.
-                for piece in first[0].chunks_mut(super::ALLREDUCE_CHUNK) {
-                    super::all_reduce_in_place(cross, piece);
-                }
+                super::mpi_in_pieces(cross, first[0], super::ALLREDUCE_CHUNK);
                 for other in rest {
                     other.copy_from_slice(first[0]);
                 }
