@@ -3,7 +3,8 @@
 //! once, as one line, with exit status 2 for bad input.
 
 use crate::config::{
-    AllReduce, Config, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, Padding, Partition, Preset,
+    AllReduce, Config, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, OptimizerState, Padding,
+    Partition, Preset,
 };
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
@@ -186,6 +187,11 @@ pub struct TrainArgs {
     /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
     #[arg(long, value_enum, default_value_t = AllReduce::Shm)]
     pub allreduce: AllReduce,
+    /// Where parameters and AdamW moments live: replicated (a copy and the whole update on every
+    /// rank) or sharded (one copy per host in shared memory, each rank updating its own part, as
+    /// ZeRO stage 1; needs --allreduce shm and the CPU, else replicated)
+    #[arg(long, value_enum, default_value_t = OptimizerState::Replicated)]
+    pub optimizer_state: OptimizerState,
     /// Dropout on embeddings, attention weights and residual branches
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
@@ -228,6 +234,7 @@ impl TrainArgs {
             bucket_by_length: self.bucket_by_length,
             cpu_matmul: self.cpu_matmul,
             allreduce: self.allreduce,
+            optimizer_state: self.optimizer_state,
             dropout: self.dropout,
             benchmark_only: self.benchmark_only,
             max_batches: self.max_batches,

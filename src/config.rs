@@ -148,6 +148,21 @@ impl AllReduce {
     }
 }
 
+/// Where the optimiser's state (parameters and AdamW moments) lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerState {
+    /// One copy per host, in memory the host's ranks share, each rank updating its own segment
+    /// (ZeRO stage 1 within a host). Applies where gradients are summed in shared memory
+    /// (`--allreduce shm`, CPU, two or more ranks a host); elsewhere the state is replicated.
+    /// Saves memory (a host holds one copy of the state instead of one per rank); on the
+    /// 2-core bench machine it was not measurably faster (BENCHMARKS.md).
+    Sharded,
+    /// A full copy on every rank, every rank doing the whole update.
+    #[default]
+    Replicated,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
@@ -214,6 +229,9 @@ pub struct Config {
     /// How gradients are summed over ranks.
     #[serde(default = "AllReduce::legacy")]
     pub allreduce: AllReduce,
+    /// Where the optimiser's state lives.
+    #[serde(default)]
+    pub optimizer_state: OptimizerState,
     pub dropout: f64,
     pub benchmark_only: bool,
     pub max_batches: Option<usize>,
@@ -365,6 +383,7 @@ pub(crate) mod tests {
             bucket_by_length: false,
             cpu_matmul: CpuMatmul::Onednn,
             allreduce: AllReduce::Shm,
+            optimizer_state: OptimizerState::Replicated,
             dropout: 0.0,
             benchmark_only: false,
             max_batches: None,

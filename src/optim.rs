@@ -4,8 +4,17 @@
 //! over the whole model instead of a loop over tensors — and its whole state (parameters, both
 //! moments, step count) is three tensors and a number that a checkpoint can save and restore.
 //! The rule is PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
+//!
+//! Sharded ([`AdamW::sharded`], ZeRO stage 1 within a host): the ranks of a host keep ONE copy of
+//! the parameters and both moments, in memory they share, and each updates only its own segment,
+//! the one whose gradient sum it computed ([`crate::dist::NodeBuffer::reduce_scatter`]). Each rank
+//! then does 1/L of the update and the host holds a third of the state it would otherwise hold
+//! L times; the update of each value is the same arithmetic as unsharded, so results are
+//! bit-for-bit those of the replicated optimiser.
 
-use crate::dist::as_mut_slice;
+use crate::dist::NodeBuffer;
+use std::ops::Range;
+use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 
 /// WORKLOAD.md's AdamW hyper-parameters.
@@ -34,6 +43,8 @@ pub struct AdamW {
     /// step allocates nothing; the fused CPU update needs none.
     scratch: Option<Tensor>,
     steps: u64,
+    /// Where the state is shared by the host's ranks (sharded), the buffer that holds it.
+    shard: Option<Rc<NodeBuffer>>,
 }
 
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
@@ -56,7 +67,50 @@ impl AdamW {
         }
         let zeros = || Tensor::zeros_like(&params);
         debug_assert_eq!(params.device(), device);
-        AdamW { config, exp_avg: zeros(), exp_avg_sq: zeros(), scratch: None, params, steps: 0 }
+        AdamW {
+            config,
+            exp_avg: zeros(),
+            exp_avg_sq: zeros(),
+            scratch: None,
+            params,
+            steps: 0,
+            shard: None,
+        }
+    }
+
+    /// As [`AdamW::new`], with the parameters and moments in `node`'s host region, shared by the
+    /// host's ranks, each of which updates its [`NodeBuffer::segment`]. Collective over the host;
+    /// every rank must hold the same `vars` values (rank 0's, broadcast), and CPU tensors.
+    pub fn sharded(vars: &[Tensor], config: AdamWConfig, node: Rc<NodeBuffer>) -> Self {
+        let _guard = tch::no_grad_guard();
+        let n: usize = vars.iter().map(|v| v.numel()).sum();
+        let (base, len) = node.host_region();
+        assert!(len >= 3 * n, "a host region of {len} f32 for 3 × {n}");
+        assert!(vars.iter().all(|v| v.device() == Device::Cpu), "shared state is on the CPU");
+        // SAFETY: three disjoint runs of `n` f32 in the host region, which is never freed.
+        let blob = |k: usize| unsafe {
+            Tensor::from_blob(base.add(k * n).cast(), &[n as i64], &[1], Kind::Float, Device::Cpu)
+        };
+        let (params, exp_avg, exp_avg_sq) = (blob(0), blob(1), blob(2));
+        // Each rank writes its own segment of the (equal) starting values; the moments are zero.
+        let seg = node.segment();
+        let values = Tensor::cat(&vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(), 0);
+        narrow(&params, &seg).copy_(&narrow(&values, &seg));
+        node.sync();
+        for (v, view) in vars.iter().zip(crate::dist::views(&params, vars)) {
+            v.shallow_clone().set_data(&view);
+        }
+        AdamW { config, params, exp_avg, exp_avg_sq, scratch: None, steps: 0, shard: Some(node) }
+    }
+
+    /// Whether the host's ranks share this optimiser's state, each updating a segment.
+    pub fn is_sharded(&self) -> bool {
+        self.shard.is_some()
+    }
+
+    /// The elements this rank updates.
+    fn segment(&self) -> Range<usize> {
+        self.shard.as_ref().map_or(0..self.params.numel(), |node| node.segment())
     }
 
     /// Optimiser steps taken so far.
@@ -69,14 +123,21 @@ impl AdamW {
         &self.params
     }
 
-    /// One update from `grad`, a flat gradient laid out like the parameter buffer.
+    /// One update from `grad`, a flat gradient laid out like the parameter buffer. Sharded, only
+    /// this rank's segment of `grad` is read (it must hold the summed gradient there), and the
+    /// call ends with a barrier of the host's ranks, after which every rank sees the whole
+    /// update.
     pub fn step(&mut self, grad: &Tensor) {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         if self.params.device() == Device::Cpu && grad.is_contiguous() {
             self.step_fused(grad);
         } else {
+            assert!(self.shard.is_none(), "a sharded update runs fused");
             self.step_ops(grad);
+        }
+        if let Some(node) = &self.shard {
+            node.sync();
         }
     }
 
@@ -89,18 +150,18 @@ impl AdamW {
         let (decay, w1, w2) =
             ((1.0 - lr * weight_decay) as f32, (1.0 - beta1) as f32, (1.0 - beta2) as f32);
         let (step_size, bias2_sqrt, eps) = ((lr / bias1) as f32, bias2_sqrt as f32, eps as f32);
-        let n = self.params.numel();
-        assert_eq!(grad.numel(), n, "one gradient per parameter");
+        assert_eq!(grad.numel(), self.params.numel(), "one gradient per parameter");
         assert_eq!(grad.kind(), Kind::Float, "an f32 gradient");
-        // SAFETY: four distinct contiguous f32 CPU buffers of `n` elements (`grad` is the
+        let seg = self.segment();
+        // SAFETY: the same range of four distinct contiguous f32 CPU buffers (`grad` is the
         // gradient buffer, not one of the optimiser's), alive for the whole loop, which nothing
-        // else touches while it runs.
+        // else touches while it runs: sharded, the host's other ranks update other segments.
         let (p, m, v, g) = unsafe {
             (
-                as_mut_slice(&mut self.params),
-                as_mut_slice(&mut self.exp_avg),
-                as_mut_slice(&mut self.exp_avg_sq),
-                std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
+                elements(&self.params, &seg),
+                elements(&self.exp_avg, &seg),
+                elements(&self.exp_avg_sq, &seg),
+                &*elements(grad, &seg),
             )
         };
         for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
@@ -164,14 +225,34 @@ impl AdamW {
             }
             found.push(t);
         }
-        for (dst, src) in
-            [&mut self.params, &mut self.exp_avg, &mut self.exp_avg_sq].into_iter().zip(found)
-        {
-            dst.copy_(src);
+        // Sharded, each rank writes its own segment of the (equal) state, between barriers: no
+        // rank may still be reading the old values, and every rank sees all the new ones after.
+        let sync = || self.shard.as_ref().inspect(|node| node.sync());
+        sync();
+        let seg = self.segment();
+        for (dst, src) in [&self.params, &self.exp_avg, &self.exp_avg_sq].into_iter().zip(found) {
+            narrow(dst, &seg).copy_(&narrow(src, &seg));
         }
+        sync();
         self.steps = state.steps;
         Ok(())
     }
+}
+
+/// Elements `range` of the contiguous f32 CPU tensor `t`, as a slice (and no reference to the
+/// rest, which other ranks may be writing).
+///
+/// # Safety
+/// As [`crate::dist::as_mut_slice`], for the elements in `range`.
+unsafe fn elements<'a>(t: &'a Tensor, range: &Range<usize>) -> &'a mut [f32] {
+    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    assert!(range.end <= t.numel(), "elements {range:?} of {}", t.numel());
+    std::slice::from_raw_parts_mut((t.data_ptr() as *mut f32).add(range.start), range.len())
+}
+
+/// Elements `range` of the flat tensor `t`.
+fn narrow(t: &Tensor, range: &Range<usize>) -> Tensor {
+    t.narrow(0, range.start as i64, range.len() as i64)
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! gradients gives exactly the gradient one rank would compute on the whole global batch.
 
 use crate::config::Config;
-use crate::config::{Padding, Partition};
+use crate::config::{OptimizerState, Padding, Partition};
 use crate::data::{collate, padded_len, Batch, Example, Schedule};
-use crate::dist::{param_checksum, Communicator, FlatGrads};
+use crate::dist::{gradient_node_buffer, param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
 use crate::optim::{AdamW, AdamWConfig, AdamWState};
 use std::time::Instant;
@@ -94,8 +94,15 @@ impl<'a> Trainer<'a> {
         let model = Gpt::new(&vs.root(), gpt_config);
         let vars = vs.trainable_variables();
         crate::dist::broadcast_parameters(comm, &vars);
-        let opt = AdamW::new(&vars, AdamWConfig::workload(config.learning_rate));
-        let grads = FlatGrads::new(&vars, comm, config.allreduce);
+        let adamw = AdamWConfig::workload(config.learning_rate);
+        let numel = vars.iter().map(|v| v.numel()).sum();
+        let shard = config.optimizer_state == OptimizerState::Sharded && device == Device::Cpu;
+        let node = gradient_node_buffer(comm, config.allreduce, numel, 3 * numel * shard as usize);
+        let grads = FlatGrads::with_shared(&vars, node.clone());
+        let opt = match node.filter(|_| shard) {
+            Some(node) => AdamW::sharded(&vars, adamw, node),
+            None => AdamW::new(&vars, adamw),
+        };
         let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
         let mut schedule = Schedule::new(
             examples.len(),
@@ -166,7 +173,10 @@ impl<'a> Trainer<'a> {
             self.comm.barrier();
         }
         let t1 = Instant::now();
-        let finite = self.grads.all_reduce(self.comm);
+        let finite = match self.opt.is_sharded() {
+            true => self.grads.reduce_scatter(),
+            false => self.grads.all_reduce(self.comm),
+        };
         let t2 = Instant::now();
         // Every rank holds the same reduced gradient (and the same verdict on it), so every rank
         // stops at the same step before a non-finite value reaches the parameters.

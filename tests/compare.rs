@@ -35,6 +35,7 @@ fn config(world_size: usize, preset: Preset) -> Config {
         bucket_by_length: false,
         cpu_matmul: dp_bench::config::CpuMatmul::Onednn,
         allreduce: dp_bench::config::AllReduce::Shm,
+        optimizer_state: dp_bench::config::OptimizerState::Replicated,
         custom_dims: Default::default(),
     }
 }

@@ -147,10 +147,13 @@ fn killed_rank_ends_the_job_and_resume_matches_an_uninterrupted_run() {
     assert!(weights(&killed) == weights(&whole), "final weights differ bitwise");
 }
 
+/// Also runs the optimiser sharded over the two ranks: stopped and resumed, it must end with the
+/// weights of an uninterrupted run with the replicated optimiser, bit for bit.
 #[test]
 fn ctrl_c_stops_cleanly_and_keeps_finished_epochs() {
     let tmp = tempfile::tempdir().unwrap();
-    let child = spawn(mpirun(2).args(run_args(tmp.path())));
+    let sharded = ["--optimizer-state", "sharded"];
+    let child = spawn(mpirun(2).args(run_args(tmp.path())).args(sharded));
     wait_mid_epoch(tmp.path(), 0, 1);
     signal(child.id() as i32, libc::SIGINT);
     let out = finish(child);
@@ -163,8 +166,12 @@ fn ctrl_c_stops_cleanly_and_keeps_finished_epochs() {
         1
     );
     assert_kept_epoch_0(tmp.path());
-    run_ok(mpirun(2).args(run_args(tmp.path())).arg("--resume"));
+    run_ok(mpirun(2).args(run_args(tmp.path())).args(sharded).arg("--resume"));
     assert_eq!(results(tmp.path(), 1, 2)["epoch"], 2);
+    let whole = tmp.path().join("whole");
+    run_ok(mpirun(2).args(run_args(&whole)));
+    let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(weights(tmp.path()) == weights(&whole), "sharded and resumed: final weights differ");
 }
 
 #[test]

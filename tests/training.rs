@@ -165,17 +165,19 @@ fn n_ranks_equal_one_rank_with_the_same_global_batch() {
     let one = tempfile::tempdir().unwrap();
     run_ok(mpirun(1).args(flags(one.path(), "fixed")));
     let a = weights(one.path());
-    // Gradients are summed in shared memory (the default) and, once each, by MPI_Allreduce.
-    for (n, padding, partition, allreduce) in [
-        (2, "fixed", "strided", "shm"),
-        (2, "fixed", "strided", "mpi"),
-        (3, "fixed", "strided", "shm"),
-        (4, "fixed", "strided", "shm"),
-        (3, "fixed", "balanced", "shm"),
-        (1, "dynamic", "strided", "shm"),
-        (2, "dynamic", "strided", "shm"),
-        (4, "dynamic", "strided", "mpi"),
-        (2, "dynamic", "balanced", "shm"),
+    // Gradients are summed in shared memory (the default) and, once each, by MPI_Allreduce; the
+    // optimiser is replicated (the default) or sharded over the ranks of the host.
+    for (n, padding, partition, allreduce, optimizer) in [
+        (2, "fixed", "strided", "shm", "replicated"),
+        (2, "fixed", "strided", "shm", "sharded"),
+        (2, "fixed", "strided", "mpi", "replicated"),
+        (3, "fixed", "strided", "shm", "sharded"),
+        (4, "fixed", "strided", "shm", "replicated"),
+        (3, "fixed", "balanced", "shm", "replicated"),
+        (1, "dynamic", "strided", "shm", "sharded"),
+        (2, "dynamic", "strided", "shm", "replicated"),
+        (4, "dynamic", "strided", "mpi", "sharded"),
+        (2, "dynamic", "balanced", "shm", "sharded"),
     ] {
         let many = tempfile::tempdir().unwrap();
         run_ok(mpirun(n).args(flags(many.path(), padding)).args([
@@ -183,11 +185,13 @@ fn n_ranks_equal_one_rank_with_the_same_global_batch() {
             partition,
             "--allreduce",
             allreduce,
+            "--optimizer-state",
+            optimizer,
         ]));
         let rel = max_relative_difference(&a, &weights(many.path()));
         assert!(
             rel < 1e-5,
-            "{n} ranks, {padding} padding, {allreduce}: max relative difference {rel}"
+            "{n} ranks, {padding} padding, {allreduce}, {optimizer}: max relative difference {rel}"
         );
         for epoch in 0..2 {
             let r1 = results(one.path(), 0, epoch);

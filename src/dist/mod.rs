@@ -8,6 +8,7 @@ use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::datatype::PartitionMut;
 use mpi::topology::Communicator as _;
 use mpi::topology::SimpleCommunicator;
+use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 
 mod node;
@@ -29,9 +30,9 @@ pub trait Communicator {
     fn all_gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>>;
     /// The MPI library's own version string ("none" without MPI).
     fn library_version(&self) -> String;
-    /// A shared-memory buffer of `len` f32 per rank for the ranks of each host (collective);
-    /// `None` where ranks share no memory.
-    fn node_buffer(&self, _len: usize) -> Option<NodeBuffer> {
+    /// A shared-memory buffer of `len` f32 per rank for the ranks of each host, and one region
+    /// of `host_len` f32 per host (collective); `None` where ranks share no memory.
+    fn node_buffer(&self, _len: usize, _host_len: usize) -> Option<NodeBuffer> {
         None
     }
 }
@@ -111,8 +112,8 @@ impl Communicator for Mpi {
             })
             .unwrap_or_else(|_| "unknown".into())
     }
-    fn node_buffer(&self, len: usize) -> Option<NodeBuffer> {
-        NodeBuffer::new(&self.world, len)
+    fn node_buffer(&self, len: usize, host_len: usize) -> Option<NodeBuffer> {
+        NodeBuffer::new(&self.world, len, host_len)
     }
 }
 
@@ -181,18 +182,35 @@ pub struct FlatGrads {
     /// CPU staging for MPI when the gradients live on a GPU.
     host: Option<Tensor>,
     /// The shared memory behind `flat` (CPU) or `host` (GPU), when there is one.
-    shared: Option<NodeBuffer>,
+    shared: Option<Rc<NodeBuffer>>,
+}
+
+/// The shared-memory buffer for `len` gradients (and `host_len` f32 per host) that `allreduce`
+/// asks for, where the ranks of a host can share one. Collective.
+pub fn gradient_node_buffer(
+    comm: &dyn Communicator,
+    allreduce: AllReduce,
+    len: usize,
+    host_len: usize,
+) -> Option<Rc<NodeBuffer>> {
+    match allreduce {
+        AllReduce::Shm if comm.size() > 1 => comm.node_buffer(len, host_len).map(Rc::new),
+        _ => None,
+    }
 }
 
 impl FlatGrads {
     /// Points the `.grad` of each of `vars` into a fresh zeroed flat buffer. Collective.
     pub fn new(vars: &[Tensor], comm: &dyn Communicator, allreduce: AllReduce) -> Self {
+        let total = vars.iter().map(|v| v.numel()).sum();
+        Self::with_shared(vars, gradient_node_buffer(comm, allreduce, total, 0))
+    }
+
+    /// As [`FlatGrads::new`], in `shared` where there is one (its buffers must hold one f32 per
+    /// parameter value).
+    pub fn with_shared(vars: &[Tensor], shared: Option<Rc<NodeBuffer>>) -> Self {
         let device = vars.first().map_or(Device::Cpu, |v| v.device());
         let total: i64 = vars.iter().map(|v| v.numel() as i64).sum();
-        let shared = match allreduce {
-            AllReduce::Shm if comm.size() > 1 => comm.node_buffer(total as usize),
-            _ => None,
-        };
         // SAFETY: the window holds `total` f32 and is never freed (see `NodeBuffer::new`).
         let shared_tensor = shared.as_ref().map(|s| unsafe {
             Tensor::from_blob(s.ptr().cast(), &[total], &[1], Kind::Float, Device::Cpu)
@@ -237,15 +255,23 @@ impl FlatGrads {
     /// with `MPI_Allreduce` in `ALLREDUCE_CHUNK` pieces. Returns whether every summed value is
     /// finite (the same answer on every rank).
     pub fn all_reduce(&mut self, comm: &dyn Communicator) -> bool {
-        if let Some(shared) = self.shared.take() {
+        if let Some(shared) = self.shared.clone() {
             let mut finite = true;
             self.all_reduce_with(comm, |_| finite = shared.all_reduce());
-            self.shared = Some(shared);
             return finite;
         }
         self.all_reduce_with(comm, |buf| mpi_in_pieces(comm, buf, ALLREDUCE_CHUNK));
         // A NaN or infinity anywhere makes the sum non-finite: one pass over the buffer, no mask.
         self.flat.sum(Kind::Float).double_value(&[]).is_finite()
+    }
+
+    /// Sums the gradients over ranks only in this rank's segment of the shared buffer
+    /// ([`NodeBuffer::reduce_scatter`]), for the sharded optimiser; whether every summed value
+    /// (of every segment) is finite. Needs CPU gradients in shared memory.
+    pub fn reduce_scatter(&mut self) -> bool {
+        let shared = self.shared.as_ref().expect("gradients in shared memory");
+        assert!(self.host.is_none(), "reduce_scatter needs CPU gradients");
+        shared.reduce_scatter()
     }
 
     /// Sums the gradients over ranks with `MPI_Allreduce` in pieces of `chunk` elements, even

@@ -18,6 +18,7 @@ use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Color, Communicator as _, SimpleCommunicator};
 use mpi::traits::CommunicatorCollectives;
+use std::ops::Range;
 
 /// Elements summed at a time: a piece of every buffer stays in L1 while it is summed and
 /// written back.
@@ -34,6 +35,9 @@ pub struct NodeBuffer {
     /// when the rank's summed segment held a NaN or an infinity.
     buffers: Vec<*mut f32>,
     len: usize,
+    /// One region of `host_len` f32 for the whole host (in local rank 0's part of the window).
+    host: *mut f32,
+    host_len: usize,
 }
 
 impl NodeBuffer {
@@ -44,8 +48,11 @@ impl NodeBuffer {
     /// The window is never freed: freeing is collective, and a rank that stops with an error must
     /// not wait for the others to free theirs (`mpirun` ends the job when it exits). The gradient
     /// tensors viewing it stay valid for the life of the process.
-    pub fn new(world: &SimpleCommunicator, len: usize) -> Option<Self> {
-        Self::grouped(world, world.split_shared(world.rank()), len)
+    ///
+    /// With `host_len > 0` the host also gets one region of `host_len` f32, zeroed, that all its
+    /// ranks share ([`NodeBuffer::host_region`]): the sharded optimiser keeps its state there.
+    pub fn new(world: &SimpleCommunicator, len: usize, host_len: usize) -> Option<Self> {
+        Self::grouped(world, world.split_shared(world.rank()), len, host_len)
     }
 
     /// As [`NodeBuffer::new`], with the ranks grouped by `node` (a split of `world` whose ranks
@@ -54,6 +61,7 @@ impl NodeBuffer {
         world: &SimpleCommunicator,
         node: SimpleCommunicator,
         len: usize,
+        host_len: usize,
     ) -> Option<Self> {
         let local = node.rank();
         let local_size = node.size();
@@ -72,44 +80,14 @@ impl NodeBuffer {
             .split_by_color_with_key(Color::with_value(local), world.rank())
             .filter(|c| c.size() > 1)
             .map(|world| Mpi { world });
-        // Each rank's buffer, then its non-finite flag.
-        let bytes = (len + 1) * 4;
-        let mut base: *mut f32 = std::ptr::null_mut();
-        let mut win: ffi::MPI_Win = unsafe { std::mem::zeroed() };
-        // SAFETY: plain MPI-3 calls on a live communicator; `base` receives this rank's segment
-        // and the shared queries every other rank's, all valid until MPI_Finalize (never freed).
-        let buffers = unsafe {
-            check(ffi::MPI_Win_allocate_shared(
-                bytes as ffi::MPI_Aint,
-                4,
-                ffi::RSMPI_INFO_NULL,
-                node.as_raw(),
-                (&mut base as *mut *mut f32).cast(),
-                &mut win,
-            ));
-            let buffers: Vec<*mut f32> = (0..local_size)
-                .map(|r| {
-                    let (mut size, mut unit) = (0 as ffi::MPI_Aint, 0);
-                    let mut ptr: *mut f32 = std::ptr::null_mut();
-                    check(ffi::MPI_Win_shared_query(
-                        win,
-                        r,
-                        &mut size,
-                        &mut unit,
-                        (&mut ptr as *mut *mut f32).cast(),
-                    ));
-                    assert_eq!(size as usize, bytes, "shared window of the wrong size");
-                    ptr
-                })
-                .collect();
-            // One passive-target epoch for the window's whole life: MPI_Win_sync then orders
-            // this rank's loads and stores against the other ranks' around each barrier.
-            check(ffi::MPI_Win_lock_all(ffi::MPI_MODE_NOCHECK as i32, win));
-            buffers
-        };
-        let this = NodeBuffer { node, cross, win, buffers, len };
-        // SAFETY: this rank's own segment of `len` f32, which no rank reads before the barrier.
-        unsafe { std::ptr::write_bytes(this.ptr(), 0, len + 1) };
+        // Each rank's buffer, then its non-finite flag; local rank 0's, then the host's region.
+        let size = |r: i32| len + 1 + if r == 0 { host_len } else { 0 };
+        let (win, buffers) = allocate(&node, size(local), size);
+        // SAFETY: local rank 0's part of the window holds `host_len` f32 after its buffer.
+        let host = unsafe { buffers[0].add(len + 1) };
+        let this = NodeBuffer { node, cross, win, buffers, len, host, host_len };
+        // SAFETY: this rank's own part of the window, which no rank reads before the barrier.
+        unsafe { std::ptr::write_bytes(this.ptr(), 0, size(local)) };
         this.sync();
         Some(this)
     }
@@ -119,9 +97,25 @@ impl NodeBuffer {
         self.buffers[self.node.rank() as usize]
     }
 
-    /// Barrier of the host's ranks that also orders memory: everything written to any buffer
+    /// The ranks sharing this buffer (the host's).
+    pub fn group_size(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// The host's shared region and its length in f32 (length 0 unless asked for).
+    pub fn host_region(&self) -> (*mut f32, usize) {
+        (self.host, self.host_len)
+    }
+
+    /// The elements whose sum this rank computes: its `1/L` of the buffer.
+    pub fn segment(&self) -> Range<usize> {
+        let (local, ranks) = (self.node.rank() as usize, self.buffers.len());
+        self.len * local / ranks..self.len * (local + 1) / ranks
+    }
+
+    /// Barrier of the host's ranks that also orders memory: everything written to the window
     /// before it is visible to every rank after it.
-    fn sync(&self) {
+    pub fn sync(&self) {
         // SAFETY: `win` is a live window in a lock_all epoch.
         unsafe { check(ffi::MPI_Win_sync(self.win)) };
         self.node.barrier();
@@ -133,9 +127,20 @@ impl NodeBuffer {
     /// divergence check costs no second pass). Collective over all ranks; no rank may touch its
     /// buffer during the call.
     pub fn all_reduce(&self) -> bool {
+        self.reduce(true)
+    }
+
+    /// As [`NodeBuffer::all_reduce`], but the sum is written only where it is computed: after
+    /// it, this rank's buffer holds the sum in [`NodeBuffer::segment`] (and its own gradients,
+    /// or partial sums, elsewhere). Half the writes of `all_reduce` on two ranks, for an
+    /// optimiser that updates only this rank's segment.
+    pub fn reduce_scatter(&self) -> bool {
+        self.reduce(false)
+    }
+
+    fn reduce(&self, everywhere: bool) -> bool {
         let local = self.node.rank() as usize;
-        let ranks = self.buffers.len();
-        let (lo, hi) = (self.len * local / ranks, self.len * (local + 1) / ranks);
+        let Range { start: lo, end: hi } = self.segment();
         self.sync();
         // SAFETY: between the two barriers, segment [lo, hi) of every buffer is read and written
         // by this rank alone (the other ranks own the other segments).
@@ -145,16 +150,17 @@ impl NodeBuffer {
             .map(|&b| unsafe { std::slice::from_raw_parts_mut(b.add(lo), hi - lo) })
             .collect();
         let finite = match &self.cross {
-            None => sum_into_all(&mut segments),
+            None => sum_into(&mut segments, |r| everywhere || r == local),
             Some(cross) => {
-                let (first, rest) = segments.split_at_mut(1);
-                sum_into_first(first[0], rest);
+                sum_into(&mut segments, |r| r == local);
                 // The host's sum of this segment, summed over hosts, then handed to neighbours.
-                super::mpi_in_pieces(cross, first[0], super::ALLREDUCE_CHUNK);
-                for other in rest {
-                    other.copy_from_slice(first[0]);
+                let (before, rest) = segments.split_at_mut(local);
+                let (mine, after) = rest.split_first_mut().expect("this rank's segment");
+                super::mpi_in_pieces(cross, mine, super::ALLREDUCE_CHUNK);
+                if everywhere {
+                    before.iter_mut().chain(after).for_each(|s| s.copy_from_slice(mine));
                 }
-                all_finite(first[0])
+                all_finite(mine)
             }
         };
         // SAFETY: this rank's own flag slot; the others read it only after the barrier.
@@ -166,9 +172,9 @@ impl NodeBuffer {
     }
 }
 
-/// Sums `segments` element-wise in order and writes the sum into each of them; whether every
-/// sum is finite.
-fn sum_into_all(segments: &mut [&mut [f32]]) -> bool {
+/// Sums `segments` element-wise in order and writes the sum into those `write` picks (by
+/// index); whether every sum is finite.
+fn sum_into(segments: &mut [&mut [f32]], write: impl Fn(usize) -> bool) -> bool {
     let mut sum = [0f32; PIECE];
     let mut finite = true;
     let len = segments[0].len();
@@ -180,21 +186,11 @@ fn sum_into_all(segments: &mut [&mut [f32]]) -> bool {
             add(sum, &s[start..start + n]);
         }
         finite &= all_finite(sum);
-        for s in segments.iter_mut() {
+        for (_, s) in segments.iter_mut().enumerate().filter(|(r, _)| write(*r)) {
             s[start..start + n].copy_from_slice(sum);
         }
     }
     finite
-}
-
-/// Adds `rest` element-wise into `first`, in order.
-fn sum_into_first(first: &mut [f32], rest: &[&mut [f32]]) {
-    for start in (0..first.len()).step_by(PIECE) {
-        let end = (start + PIECE).min(first.len());
-        for s in rest {
-            add(&mut first[start..end], &s[start..end]);
-        }
-    }
 }
 
 fn add(acc: &mut [f32], x: &[f32]) {
@@ -216,6 +212,48 @@ fn all_finite(x: &[f32]) -> bool {
         }
     }
     lanes.iter().fold(tail, |m, &l| m.max(l)) != EXPONENT
+}
+
+/// A shared window over `node` in which this rank holds `mine` f32 and local rank `r` holds
+/// `size(r)`; every rank's pointer, by local rank. The window is never freed (see
+/// [`NodeBuffer::new`]) and stays in one passive-target epoch for its whole life, so
+/// `MPI_Win_sync` orders this rank's loads and stores against the other ranks' around barriers.
+fn allocate(
+    node: &SimpleCommunicator,
+    mine: usize,
+    size: impl Fn(i32) -> usize,
+) -> (ffi::MPI_Win, Vec<*mut f32>) {
+    let mut base: *mut f32 = std::ptr::null_mut();
+    let mut win: ffi::MPI_Win = unsafe { std::mem::zeroed() };
+    // SAFETY: plain MPI-3 calls on a live communicator; `base` receives this rank's segment and
+    // the shared queries every other rank's, all valid until MPI_Finalize (never freed).
+    unsafe {
+        check(ffi::MPI_Win_allocate_shared(
+            (mine * 4) as ffi::MPI_Aint,
+            4,
+            ffi::RSMPI_INFO_NULL,
+            node.as_raw(),
+            (&mut base as *mut *mut f32).cast(),
+            &mut win,
+        ));
+        let buffers = (0..node.size())
+            .map(|r| {
+                let (mut bytes, mut unit) = (0 as ffi::MPI_Aint, 0);
+                let mut ptr: *mut f32 = std::ptr::null_mut();
+                check(ffi::MPI_Win_shared_query(
+                    win,
+                    r,
+                    &mut bytes,
+                    &mut unit,
+                    (&mut ptr as *mut *mut f32).cast(),
+                ));
+                assert_eq!(bytes as usize, size(r) * 4, "shared window of the wrong size");
+                ptr
+            })
+            .collect();
+        check(ffi::MPI_Win_lock_all(ffi::MPI_MODE_NOCHECK as i32, win));
+        (win, buffers)
+    }
 }
 
 fn check(rc: i32) {

@@ -2,6 +2,7 @@
 //! self-attention, GELU(tanh) MLP, learned positions, LM head tied to `wte`. Parameter names follow
 //! GPT-2 checkpoints (`wte`, `wpe`, `h.N.attn.c_attn`, `ln_f`).
 
+use super::dropout::dropout;
 use crate::config::{CpuMatmul, ModelDims};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -145,6 +146,11 @@ impl CausalSelfAttention {
         }
         let p = if train { self.dropout } else { 0.0 };
         let y = match mask {
+            // libtorch's attention with dropout on the CPU is its unfused "math" path; the same
+            // steps here draw the mask with the fast generator.
+            Mask::Causal if p > 0.0 && x.device() == Device::Cpu => {
+                causal_attention_with_dropout(&q, &k, &v, p)
+            }
             Mask::Causal => Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -160,8 +166,20 @@ impl CausalSelfAttention {
             }
         }; // (B, nh, T, hs)
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
-        dense(&self.c_proj, &y, self.onednn).dropout(p, train)
+        dropout(&dense(&self.c_proj, &y, self.onednn), p, train)
     }
+}
+
+/// `softmax(q·kᵀ/√d + causal mask) · v` with dropout `p` on the attention weights, as
+/// `scaled_dot_product_attention` computes it without a fused kernel. (B, nh, T, hs) each. The
+/// scale goes on `q` (T·hs elements, not T²) and the mask is added (a vectorised pass whose
+/// gradient is the identity) rather than filled in.
+fn causal_attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, p: f64) -> Tensor {
+    let (t, s) = (q.size()[2], k.size()[2]);
+    let scale = 1.0 / (q.size()[3] as f64).sqrt();
+    let future = Tensor::full([t, s], f64::NEG_INFINITY, (Kind::Float, q.device())).triu(s - t + 1);
+    let weights = ((q * scale).matmul(&k.transpose(-2, -1)) + future).softmax(-1, Kind::Float);
+    dropout(&weights, p, true).matmul(v)
 }
 
 #[derive(Debug)]
@@ -186,7 +204,7 @@ impl Mlp {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let p = if train { self.dropout } else { 0.0 };
         let h = dense(&self.c_fc, x, self.onednn).gelu("tanh");
-        dense(&self.c_proj, &h, self.onednn).dropout(p, train)
+        dropout(&dense(&self.c_proj, &h, self.onednn), p, train)
     }
 }
 
@@ -288,7 +306,7 @@ impl Gpt {
         let p = if train { self.config.dropout } else { 0.0 };
         let tok = idx.apply(&self.wte); // (B, T, C)
         let pos = positions.apply(&self.wpe); // (B or 1, T, C)
-        let mut x = (tok + pos).dropout(p, train);
+        let mut x = dropout(&(tok + pos), p, train);
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = block.forward(&x, mask, slot, train);
@@ -460,6 +478,35 @@ mod tests {
             assert!(diff < 1e-6, "{matmul:?}: gradients differ by {diff}");
             assert!(autograd.abs().sum(Kind::Float).double_value(&[]) > 0.0);
         }
+    }
+
+    /// The attention that draws its own dropout masks is libtorch's causal attention: with a
+    /// probability too small to drop anything (its threshold rounds to 0), the same values and
+    /// gradients as `scaled_dot_product_attention`; with dropout, some weights vanish.
+    #[test]
+    fn attention_with_dropout_matches_libtorch_without() {
+        let qkv =
+            || Tensor::randn([2, 3, 9, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let (q, k, v) = (qkv(), qkv(), qkv());
+        let ours = causal_attention_with_dropout(&q, &k, &v, 1e-12);
+        let theirs = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
+        );
+        assert!(ours.allclose(&theirs, 1e-5, 1e-6, false));
+        let grads = |y: &Tensor| {
+            let g = Tensor::run_backward(&[y.sum(Kind::Float)], &[&q, &k, &v], false, false);
+            Tensor::cat(&g.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(), 0)
+        };
+        assert!(grads(&ours).allclose(&grads(&theirs), 1e-4, 1e-5, false));
+        let dropped = causal_attention_with_dropout(&q, &k, &v, 0.5);
+        assert!(!dropped.allclose(&theirs, 1e-3, 1e-3, false), "dropout changed nothing");
     }
 
     #[test]

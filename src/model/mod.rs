@@ -2,6 +2,7 @@
 //! a key/value cache. Distribution, losses over batches and optimisers live elsewhere.
 
 pub mod decode;
+pub mod dropout;
 pub mod gpt;
 
 pub use decode::{greedy_decode, greedy_decode_uncached};

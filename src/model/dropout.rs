@@ -1,0 +1,164 @@
+//! Dropout with masks drawn by a fast counter-based generator on the CPU.
+//!
+//! libtorch draws a CPU dropout mask with `bernoulli_`, which runs MKL's vectorised generator only
+//! on Intel CPUs; everywhere else it is a serial loop calling the Mersenne Twister once per
+//! element. On this project's AMD machine that was a fifth of a training step (the attention
+//! weights alone are B·heads·T² elements per layer). Here the mask is the SplitMix64 stream —
+//! output `i` is a bijective mix of `key + (i + 1)·γ`, so every element is computed on its own
+//! and the loop vectorises — with each 64-bit output giving two elements' 32-bit draws. The
+//! key comes from torch's global generator, so `tch::manual_seed` still fixes every mask.
+//! GPUs keep libtorch's dropout (its fused kernel is fast there).
+
+use tch::{Device, Kind, Tensor};
+
+/// `x` with each element zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, when
+/// `train`; `x` itself otherwise. As `Tensor::dropout`; gradients flow through the mask.
+pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+    if !train || p == 0.0 {
+        return x.shallow_clone();
+    }
+    if x.device() != Device::Cpu || x.kind() != Kind::Float || p >= 1.0 {
+        return x.dropout(p, train);
+    }
+    x * mask(&x.size(), p)
+}
+
+/// A dropout mask of `shape`: 0 with probability `p`, `1 / (1 - p)` otherwise, from a key drawn
+/// from torch's global generator.
+pub fn mask(shape: &[i64], p: f64) -> Tensor {
+    assert!((0.0..1.0).contains(&p), "dropout probability {p} must be in [0, 1)");
+    let key = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
+    let mut out = Tensor::empty(shape, (Kind::Float, Device::Cpu));
+    // SAFETY: a fresh contiguous f32 CPU tensor that nothing else references yet.
+    fill(unsafe { crate::dist::as_mut_slice(&mut out) }, key, p);
+    out
+}
+
+/// Fills `out` with a mask for dropout probability `p` from the stream keyed by `key`.
+fn fill(out: &mut [f32], key: u64, p: f64) {
+    // An element is dropped when its 32-bit draw is below `threshold`: probability
+    // threshold / 2³², within 2⁻³² of `p`.
+    let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+    let scale = (1.0 / (1.0 - p)) as f32;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512dq") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { fill_avx512(out, key, threshold, scale) };
+    }
+    fill_portable(out, key, threshold, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
+unsafe fn fill_avx512(out: &mut [f32], key: u64, threshold: u32, scale: f32) {
+    fill_portable(out, key, threshold, scale)
+}
+
+/// Elements per block: eight 64-bit outputs of two draws each, computed side by side.
+const BLOCK: usize = 16;
+
+#[inline(always)]
+fn fill_portable(out: &mut [f32], key: u64, threshold: u32, scale: f32) {
+    let pick = |draw: u32| if draw < threshold { 0.0 } else { scale };
+    let mut blocks = out.chunks_exact_mut(BLOCK);
+    let mut counter = 0u64;
+    for block in &mut blocks {
+        let mut h = [0u64; BLOCK / 2];
+        for (j, h) in h.iter_mut().enumerate() {
+            *h = splitmix64(key, counter + j as u64);
+        }
+        for (pair, h) in block.chunks_exact_mut(2).zip(h) {
+            pair[0] = pick(h as u32);
+            pair[1] = pick((h >> 32) as u32);
+        }
+        counter += (BLOCK / 2) as u64;
+    }
+    for (j, pair) in blocks.into_remainder().chunks_mut(2).enumerate() {
+        let h = splitmix64(key, counter + j as u64);
+        pair[0] = pick(h as u32);
+        if let Some(second) = pair.get_mut(1) {
+            *second = pick((h >> 32) as u32);
+        }
+    }
+}
+
+/// Output `i` of the SplitMix64 generator (Steele, Lea & Flood 2014) seeded with `key`.
+#[inline(always)]
+fn splitmix64(key: u64, i: u64) -> u64 {
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut z = key.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fraction of `mask`'s elements kept, after checking each is 0 or `1 / (1 - p)`.
+    fn kept(mask: &[f32], p: f64) -> f64 {
+        let scale = (1.0 / (1.0 - p)) as f32;
+        assert!(mask.iter().all(|&m| m == 0.0 || m == scale), "values other than 0 and {scale}");
+        mask.iter().filter(|&&m| m != 0.0).count() as f64 / mask.len() as f64
+    }
+
+    #[test]
+    fn masks_keep_each_element_with_probability_one_minus_p() {
+        let n = 1 << 20;
+        for p in [0.1, 0.5, 0.9] {
+            let mut out = vec![0f32; n];
+            fill(&mut out, 42, p);
+            // Four standard deviations of the binomial fraction: sqrt(p(1-p)/n) <= 0.0005.
+            let rate = kept(&out, p);
+            assert!((rate - (1.0 - p)).abs() < 0.002, "p = {p}: kept {rate}");
+            // The two draws of one 64-bit output are independent: pairs both kept at (1-p)².
+            let both = out.chunks_exact(2).filter(|c| c[0] != 0.0 && c[1] != 0.0).count();
+            let both = both as f64 / (n / 2) as f64;
+            assert!((both - (1.0 - p).powi(2)).abs() < 0.003, "p = {p}: pairs kept {both}");
+            // Neighbouring blocks are not copies of each other.
+            let same = out.chunks_exact(BLOCK).zip(out.chunks_exact(BLOCK).skip(1));
+            assert!(same.filter(|(a, b)| a == b).count() < n / BLOCK / 4);
+        }
+    }
+
+    #[test]
+    fn a_mask_is_a_prefix_of_its_stream_whatever_its_length() {
+        // Lengths around the vectorised block and the two-draw pairs: the remainder is the same
+        // stream as the blocks.
+        let mut long = vec![0f32; 100];
+        fill(&mut long, 7, 0.3);
+        for len in [0, 1, 2, 15, 16, 17, 31, 33, 99] {
+            let mut short = vec![0f32; len];
+            fill(&mut short, 7, 0.3);
+            assert_eq!(short[..], long[..len], "length {len}");
+        }
+        // Whatever instructions the CPU has, the same mask.
+        let mut portable = vec![0f32; 100];
+        fill_portable(&mut portable, 7, (0.3f64 * 4_294_967_296.0).round() as u32, 1.0 / 0.7);
+        assert_eq!(portable, long);
+        let mut other_key = vec![0f32; 100];
+        fill(&mut other_key, 8, 0.3);
+        assert_ne!(other_key, long);
+    }
+
+    /// (That `tch::manual_seed` fixes the masks is checked end to end, where no other test
+    /// shares torch's generator: a run stopped and resumed with dropout ends bit for bit where
+    /// an uninterrupted one does, `tests/faults.rs`.)
+    #[test]
+    fn each_call_draws_a_new_mask_and_gradients_flow_through_it() {
+        let a = mask(&[4, 64], 0.25);
+        let b = mask(&[4, 64], 0.25);
+        assert!(!a.equal(&b), "a second call draws a new mask");
+
+        let x = Tensor::ones([3, 50], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let y = dropout(&x, 0.25, true);
+        y.sum(Kind::Float).backward();
+        // With x = 1, y is the mask itself, and so is the gradient of sum(y).
+        assert!(x.grad().equal(&y.detach()));
+        let y: Vec<f32> = Vec::try_from(y.detach().flatten(0, -1)).unwrap();
+        assert!(kept(&y, 0.25) > 0.5);
+        assert!(dropout(&x, 0.25, false).equal(&x), "no dropout outside training");
+        assert!(dropout(&x, 0.0, true).equal(&x));
+    }
+}
