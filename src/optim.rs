@@ -158,10 +158,10 @@ impl AdamW {
         // else touches while it runs: sharded, the host's other ranks update other segments.
         let (p, m, v, g) = unsafe {
             (
-                elements(&self.params, &seg),
-                elements(&self.exp_avg, &seg),
-                elements(&self.exp_avg_sq, &seg),
-                &*elements(grad, &seg),
+                elements(&mut self.params, &seg),
+                elements(&mut self.exp_avg, &seg),
+                elements(&mut self.exp_avg_sq, &seg),
+                &std::slice::from_raw_parts(grad.data_ptr() as *const f32, grad.numel())[seg],
             )
         };
         for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
@@ -244,7 +244,7 @@ impl AdamW {
 ///
 /// # Safety
 /// As [`crate::dist::as_mut_slice`], for the elements in `range`.
-unsafe fn elements<'a>(t: &'a Tensor, range: &Range<usize>) -> &'a mut [f32] {
+unsafe fn elements<'a>(t: &'a mut Tensor, range: &Range<usize>) -> &'a mut [f32] {
     debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     assert!(range.end <= t.numel(), "elements {range:?} of {}", t.numel());
     std::slice::from_raw_parts_mut((t.data_ptr() as *mut f32).add(range.start), range.len())

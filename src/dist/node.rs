@@ -7,6 +7,11 @@
 //! segment over the `L` buffers (in local-rank order) and writes the sum into all of them — one
 //! pass that reads and writes each byte once, both cores at once, between two node barriers.
 //!
+//! For the sharded optimiser, [`NodeBuffer::reduce_scatter`] writes the sum only where it is
+//! computed (each rank's own segment), and the window also holds one region per host
+//! ([`NodeBuffer::host_region`]) where the host's ranks keep a single copy of the parameters and
+//! AdamW moments.
+//!
 //! Across hosts the layering is the usual hierarchical one: after the on-host sum, each local
 //! rank all-reduces its own segment with the ranks of the same local rank on the other hosts
 //! (plain MPI, so any fabric MPI knows), then copies it into its neighbours' buffers. Hosts must
