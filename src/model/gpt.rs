@@ -352,14 +352,21 @@ impl Gpt {
             let _guard = tch::no_grad_guard();
             let x = rows.detach();
             let w = &self.wte.ws;
-            // One row-wise log-softmax pass (as cross_entropy), then the gradient over it in
-            // place: scale · (exp(log-softmax) − one-hot).
-            let mut g = self.logits(&x).log_softmax(1, Kind::Float); // (n, V)
-            let labels = labels.view([-1, 1]);
-            let picked = g.gather(1, &labels, false); // (n, 1)
-            let loss = -picked.sum(Kind::Float);
-            let _ = g.exp_().g_mul_scalar_(scale);
-            let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
+            // The gradient over the logits in place: scale · (softmax − one-hot).
+            let mut g = self.logits(&x).contiguous(); // (n, V)
+            let loss = if g.device() == Device::Cpu {
+                let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
+                let loss = super::xent::loss_and_gradient_in_place(&mut g, &labels, scale as f32);
+                Tensor::from(loss as f32)
+            } else {
+                // One row-wise log-softmax pass (as cross_entropy), then exp, scale, one-hot.
+                g = g.log_softmax(1, Kind::Float);
+                let labels = labels.view([-1, 1]);
+                let picked = g.gather(1, &labels, false); // (n, 1)
+                let _ = g.exp_().g_mul_scalar_(scale);
+                let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
+                -picked.sum(Kind::Float)
+            };
             let mut w_grad = w.grad();
             assert!(w_grad.defined(), "the model's gradients must exist before a step");
             let grad_rows = if self.onednn {
