@@ -180,8 +180,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub bucket_by_length: bool,
     /// Matrix products on the CPU: onednn (oneDNN's fp32 kernels; AVX-512 wherever the CPU has
-    /// it) or blas (libtorch's BLAS: MKL, which runs AVX2 kernels on AMD CPUs)
-    #[arg(long, value_enum, default_value_t = CpuMatmul::Onednn)]
+    /// it), blas (libtorch's BLAS: MKL, which runs AVX2 kernels on AMD CPUs) or auto (blas on
+    /// Intel CPUs, onednn elsewhere)
+    #[arg(long, value_enum, default_value_t = CpuMatmul::Auto)]
     pub cpu_matmul: CpuMatmul,
     /// How ranks sum gradients: shm (the ranks of a host in memory they share, MPI between hosts)
     /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
@@ -232,7 +233,7 @@ impl TrainArgs {
             partition: self.partition,
             padding: self.padding,
             bucket_by_length: self.bucket_by_length,
-            cpu_matmul: self.cpu_matmul,
+            cpu_matmul: self.cpu_matmul.resolve(),
             allreduce: self.allreduce,
             optimizer_state: self.optimizer_state,
             dropout: self.dropout,

@@ -110,13 +110,17 @@ pub enum Padding {
 /// Which kernels multiply matrices on the CPU. PyTorch's wheels bring two libraries: MKL's BLAS,
 /// which libtorch calls for `matmul` and `linear`, and oneDNN. On CPUs that MKL does not
 /// recognise as Intel's (AMD EPYC, for one) MKL runs its AVX2 kernels even where the CPU has
-/// AVX-512, and oneDNN's fp32 kernels are about twice as fast (BENCHMARKS.md). Both compute in
-/// fp32; only the order of the sums differs. GPUs always use cuBLAS.
+/// AVX-512, and oneDNN's fp32 kernels are about twice as fast; on Intel CPUs MKL runs AVX-512
+/// itself and oneDNN only adds copies into and out of its own layout (BENCHMARKS.md). Both
+/// compute in fp32; only the order of the sums differs. GPUs always use cuBLAS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuMatmul {
-    /// oneDNN, when libtorch was built with it (otherwise BLAS).
+    /// BLAS on Intel CPUs, oneDNN on others (resolved when the configuration is made, so
+    /// `run.json` records the kernels that ran).
     #[default]
+    Auto,
+    /// oneDNN, when libtorch was built with it (otherwise BLAS).
     Onednn,
     /// libtorch's BLAS (MKL in PyTorch's x86 wheels).
     Blas,
@@ -126,6 +130,32 @@ impl CpuMatmul {
     /// What runs before this option existed: BLAS.
     fn legacy() -> Self {
         CpuMatmul::Blas
+    }
+
+    /// `Auto` made concrete for this machine's CPU: BLAS where MKL takes its own fast paths
+    /// (an Intel CPU), oneDNN elsewhere.
+    pub fn resolve(self) -> Self {
+        match self {
+            CpuMatmul::Auto if cpu_vendor().as_deref() == Some("GenuineIntel") => CpuMatmul::Blas,
+            CpuMatmul::Auto => CpuMatmul::Onednn,
+            concrete => concrete,
+        }
+    }
+}
+
+/// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, …), where the architecture has one.
+fn cpu_vendor() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID leaf 0 exists on every x86-64 CPU; the vendor is EBX, EDX, ECX in that order.
+        #[allow(unused_unsafe)]
+        let r = unsafe { std::arch::x86_64::__cpuid(0) };
+        let bytes: Vec<u8> = [r.ebx, r.edx, r.ecx].iter().flat_map(|w| w.to_le_bytes()).collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
     }
 }
 
@@ -381,7 +411,7 @@ pub(crate) mod tests {
             partition: Partition::Strided,
             padding: Padding::Fixed,
             bucket_by_length: false,
-            cpu_matmul: CpuMatmul::Onednn,
+            cpu_matmul: CpuMatmul::Auto.resolve(),
             allreduce: AllReduce::Shm,
             optimizer_state: OptimizerState::Replicated,
             dropout: 0.0,
@@ -391,6 +421,21 @@ pub(crate) mod tests {
             overwrite: false,
             resume: false,
         }
+    }
+
+    #[test]
+    fn auto_matmul_resolves_by_vendor_and_concrete_choices_stay() {
+        let vendor = cpu_vendor();
+        let want = if vendor.as_deref() == Some("GenuineIntel") {
+            CpuMatmul::Blas
+        } else {
+            CpuMatmul::Onednn
+        };
+        assert_eq!(CpuMatmul::Auto.resolve(), want, "vendor {vendor:?}");
+        assert_eq!(CpuMatmul::Onednn.resolve(), CpuMatmul::Onednn);
+        assert_eq!(CpuMatmul::Blas.resolve(), CpuMatmul::Blas);
+        #[cfg(target_arch = "x86_64")]
+        assert!(vendor.is_some_and(|v| v.len() == 12), "CPUID's vendor is 12 bytes");
     }
 
     #[test]

@@ -255,7 +255,7 @@ impl Gpt {
     pub fn new(p: &nn::Path, config: GptConfig) -> Self {
         let d = config.dims;
         assert!(d.n_embd % d.n_head == 0, "n_embd must be divisible by n_head");
-        let onednn = config.matmul == CpuMatmul::Onednn
+        let onednn = config.matmul.resolve() == CpuMatmul::Onednn
             && p.device() == Device::Cpu
             && tch::utils::has_mkldnn();
         let emb = nn::EmbeddingConfig {
