@@ -114,6 +114,10 @@ pub struct CompareArgs {
     /// A summary.json to compare against (e.g. a saved baseline)
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// Replace the table between the `<!-- dp-bench data_parallel table: begin/end -->` lines
+    /// of this Markdown file (e.g. BENCHMARKS.md) with these runs' (also in OUT/table.md)
+    #[arg(long, value_name = "FILE")]
+    pub update_doc: Option<PathBuf>,
 }
 
 /// Training flags (the default command). Also a parser of its own, so benches and tests build a

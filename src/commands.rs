@@ -30,6 +30,9 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     if !(args.confidence > 0.0 && args.confidence < 1.0) {
         return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
     }
+    if let Some(doc) = &args.update_doc {
+        report::markdown::check_doc(doc).map_err(UsageError::from_err)?;
+    }
     let runs = args
         .dirs
         .iter()
@@ -51,6 +54,10 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let outputs = report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") };
     let page = report::write_all(&summary, &changes, name.as_deref(), &outputs)?;
     println!("report: {}", page.display());
+    if let Some(doc) = &args.update_doc {
+        report::markdown::update_doc(doc, &summary)?;
+        println!("table: {}", doc.display());
+    }
     Ok(())
 }
 

@@ -115,6 +115,30 @@ pub struct RunInfo {
     pub device: String,
     pub crate_version: String,
     pub start_time: String,
+    /// Rank 0's CPU: its model name and logical cores (`cpu_description`); empty in files
+    /// written before it was recorded.
+    #[serde(default)]
+    pub cpu: String,
+}
+
+/// This host's CPU as `/proc/cpuinfo` names it, with its logical cores (not only those this
+/// process may use): `Intel(R) Xeon(R) Processor, 2 logical cores`. Empty where unknown.
+pub fn cpu_description() -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return String::new();
+    };
+    let field = |line: &str, key: &str| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    };
+    let model = info.lines().find_map(|l| field(l, "model name")).unwrap_or_default();
+    let cores = info.lines().filter(|l| field(l, "processor").is_some()).count();
+    match (model.is_empty(), cores) {
+        (true, 0) => String::new(),
+        (true, n) => format!("{n} logical cores"),
+        (false, 0) => model,
+        (false, n) => format!("{model}, {n} logical cores"),
+    }
 }
 
 fn ours() -> String {

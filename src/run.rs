@@ -159,6 +159,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             },
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             start_time: chrono::Utc::now().to_rfc3339(),
+            cpu: metrics::cpu_description(),
         };
         metrics::write_json(&dir.join(metrics::RUN_FILE), &info)
     })?;

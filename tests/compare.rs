@@ -64,6 +64,7 @@ fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]
         device: "cpu".into(),
         crate_version: "0".into(),
         start_time: "2026-01-01T00:00:00Z".into(),
+        cpu: "Test CPU, 2 logical cores".into(),
     };
     write_json(&dir.join("run.json"), &info).unwrap();
     for (rank, epochs) in times.iter().enumerate() {
@@ -143,6 +144,57 @@ fn reference_runs_scale_against_their_own_one_device_run_and_are_compared_with_o
     assert!(close(&versus[1]["tokens_per_sec"]["point"], 2.0, 1e-9), "{}", versus[1]);
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("dp-bench against the PyTorch reference"));
+}
+
+#[test]
+fn the_markdown_table_is_written_and_spliced_into_a_document_between_its_markers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    fake_run(&d("ws1"), Preset::Tiny, &[&[9.0, 1.0, 1.1, 0.9]]);
+    fake_run(&d("ws2"), Preset::Tiny, &[&[9.0, 0.5, 0.55, 0.45], &[9.0, 0.5, 0.55, 0.45]]);
+    fake_run_of("pytorch-eager", &d("pt1"), Preset::Tiny, &[&[9.0, 2.0, 2.2, 1.8]]);
+    let begin = "<!-- dp-bench data_parallel table: begin -->";
+    let end = "<!-- dp-bench data_parallel table: end -->";
+    let doc = d("BENCHMARKS.md");
+    std::fs::write(&doc, format!("# Numbers\nkept above\n{begin}\nstale\n{end}\nkept below\n"))
+        .unwrap();
+    let dirs = [d("ws1"), d("ws2"), d("pt1")];
+    let o = run(Command::new(binary())
+        .arg("compare")
+        .args(&dirs)
+        .arg("--out")
+        .arg(d("out"))
+        .arg("--update-doc")
+        .arg(&doc));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&doc).unwrap();
+    let table = std::fs::read_to_string(d("out/table.md")).unwrap();
+    assert_eq!(text, format!("# Numbers\nkept above\n{begin}\n{table}{end}\nkept below\n"));
+    assert!(table.contains("Test CPU, 2 logical cores"), "{table}");
+    // Each fake rank feeds as many tokens as the one-rank run, in half the time: 4× the
+    // summed throughput on 2 ranks, efficiency 2.
+    assert!(
+        table.contains("| `ws2_bs32` | dp-bench | 2 | 500.0 ms [375.8 ms, 624.2 ms]"),
+        "{table}"
+    );
+    assert!(table.contains("| 4.000× ["), "{table}");
+    assert!(table.contains("| **2.000** ["), "{table}");
+    assert!(table.contains("`ws1_bs16` ÷ `pytorch-eager_ws1_bs16` **2.000×**"), "{table}");
+
+    // A document without the markers is refused before any work and left as it was.
+    let plain = d("plain.md");
+    std::fs::write(&plain, "# no markers\n").unwrap();
+    let o = run(Command::new(binary())
+        .arg("compare")
+        .args(&dirs)
+        .arg("--out")
+        .arg(d("out2"))
+        .arg("--update-doc")
+        .arg(&plain));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no lines"));
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "# no markers\n");
+    assert!(!d("out2").exists());
 }
 
 #[test]

@@ -10,3 +10,30 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod summary;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The `main` of a harness-less bench that launches `dp-bench` runs: options come from the
+/// command line after `--`; bad options are bad input (one line, exit status 2, nothing run); a
+/// failed bench is one line and exit status 1. `binary` is `dp-bench`, `root` the project root.
+pub fn bench_main<A: clap::Parser, T>(
+    name: &str,
+    validate: impl FnOnce(&A) -> anyhow::Result<()>,
+    run: impl FnOnce(&A, &Path, &Path) -> anyhow::Result<T>,
+    binary: &Path,
+    root: &Path,
+) -> ExitCode {
+    let args = A::parse();
+    if let Err(e) = validate(&args) {
+        eprintln!("{name}: error: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(&args, binary, root) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Python with torch for the reference [default: .venv/bin/python]
     #[arg(long, env = "DP_BENCH_PYTHON")]
     pub python: Option<PathBuf>,
+    /// Replace the table between the `<!-- dp-bench data_parallel table: begin/end -->` lines
+    /// of this Markdown file (e.g. BENCHMARKS.md) with this run's, when every configuration ran
+    #[arg(long, value_name = "FILE")]
+    pub update_doc: Option<PathBuf>,
     /// Run only configurations whose id contains this text
     pub filter: Option<String>,
     /// Passed by `cargo bench`; ignored.
@@ -104,6 +108,9 @@ impl BenchArgs {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(doc) = &self.update_doc {
+            report::markdown::check_doc(doc)?;
+        }
         anyhow::ensure!(
             self.warmup < self.epochs(),
             "--warmup {} must be less than --epochs {}: nothing would be measured",
@@ -370,6 +377,15 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     }
     println!("report: {}", page.display());
     println!("figures: {}", outputs.figures.display());
-    anyhow::ensure!(failures.is_empty(), "configurations failed: {}", failures.join(", "));
+    anyhow::ensure!(
+        failures.is_empty(),
+        "configurations failed: {}{}",
+        failures.join(", "),
+        if args.update_doc.is_some() { " (the document's table is left as it was)" } else { "" }
+    );
+    if let Some(doc) = &args.update_doc {
+        report::markdown::update_doc(doc, &summary)?;
+        println!("table: {}", doc.display());
+    }
     Ok(summary)
 }

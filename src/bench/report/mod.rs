@@ -1,8 +1,9 @@
 //! Reports consume a `Summary` (and baseline changes): the criterion-like terminal lines, the
-//! figures, `summary.json`, and the HTML page. `write_all` is the one place that decides where
+//! figures, `summary.json`, the Markdown table, and the HTML page. `write_all` is the one place that decides where
 //! each artefact goes.
 
 pub mod html;
+pub mod markdown;
 pub mod terminal;
 
 use super::plot;
@@ -52,7 +53,8 @@ pub struct Outputs {
     pub figures: PathBuf,
 }
 
-/// Writes `summary.json`, the figures and the HTML report; returns the report's path.
+/// Writes `summary.json`, `table.md` (the side-by-side table in Markdown), the figures and the
+/// HTML report; returns the report's path.
 pub fn write_all(
     summary: &Summary,
     changes: &[BaselineChange],
@@ -61,6 +63,7 @@ pub fn write_all(
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&out.dir)?;
     crate::metrics::write_json(&out.dir.join("summary.json"), summary)?;
+    crate::metrics::write_atomic(&out.dir.join("table.md"), markdown::render(summary).as_bytes())?;
     let figures = plot::write_figures(summary, &out.figures)?;
     let report_dir = out.dir.join("report");
     std::fs::create_dir_all(&report_dir)?;

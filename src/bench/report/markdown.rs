@@ -1,0 +1,172 @@
+//! The side-by-side table of a `Summary` in Markdown (what BENCHMARKS.md shows), and the splice
+//! that puts it into a document between two marker lines, so that one command regenerates the
+//! table: `cargo bench --bench data_parallel -- --update-doc BENCHMARKS.md`.
+
+use crate::bench::plot::{fmt_rate, fmt_seconds};
+use crate::bench::stats::Estimate;
+use crate::bench::summary::{ConfigSummary, Summary};
+use std::path::Path;
+
+/// The line after which the generated table starts.
+pub const BEGIN: &str = "<!-- dp-bench data_parallel table: begin -->";
+/// The line before which it ends.
+pub const END: &str = "<!-- dp-bench data_parallel table: end -->";
+
+/// `point [lower, upper]`, a bound that could not be computed shown as `?`.
+fn interval(point: f64, lower: f64, upper: f64, f: &dyn Fn(f64) -> String) -> String {
+    let show = |v: f64| if v.is_finite() { f(v) } else { "?".to_string() };
+    format!("{} [{}, {}]", show(point), show(lower), show(upper))
+}
+
+/// `point [lower, upper]` of a ratio, the point followed by `unit` and in bold if asked.
+fn ratio(e: &Estimate, unit: &str, bold: bool) -> String {
+    let point = format!("{:.3}{unit}", e.point);
+    let point = if bold { format!("**{point}**") } else { point };
+    let show = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "?".to_string() };
+    format!("{point} [{}, {}]", show(e.lower), show(e.upper))
+}
+
+/// What ran where, from the first dp-bench configuration's `run.json`.
+fn machine(c: &ConfigSummary, confidence: f64) -> String {
+    let run = &c.run;
+    let cpu = if run.cpu.is_empty() { "an unrecorded CPU" } else { &run.cpu };
+    format!(
+        "Measured {} on {cpu} (host `{}`): {}, libtorch {}, {} intra-op thread{} per rank, \
+         device {}, CPU matrix products through {}. Intervals: {:.0} %; {} measured epochs per \
+         configuration.",
+        run.start_time.get(..10).unwrap_or(&run.start_time),
+        run.host,
+        run.mpi_library,
+        run.libtorch_version,
+        run.threads_per_rank,
+        if run.threads_per_rank == 1 { "" } else { "s" },
+        run.device,
+        serde_json::to_value(run.config.cpu_matmul)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        confidence * 100.0,
+        c.epochs_measured,
+    )
+}
+
+/// The table: one row per configuration (epoch time and summed throughput with their
+/// intervals, speedup over the one-rank run of the same implementation and the scaling
+/// efficiency), then dp-bench's throughput against each reference implementation's.
+pub fn render(summary: &Summary) -> String {
+    let mut out = String::new();
+    let ours =
+        summary.configs.iter().find(|c| c.run.implementation == crate::metrics::IMPLEMENTATION);
+    if let Some(c) = ours {
+        out += &machine(c, summary.confidence_level);
+        out += "\n\n";
+    }
+    out += "| configuration | implementation | ranks | epoch time (95 % CI) | tokens/s, sum (95 % CI) \
+            | speedup over its 1-rank run (95 % CI) | scaling efficiency (95 % CI) |\n";
+    out += "| --- | --- | --- | --- | --- | --- | --- |\n";
+    for c in &summary.configs {
+        let t = &c.training_time.stats;
+        let r = &c.tokens_per_sec;
+        let (speedup, efficiency) = match summary.speedup.iter().find(|s| s.id == c.id) {
+            Some(s) => {
+                (ratio(&s.tokens_per_sec, "×", false), ratio(&s.efficiency_interval, "", true))
+            }
+            None => ("—".to_string(), "—".to_string()),
+        };
+        out += &format!(
+            "| `{}` | {} | {} | {} | {} | {speedup} | {efficiency} |\n",
+            c.id,
+            c.run.implementation,
+            c.world_size,
+            interval(t.mean, t.lower, t.upper, &fmt_seconds),
+            interval(r.mean, r.lower, r.upper, &fmt_rate),
+        );
+    }
+    if !summary.versus.is_empty() {
+        out += "\nTokens/s, dp-bench ÷ reference (95 % CI):";
+        for v in &summary.versus {
+            let r = ratio(&v.tokens_per_sec, "×", true);
+            out += &format!(" `{}` ÷ `{}` {r};", v.ours, v.theirs);
+        }
+        out.pop();
+        out += ".\n";
+    }
+    out
+}
+
+/// `doc` with the lines between its `BEGIN` and `END` marker lines replaced by `table`. The
+/// markers stay, so the next run replaces the table again; everything else is kept as it is.
+pub fn splice(doc: &str, table: &str) -> Result<String, String> {
+    let line_at = |marker: &str| {
+        let mut offset = 0;
+        for line in doc.split_inclusive('\n') {
+            if line.trim() == marker {
+                return Some((offset, offset + line.len()));
+            }
+            offset += line.len();
+        }
+        None
+    };
+    let missing = || format!("has no lines `{BEGIN}` and `{END}`: add them where the table goes");
+    let (Some((_, begin_end)), Some((end_start, _))) = (line_at(BEGIN), line_at(END)) else {
+        return Err(missing());
+    };
+    if end_start < begin_end {
+        return Err(format!("has `{END}` before `{BEGIN}`"));
+    }
+    let mut table = table.to_string();
+    if !table.ends_with('\n') {
+        table.push('\n');
+    }
+    Ok(format!("{}{table}{}", &doc[..begin_end], &doc[end_start..]))
+}
+
+/// Checks, before any work, that `path` is a readable document with the markers.
+pub fn check_doc(path: &Path) -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--update-doc: cannot read {}: {e}", path.display()))?;
+    splice(&doc, "").map_err(|e| anyhow::anyhow!("--update-doc: {} {e}", path.display()))?;
+    Ok(())
+}
+
+/// Replaces the table in the document at `path` (written whole to a temporary name and renamed,
+/// so an interrupted write leaves the old document). A document without markers is an error and
+/// is left untouched.
+pub fn update_doc(path: &Path, summary: &Summary) -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let new =
+        splice(&doc, &render(summary)).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
+    crate::metrics::write_atomic(path, new.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_only_between_the_markers_and_keeps_them() {
+        let doc = format!("# Title\nbefore\n{BEGIN}\nold table\nold line\n{END}\nafter\n");
+        let new = splice(&doc, "| new |").unwrap();
+        assert_eq!(new, format!("# Title\nbefore\n{BEGIN}\n| new |\n{END}\nafter\n"));
+        // A second splice gives the same document: the markers survived.
+        assert_eq!(splice(&new, "| new |").unwrap(), new);
+    }
+
+    #[test]
+    fn splice_refuses_documents_without_markers_or_in_the_wrong_order() {
+        assert!(splice("# no markers\n", "x").unwrap_err().contains("has no lines"));
+        assert!(splice(&format!("{BEGIN}\n"), "x").unwrap_err().contains("has no lines"));
+        let swapped = format!("{END}\ntext\n{BEGIN}\n");
+        assert!(splice(&swapped, "x").unwrap_err().contains("before"));
+    }
+
+    #[test]
+    fn intervals_show_unknown_bounds_as_question_marks() {
+        assert_eq!(interval(2.0, f64::NAN, 3.0, &|v| format!("{v:.1}")), "2.0 [?, 3.0]");
+        let e = Estimate { point: 0.98, lower: 0.961, upper: f64::INFINITY };
+        assert_eq!(ratio(&e, "", true), "**0.980** [0.961, ?]");
+        assert_eq!(ratio(&e, "×", false), "0.980× [0.961, ?]");
+    }
+}
