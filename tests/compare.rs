@@ -159,13 +159,11 @@ fn the_markdown_table_is_written_and_spliced_into_a_document_between_its_markers
     std::fs::write(&doc, format!("# Numbers\nkept above\n{begin}\nstale\n{end}\nkept below\n"))
         .unwrap();
     let dirs = [d("ws1"), d("ws2"), d("pt1")];
-    let o = run(Command::new(binary())
-        .arg("compare")
-        .args(&dirs)
-        .arg("--out")
-        .arg(d("out"))
-        .arg("--update-doc")
-        .arg(&doc));
+    let compare_into = |out: &str, doc: &Path| {
+        let mut cmd = Command::new(binary());
+        run(cmd.arg("compare").args(&dirs).arg("--out").arg(d(out)).arg("--update-doc").arg(doc))
+    };
+    let o = compare_into("out", &doc);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&doc).unwrap();
     let table = std::fs::read_to_string(d("out/table.md")).unwrap();
@@ -184,13 +182,7 @@ fn the_markdown_table_is_written_and_spliced_into_a_document_between_its_markers
     // A document without the markers is refused before any work and left as it was.
     let plain = d("plain.md");
     std::fs::write(&plain, "# no markers\n").unwrap();
-    let o = run(Command::new(binary())
-        .arg("compare")
-        .args(&dirs)
-        .arg("--out")
-        .arg(d("out2"))
-        .arg("--update-doc")
-        .arg(&plain));
+    let o = compare_into("out2", &plain);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no lines"));
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), "# no markers\n");
