@@ -87,10 +87,15 @@ pub enum Partition {
     Balanced,
 }
 
+/// Writes an option value as the command line spells it (`balanced`, `onednn`, …).
+fn write_value_name<T: clap::ValueEnum>(value: &T, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let name = value.to_possible_value().expect("no skipped variants");
+    f.write_str(name.get_name())
+}
+
 impl fmt::Display for Partition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = clap::ValueEnum::to_possible_value(self).expect("no skipped variants");
-        f.write_str(name.get_name())
+        write_value_name(self, f)
     }
 }
 
@@ -140,6 +145,12 @@ impl CpuMatmul {
             CpuMatmul::Auto => CpuMatmul::Onednn,
             concrete => concrete,
         }
+    }
+}
+
+impl fmt::Display for CpuMatmul {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_value_name(self, f)
     }
 }
 

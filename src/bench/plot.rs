@@ -294,6 +294,15 @@ macro_rules! on_backend {
     };
 }
 
+/// `f(v)`, or `?` for a bound that could not be computed (NaN or infinite).
+pub fn fmt_finite(v: f64, f: &dyn Fn(f64) -> String) -> String {
+    if v.is_finite() {
+        f(v)
+    } else {
+        "?".to_string()
+    }
+}
+
 /// Seconds with a sensible number of digits.
 pub fn fmt_seconds(v: f64) -> String {
     if v >= 100.0 {

@@ -2,7 +2,7 @@
 //! that puts it into a document between two marker lines, so that one command regenerates the
 //! table: `cargo bench --bench data_parallel -- --update-doc BENCHMARKS.md`.
 
-use crate::bench::plot::{fmt_rate, fmt_seconds};
+use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds};
 use crate::bench::stats::Estimate;
 use crate::bench::summary::{ConfigSummary, Summary};
 use std::path::Path;
@@ -14,16 +14,15 @@ pub const END: &str = "<!-- dp-bench data_parallel table: end -->";
 
 /// `point [lower, upper]`, a bound that could not be computed shown as `?`.
 fn interval(point: f64, lower: f64, upper: f64, f: &dyn Fn(f64) -> String) -> String {
-    let show = |v: f64| if v.is_finite() { f(v) } else { "?".to_string() };
-    format!("{} [{}, {}]", show(point), show(lower), show(upper))
+    format!("{} [{}, {}]", fmt_finite(point, f), fmt_finite(lower, f), fmt_finite(upper, f))
 }
 
 /// `point [lower, upper]` of a ratio, the point followed by `unit` and in bold if asked.
 fn ratio(e: &Estimate, unit: &str, bold: bool) -> String {
     let point = format!("{:.3}{unit}", e.point);
     let point = if bold { format!("**{point}**") } else { point };
-    let show = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "?".to_string() };
-    format!("{point} [{}, {}]", show(e.lower), show(e.upper))
+    let three = |v: f64| format!("{v:.3}");
+    format!("{point} [{}, {}]", fmt_finite(e.lower, &three), fmt_finite(e.upper, &three))
 }
 
 /// What ran where, from the first dp-bench configuration's `run.json`.
@@ -41,10 +40,7 @@ fn machine(c: &ConfigSummary, confidence: f64) -> String {
         run.threads_per_rank,
         if run.threads_per_rank == 1 { "" } else { "s" },
         run.device,
-        serde_json::to_value(run.config.cpu_matmul)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        run.config.cpu_matmul,
         confidence * 100.0,
         c.epochs_measured,
     )
@@ -121,22 +117,23 @@ pub fn splice(doc: &str, table: &str) -> Result<String, String> {
     Ok(format!("{}{table}{}", &doc[..begin_end], &doc[end_start..]))
 }
 
+/// The document at `path` read and spliced with `table`; errors name the file.
+fn spliced(path: &Path, table: &str) -> anyhow::Result<String> {
+    let doc = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    splice(&doc, table).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))
+}
+
 /// Checks, before any work, that `path` is a readable document with the markers.
 pub fn check_doc(path: &Path) -> anyhow::Result<()> {
-    let doc = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("--update-doc: cannot read {}: {e}", path.display()))?;
-    splice(&doc, "").map_err(|e| anyhow::anyhow!("--update-doc: {} {e}", path.display()))?;
-    Ok(())
+    spliced(path, "").map(drop).map_err(|e| anyhow::anyhow!("--update-doc: {e}"))
 }
 
 /// Replaces the table in the document at `path` (written whole to a temporary name and renamed,
 /// so an interrupted write leaves the old document). A document without markers is an error and
 /// is left untouched.
 pub fn update_doc(path: &Path, summary: &Summary) -> anyhow::Result<()> {
-    let doc = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let new =
-        splice(&doc, &render(summary)).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
+    let new = spliced(path, &render(summary))?;
     crate::metrics::write_atomic(path, new.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }

@@ -1,15 +1,14 @@
 //! Criterion-style terminal lines: one block per configuration with the interval of the mean
 //! epoch time and throughput, then speedup and baseline verdicts.
 
-use crate::bench::plot::{fmt_rate, fmt_seconds};
+use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds};
 use crate::bench::stats::{Change, Estimate};
 use crate::bench::summary::{BaselineChange, Summary};
 
 const GROUP: &str = "data_parallel";
 
 fn triple(lo: f64, mid: f64, hi: f64, f: &dyn Fn(f64) -> String) -> String {
-    let show = |v: f64| if v.is_finite() { f(v) } else { "?".into() };
-    format!("[{} {} {}]", show(lo), show(mid), show(hi))
+    format!("[{} {} {}]", fmt_finite(lo, f), fmt_finite(mid, f), fmt_finite(hi, f))
 }
 
 fn ratio(e: &Estimate) -> String {
