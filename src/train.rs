@@ -154,11 +154,10 @@ impl<'a> Trainer<'a> {
         let t0 = Instant::now();
         self.grads.zero();
         if batch.target_tokens > 0 {
-            let hidden = self.model.hidden(&batch.inputs, true);
             // Normalised by the GLOBAL batch's target tokens, so the all-reduced SUM of the ranks'
             // gradients is the gradient of the mean loss over the global batch.
             let loss = self.model.target_loss_backward(
-                &hidden,
+                &batch.inputs,
                 &batch.target_index,
                 &batch.target_labels,
                 1.0 / global_targets as f64,

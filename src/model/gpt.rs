@@ -300,11 +300,22 @@ impl Gpt {
         idx: &Tensor,
         positions: &Tensor,
         mask: Mask,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
+        self.run_embedded(&idx.apply(&self.wte), positions, mask, cache, train)
+    }
+
+    /// `run` from the token embeddings `tok` (B, T, C) on.
+    fn run_embedded(
+        &self,
+        tok: &Tensor,
+        positions: &Tensor,
+        mask: Mask,
         mut cache: Option<&mut KvCache>,
         train: bool,
     ) -> Tensor {
         let p = if train { self.config.dropout } else { 0.0 };
-        let tok = idx.apply(&self.wte); // (B, T, C)
         let pos = positions.apply(&self.wpe); // (B or 1, T, C)
         let mut x = dropout(&(tok + pos), p, train);
         for (i, block) in self.h.iter().enumerate() {
@@ -333,20 +344,29 @@ impl Gpt {
         )
     }
 
-    /// `target_loss_sum` and the backward pass of `scale ×` it, with the head done by hand: the
-    /// gradient of cross-entropy w.r.t. the logits is `softmax − one-hot`, so it is written over
-    /// the (n, V) logits in place instead of autograd keeping them, their log-softmax and a
-    /// zero-filled gradient alive; the head's weight gradient is added straight into `wte`'s
-    /// gradient, and only the (n, C) gradient of the hidden rows goes back through autograd.
+    /// One training pass over the full sequences `idx` (B, T): the forward pass with dropout,
+    /// `target_loss_sum`, and the backward pass of `scale ×` it, with both ends of the tied `wte`
+    /// done by hand. The head: the gradient of cross-entropy w.r.t. the logits is `softmax −
+    /// one-hot`, so it is written over the (n, V) logits in place instead of autograd keeping
+    /// them, their log-softmax and a zero-filled gradient alive; the head's weight gradient is
+    /// added straight into `wte`'s gradient, and only the (n, C) gradient of the hidden rows goes
+    /// back through autograd. The embedding: the looked-up rows are a leaf of the graph, and
+    /// their (B·T, C) gradient is added into `wte`'s gradient row by row, where autograd would
+    /// fill a (V, C) zero matrix, add the rows into it, and then add all of it to the gradient.
     /// The model's gradients must exist (`dist::FlatGrads` makes them). Returns the unscaled sum.
     pub fn target_loss_backward(
         &self,
-        hidden: &Tensor,
+        idx: &Tensor,
         index: &Tensor,
         labels: &Tensor,
         scale: f64,
     ) -> Tensor {
         let c = self.config.dims.n_embd;
+        let (b, t) = idx.size2().expect("a (B, T) batch of token ids");
+        let ids = idx.flatten(0, -1);
+        let tok = self.wte.ws.detach().index_select(0, &ids).view([b, t, c]).set_requires_grad(true);
+        let pos = Tensor::arange(t, (Kind::Int64, self.device())).unsqueeze(0); // (1, T)
+        let hidden = self.run_embedded(&tok, &pos, Mask::Causal, None, true);
         let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
         let (grad_rows, loss) = {
             let _guard = tch::no_grad_guard();
@@ -381,6 +401,8 @@ impl Gpt {
             (grad_rows, loss)
         };
         (&rows * grad_rows).sum(Kind::Float).backward();
+        let _guard = tch::no_grad_guard();
+        let _ = self.wte.ws.grad().index_add_(0, &ids, &tok.grad().view([-1, c]));
         loss
     }
 }
@@ -479,7 +501,7 @@ mod tests {
             (&expected * scale).backward();
             let autograd = grads.buffer().copy();
             grads.zero();
-            let loss = m.target_loss_backward(&m.hidden(&idx, true), &index, &labels, scale);
+            let loss = m.target_loss_backward(&idx, &index, &labels, scale);
             assert!(loss.allclose(&expected, 1e-5, 1e-5, false), "{matmul:?} loss");
             let diff = (grads.buffer() - &autograd).abs().max().double_value(&[]);
             assert!(diff < 1e-6, "{matmul:?}: gradients differ by {diff}");

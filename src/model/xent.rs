@@ -77,9 +77,9 @@ fn row_in_place(row: &mut [f32], label: usize, scale: f32) -> f64 {
     f64::from(sum).ln() + f64::from(max) - f64::from(picked)
 }
 
-/// `e^x` for x ≤ 0, to about 2 ulp, branch-free so that it vectorises: x = k·ln 2 + r with
-/// |r| ≤ ln 2 / 2, e^r by its Taylor polynomial to degree 7, 2^k through the exponent bits.
-/// Below −87 (where e^x leaves the normal floats) it returns e^−87 ≈ 1.6e-38, which a softmax
+/// `e^x` for x ≤ 0, to about 2 ulp, branch-free and cast-free so that it vectorises:
+/// x = k·ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor polynomial to degree 7, 2^k through the
+/// exponent bits. Below −87 (where e^x leaves the normal floats) it returns e^−87 ≈ 1.6e-38, which a softmax
 /// over a sum ≥ 1 cannot tell from 0.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
@@ -90,7 +90,8 @@ fn exp(x: f32) -> f32 {
     // Adding 1.5 · 2²³ rounds to the nearest integer in the default rounding mode.
     const ROUND: f32 = 12_582_912.0;
     let x = x.max(-87.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let k = shifted - ROUND;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0 / 5040.0;
     let p = p * r + 1.0 / 720.0;
@@ -100,7 +101,10 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits((((k as i32) + 127) as u32) << 23)
+    // `shifted`'s low mantissa bits hold k (two's complement) on top of ROUND's bits: 2^k from
+    // them by integer adds and a shift, which vectorise (a float-to-int cast is saturating in
+    // Rust and would be done one lane at a time).
+    p * f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
 }
 
 #[cfg(test)]
