@@ -1,10 +1,11 @@
 //! `cargo bench --bench padding`: what dynamic padding buys on real sentences. One rank trains the
 //! same Multi30k examples with the same batches under `--padding fixed`, `--padding dynamic` and
-//! `--padding dynamic --bucket-by-length`, each as its own run; the report gives each epoch time
-//! with its interval and how many times faster than fixed padding each variant is (Fieller).
+//! `--padding dynamic --bucket-by-length`, each as its own run, taking turns in rounds as
+//! `data_parallel`'s configurations do; the report gives each epoch time with its interval and how
+//! many times faster than fixed padding each variant is (Fieller).
 
 use super::analysis::RunData;
-use super::runner::{bound_launcher, criterion_dir, run_reporting};
+use super::runner::{bound_launcher, criterion_dir, round_args, run_reporting};
 use super::stats::{self, Estimate};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "padding", about = "Fixed against dynamic padding on real sentences, one rank")]
 pub struct PaddingArgs {
-    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs)
+    /// Smaller workload for CI (512 examples, one round of 1 warm-up + 3 measured epochs)
     #[arg(long, env = "DP_BENCH_QUICK")]
     pub quick: bool,
     /// A corpus directory or file (as `dp-bench --dataset`) [default: ../shared/data/multi30k]
@@ -27,10 +28,15 @@ pub struct PaddingArgs {
     /// Batch size (one rank)
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Epochs per variant, warm-up included [default: 4, also with --quick]
+    /// Epochs per variant and round, warm-up included [default: 3, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Leading epochs excluded from the statistics
+    /// Rounds: the variants take turns (fixed, dynamic, dynamic_buckets, fixed, …), each round
+    /// resuming its run and warming up again, so the machine's drift in speed over minutes falls
+    /// on every variant alike instead of on their ratio [default: 3, 1 with --quick]
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Leading epochs of each round excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     #[arg(long, default_value_t = 1)]
@@ -59,14 +65,20 @@ const VARIANTS: [(&str, &[&str]); 3] = [
 
 impl PaddingArgs {
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(4)
+        self.epochs.unwrap_or(if self.quick { 4 } else { 3 })
+    }
+
+    pub fn rounds(&self) -> usize {
+        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.rounds() >= 1, "--rounds must be at least 1");
         anyhow::ensure!(
-            self.epochs() >= self.warmup + 2,
-            "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
+            self.epochs() > self.warmup && (self.epochs() - self.warmup) * self.rounds() >= 2,
+            "--epochs {} × --rounds {} leaves fewer than 2 measured epochs after --warmup {}",
             self.epochs(),
+            self.rounds(),
             self.warmup
         );
         anyhow::ensure!(self.batch > 0, "--batch must be positive");
@@ -109,30 +121,45 @@ pub fn run_padding_bench(
         })
         .collect();
     let out_dir = criterion_dir(root).join("padding");
-    let bar = ProgressBar::new((variants.len() * args.epochs()) as u64).with_style(
+    let total = variants.len() * args.epochs() * args.rounds();
+    let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let mut runs = Vec::new();
-    for (name, flags) in &variants {
-        let dir = out_dir.join("runs").join(name);
-        let mut cmd = bound_launcher(&args.mpirun, 1);
-        cmd.arg(binary)
-            .args(["--batch-size", &args.batch.to_string()])
-            .args(["--n-epochs", &args.epochs().to_string()])
-            .args(["--train-examples", &examples.to_string()])
-            .args(["--threads", &args.threads.to_string(), "--preset", &args.preset])
-            .arg("--dataset")
-            .arg(&dataset)
-            .args(["--benchmark-only", "--overwrite"])
-            .args(flags.iter())
-            .arg("--workdir")
-            .arg(&dir);
-        run_reporting(cmd, &format!("padding/{name}"), &bar)?;
-        runs.push((name.to_string(), RunData::load(&dir)?));
+    let dataset_arg = dataset
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the corpus path {} is not UTF-8", dataset.display()))?;
+    let dir = |name: &str| out_dir.join("runs").join(name);
+    for round in 0..args.rounds() {
+        for (name, flags) in &variants {
+            let mut planned: Vec<String> = [
+                ["--batch-size", &args.batch.to_string()],
+                ["--n-epochs", &args.epochs().to_string()],
+                ["--train-examples", &examples.to_string()],
+                ["--threads", &args.threads.to_string()],
+                ["--preset", &args.preset],
+                ["--dataset", dataset_arg],
+            ]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect();
+            planned.extend(["--benchmark-only", "--overwrite"].map(String::from));
+            planned.extend(flags.iter().map(|f| f.to_string()));
+            let mut cmd = bound_launcher(&args.mpirun, 1);
+            cmd.arg(binary)
+                .args(round_args(&planned, round, args.epochs()))
+                .arg("--workdir")
+                .arg(dir(name));
+            run_reporting(cmd, &format!("padding/{name}"), &bar)?;
+        }
     }
     bar.finish_and_clear();
+    let runs = variants
+        .iter()
+        .map(|(name, _)| Ok((name.to_string(), RunData::load(&dir(name))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let times =
         |run: &RunData| -> anyhow::Result<Vec<f64>> { Ok(run.samples(args.warmup)?.training_time) };

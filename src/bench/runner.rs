@@ -206,15 +206,21 @@ fn run_one(
     bar: &ProgressBar,
     (round, epochs): (usize, usize),
 ) -> anyhow::Result<()> {
-    let mut args = p.args.clone();
-    let n = args.iter().position(|a| a == "--n-epochs").expect("planned flag") + 1;
+    let mut cmd = bound_launcher(mpirun, p.world_size);
+    cmd.arg(binary).args(round_args(&p.args, round, epochs)).arg("--workdir").arg(dir);
+    run_reporting(cmd, &p.id, bar)
+}
+
+/// `dp-bench` arguments `args` (with `--n-epochs` and `--overwrite`) for round `round` of
+/// `epochs` epochs: the run's first `epochs × (round + 1)` epochs, resuming the earlier rounds'.
+pub(crate) fn round_args(args: &[String], round: usize, epochs: usize) -> Vec<String> {
+    let mut args = args.to_vec();
+    let n = args.iter().position(|a| a == "--n-epochs").expect("an --n-epochs flag") + 1;
     args[n] = (epochs * (round + 1)).to_string();
     if round > 0 {
         args.iter_mut().filter(|a| *a == "--overwrite").for_each(|a| *a = "--resume".into());
     }
-    let mut cmd = bound_launcher(mpirun, p.world_size);
-    cmd.arg(binary).args(&args).arg("--workdir").arg(dir);
-    run_reporting(cmd, &p.id, bar)
+    args
 }
 
 /// The PyTorch reference of configuration `p` (eager on one rank, DDP on more) into `dir`, on the
