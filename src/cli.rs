@@ -171,8 +171,9 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
     /// How training examples are split across ranks: strided (N ranks see the same examples per
-    /// step as one rank), balanced (strided's steps, each dealt to even out the ranks' work) or
-    /// contiguous (the original DataPartitioner)
+    /// step as one rank), balanced (strided's steps, each dealt to even out the ranks' work),
+    /// adaptive (dealt in proportion to each rank's measured speed) or contiguous (the original
+    /// DataPartitioner)
     #[arg(long, value_enum, default_value_t = Partition::Strided)]
     pub partition: Partition,
     /// fixed (every sequence padded to --model-max-length, as the original) or dynamic (to the

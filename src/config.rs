@@ -85,6 +85,11 @@ pub enum Partition {
     /// possible (B/N examples each; the target tokens, plus the sequence lengths under dynamic
     /// padding): the same global batches and gradients, less waiting for the slowest rank.
     Balanced,
+    /// Strided's global batches, each dealt at run time in proportion to how fast each rank has
+    /// been computing (its recent steps' work per second, exchanged at the step's barrier): a rank
+    /// that its host slows gets fewer examples. The same global batches and gradients; the deal,
+    /// and so which rank's dropout stream masks an example, depends on timing.
+    Adaptive,
 }
 
 /// Writes an option value as the command line spells it (`balanced`, `onednn`, …).

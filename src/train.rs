@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::config::{OptimizerState, Padding, Partition};
-use crate::data::{collate, padded_len, Batch, Example, Schedule};
+use crate::data::{collate, padded_len, Batch, Example, Schedule, SpeedDeal};
 use crate::dist::{gradient_node_buffer, param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
 use crate::optim::{AdamW, AdamWConfig, AdamWState};
@@ -70,6 +70,10 @@ pub struct Trainer<'a> {
     pad: i64,
     max_len: usize,
     padding: Padding,
+    /// `Partition::Adaptive` on more than one rank: the speed estimates that deal each step.
+    deal: Option<SpeedDeal>,
+    /// Each rank's compute seconds of the last step, exchanged at its barrier (adaptive only).
+    rank_seconds: Vec<f32>,
 }
 
 impl<'a> Trainer<'a> {
@@ -121,7 +125,10 @@ impl<'a> Trainer<'a> {
                 (e.target_tokens() + if dynamic { e.ids.len() } else { 0 }) as u64
             });
         }
+        let adaptive = config.partition == Partition::Adaptive && config.world_size > 1;
         Ok(Trainer {
+            deal: adaptive.then(SpeedDeal::new),
+            rank_seconds: vec![0.0; config.world_size],
             vs,
             model,
             opt,
@@ -167,8 +174,13 @@ impl<'a> Trainer<'a> {
         synchronize(device);
         let t_wait = Instant::now();
         // Imbalance made visible: the barrier ends when the slowest rank is done computing, so
-        // the all-reduce after it times the transfer alone.
-        if self.comm.size() > 1 {
+        // the all-reduce after it times the transfer alone. Dealing adaptively, the barrier is a
+        // small all-reduce that also tells every rank how long each rank computed.
+        if self.deal.is_some() {
+            self.rank_seconds.fill(0.0);
+            self.rank_seconds[self.comm.rank()] = (t_wait - t0).as_secs_f32();
+            self.comm.all_reduce_sum_f32_in_place(&mut self.rank_seconds);
+        } else if self.comm.size() > 1 {
             self.comm.barrier();
         }
         let t1 = Instant::now();
@@ -190,6 +202,17 @@ impl<'a> Trainer<'a> {
             wait: (t1 - t_wait).as_secs_f64(),
             allreduce: (t2 - t1).as_secs_f64(),
         })
+    }
+
+    /// What example `i` costs a rank, for the adaptive deal: its padded positions (the blocks)
+    /// plus its target tokens (the LM head's rows), which cost about the same per row.
+    fn work(&self, i: usize) -> u64 {
+        let e = &self.examples[i];
+        let positions = match self.padding {
+            Padding::Fixed => self.max_len,
+            Padding::Dynamic => (e.ids.len() - 1).min(self.max_len),
+        };
+        (positions + e.target_tokens()) as u64
     }
 
     /// Number of parameter values.
@@ -234,11 +257,22 @@ impl<'a> Trainer<'a> {
         let start = Instant::now();
         let examples = self.examples;
         for k in 0..steps {
-            let step = &self.schedule.steps[k];
             // Every rank knows the whole global batch, so the normaliser needs no communication.
-            let global_targets: usize =
-                step.iter().flatten().map(|&i| examples[i].target_tokens()).sum();
+            let global_targets: usize = self.schedule.steps[k]
+                .iter()
+                .flatten()
+                .map(|&i| examples[i].target_tokens())
+                .sum();
             let t_data = Instant::now();
+            let (work, dealt) = match &self.deal {
+                Some(deal) => {
+                    let cost = |i| self.work(i);
+                    let dealt = deal.deal(&self.schedule.steps[k], cost);
+                    (dealt.iter().map(|d| d.iter().map(|&i| cost(i)).sum()).collect(), Some(dealt))
+                }
+                None => (Vec::new(), None),
+            };
+            let step = dealt.as_ref().unwrap_or(&self.schedule.steps[k]);
             let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();
             let seq_len = padded_len(&local, self.padding, self.max_len);
             let batch = collate(&local, self.pad, seq_len, device);
@@ -247,6 +281,9 @@ impl<'a> Trainer<'a> {
             let times = self
                 .step(&batch, global_targets, &mut loss_sum)
                 .map_err(|Diverged| NonFinite { step: k })?;
+            if let Some(deal) = &mut self.deal {
+                deal.observe(&work, &self.rank_seconds);
+            }
             stats.compute_time += times.compute;
             stats.allreduce_time += times.allreduce;
             stats.wait_time += times.wait;

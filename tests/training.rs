@@ -178,6 +178,8 @@ fn n_ranks_equal_one_rank_with_the_same_global_batch() {
         (2, "dynamic", "strided", "shm", "replicated"),
         (4, "dynamic", "strided", "mpi", "sharded"),
         (2, "dynamic", "balanced", "shm", "sharded"),
+        (2, "fixed", "adaptive", "shm", "replicated"),
+        (3, "dynamic", "adaptive", "mpi", "sharded"),
     ] {
         let many = tempfile::tempdir().unwrap();
         run_ok(mpirun(n).args(flags(many.path(), padding)).args([

@@ -35,9 +35,12 @@ pub struct BenchArgs {
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// How each global batch is split over the ranks (as `dp-bench --partition`): balanced evens
-    /// out the ranks' work without changing any step's examples
-    #[arg(long, value_enum, default_value_t = Partition::Balanced)]
-    pub partition: Partition,
+    /// out the ranks' work without changing any step's examples. A list (`balanced,adaptive`)
+    /// runs each multi-rank configuration once per partition, side by side in the same rounds;
+    /// the first keeps the plain id (`ws2_bs32`), the others get theirs appended
+    /// (`ws2_bs32_adaptive`), and the PyTorch reference runs once per world size
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "balanced")]
+    pub partition: Vec<Partition>,
     /// `synthetic` or a corpus path (as `dp-bench --dataset`)
     #[arg(long, default_value = "synthetic")]
     pub dataset: String,
@@ -90,6 +93,8 @@ pub struct Planned {
     pub id: String,
     pub world_size: usize,
     pub args: Vec<String>,
+    /// The PyTorch reference runs for this configuration (one per world size).
+    pub reference: bool,
 }
 
 impl BenchArgs {
@@ -123,6 +128,7 @@ impl BenchArgs {
             "at least 2 measured epochs are needed for an interval"
         );
         anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
+        anyhow::ensure!(!self.partition.is_empty(), "--partition is empty");
         anyhow::ensure!(
             self.confidence > 0.0 && self.confidence < 1.0,
             "--confidence must be in (0, 1)"
@@ -133,9 +139,12 @@ impl BenchArgs {
     /// The configurations, filtered.
     pub fn plan(&self) -> Vec<Planned> {
         let examples = self.train_examples.unwrap_or(if self.quick { 512 } else { 5000 });
+        // One rank has nothing to split: it runs once, under the first partition.
+        let partitions = |n: usize| if n == 1 { &self.partition[..1] } else { &self.partition[..] };
         self.world_sizes
             .iter()
-            .map(|&n| {
+            .flat_map(|&n| partitions(n).iter().enumerate().map(move |(k, &p)| (n, k, p)))
+            .map(|(n, k, partition)| {
                 let global = self.batch * n;
                 let args = [
                     "--world-size",
@@ -153,13 +162,17 @@ impl BenchArgs {
                     "--dataset",
                     &self.dataset,
                     "--partition",
-                    &self.partition.to_string(),
+                    &partition.to_string(),
                     "--benchmark-only",
                     "--overwrite",
                 ]
                 .map(String::from)
                 .to_vec();
-                Planned { id: format!("ws{n}_bs{global}"), world_size: n, args }
+                let id = match k {
+                    0 => format!("ws{n}_bs{global}"),
+                    _ => format!("ws{n}_bs{global}_{partition}"),
+                };
+                Planned { id, world_size: n, args, reference: k == 0 }
             })
             .filter(|p| self.filter.as_ref().is_none_or(|f| p.id.contains(f.as_str())))
             .collect()
@@ -298,7 +311,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let runs_dir = out_dir.join("runs");
     let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
     let reference = !args.no_reference && python.exists();
-    let configs = plan.len() * if reference { 2 } else { 1 };
+    let configs = plan.len() + if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
     let bar = ProgressBar::new((configs * args.total_epochs()) as u64).with_style(
         ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")
@@ -341,7 +354,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             .arg("--out")
             .arg(ours.join("examples.json"))
             .status();
-        for p in &plan {
+        for p in plan.iter().filter(|p| p.reference) {
             let dir = runs_dir.join(format!("pytorch_{}", p.id));
             let result = match &exported {
                 Ok(s) if s.success() => run_reference(&python, root, &ours, p, &dir, &bar),

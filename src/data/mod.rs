@@ -10,7 +10,7 @@ pub mod tokenizer;
 
 pub use batching::{collate, padded_len, Batch, Example};
 pub use corpus::{Corpus, Pair, SplitSizes};
-pub use partition::Schedule;
+pub use partition::{Schedule, SpeedDeal};
 pub use tokenizer::Tokenizer;
 
 use crate::config::{Config, DatasetSpec};

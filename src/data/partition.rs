@@ -63,7 +63,7 @@ impl Schedule {
         }
         let local = global_batch / world;
         let steps = match partition {
-            Partition::Strided | Partition::Balanced => order
+            Partition::Strided | Partition::Balanced | Partition::Adaptive => order
                 .chunks(global_batch)
                 .map(|global| {
                     (0..world)
@@ -123,6 +123,97 @@ impl Schedule {
     /// All example indices of one rank, in the order it sees them.
     pub fn rank_examples(&self, rank: usize) -> Vec<usize> {
         self.steps.iter().flat_map(|s| s[rank].iter().copied()).collect()
+    }
+}
+
+/// Per-rank speed estimates for `Partition::Adaptive`, and the deal they make. Every rank holds
+/// the same estimates (built from the same exchanged timings by the same arithmetic), so every
+/// rank computes the same deal without further communication.
+#[derive(Debug, Clone)]
+pub struct SpeedDeal {
+    /// Work per second of each rank, smoothed; `None` until the first observation.
+    speeds: Option<Vec<f64>>,
+}
+
+impl SpeedDeal {
+    /// Weight of the newest observation in the moving average: a host that slows a core for
+    /// seconds is followed within a few steps, one noisy step moves the deal little.
+    const SMOOTHING: f64 = 0.25;
+    /// No rank is dealt as if it were slower than this share of the fastest: bounds what one
+    /// mismeasured step can do, and keeps every rank in the work (so it keeps being measured).
+    const FLOOR: f64 = 0.25;
+
+    pub fn new() -> Self {
+        SpeedDeal { speeds: None }
+    }
+
+    /// The estimates so far (work per second, by rank).
+    pub fn speeds(&self) -> Option<&[f64]> {
+        self.speeds.as_deref()
+    }
+
+    /// Deals the examples of one step (`step`, as the schedule holds them) to the ranks so that
+    /// each rank's summed `cost` divided by its speed is as even as possible: costliest example
+    /// first, each to the rank that would finish it soonest. Before any observation, speeds are
+    /// equal. Every rank gets an example while the step has one per rank. Deterministic: ties go
+    /// to the lower rank and the lower index.
+    pub fn deal(&self, step: &[Vec<usize>], cost: impl Fn(usize) -> u64) -> Vec<Vec<usize>> {
+        let world = step.len();
+        let fastest = self.speeds.as_ref().map_or(1.0, |s| s.iter().cloned().fold(0.0, f64::max));
+        let speed = |r: usize| {
+            self.speeds.as_ref().map_or(1.0, |s| s[r].max(Self::FLOOR * fastest)).max(f64::MIN_POSITIVE)
+        };
+        let mut examples: Vec<usize> = step.iter().flatten().copied().collect();
+        examples.sort_by_key(|&i| (std::cmp::Reverse(cost(i)), i));
+        let mut load = vec![0u64; world];
+        let mut dealt: Vec<Vec<usize>> = vec![Vec::new(); world];
+        let mut empty = world.min(examples.len());
+        for (k, &i) in examples.iter().enumerate() {
+            // Once only as many examples are left as ranks without one, those ranks get them.
+            let must_fill = examples.len() - k <= empty;
+            let r = (0..world)
+                .filter(|&r| !must_fill || dealt[r].is_empty())
+                .min_by(|&a, &b| {
+                    let finish = |r: usize| (load[r] + cost(i)) as f64 / speed(r);
+                    finish(a).total_cmp(&finish(b)).then(a.cmp(&b))
+                })
+                .expect("at least one rank");
+            if dealt[r].is_empty() {
+                empty -= 1;
+            }
+            load[r] += cost(i);
+            dealt[r].push(i);
+        }
+        dealt
+    }
+
+    /// Takes in one step: each rank's dealt `work` (summed cost) and the `seconds` it computed.
+    /// A rank with no work or no time keeps its estimate.
+    pub fn observe(&mut self, work: &[u64], seconds: &[f32]) {
+        let fresh: Vec<Option<f64>> = work
+            .iter()
+            .zip(seconds)
+            .map(|(&w, &t)| (w > 0 && t > 0.0).then(|| w as f64 / f64::from(t)))
+            .collect();
+        match &mut self.speeds {
+            Some(speeds) => {
+                for (s, f) in speeds.iter_mut().zip(&fresh) {
+                    if let Some(f) = f {
+                        *s += Self::SMOOTHING * (f - *s);
+                    }
+                }
+            }
+            None if fresh.iter().all(Option::is_some) => {
+                self.speeds = Some(fresh.into_iter().flatten().collect());
+            }
+            None => {}
+        }
+    }
+}
+
+impl Default for SpeedDeal {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -195,6 +286,53 @@ mod tests {
             spread(&balanced),
             spread(&strided)
         );
+    }
+
+    #[test]
+    fn speed_deal_follows_the_measured_speeds() {
+        let step: Vec<Vec<usize>> = vec![(0..16).collect(), (16..32).collect()];
+        let cost = |i: usize| 100 + (i % 5) as u64; // nearly equal examples
+        let sorted = |d: &[Vec<usize>]| {
+            let mut all: Vec<usize> = d.iter().flatten().copied().collect();
+            all.sort();
+            all
+        };
+        let work = |d: &[Vec<usize>]| -> Vec<u64> {
+            d.iter().map(|r| r.iter().map(|&i| cost(i)).sum()).collect()
+        };
+        let mut deal = SpeedDeal::new();
+        // Before any measurement: an even deal of the same examples.
+        let even = deal.deal(&step, cost);
+        assert_eq!(sorted(&even), (0..32).collect::<Vec<_>>());
+        assert!(even[0].len().abs_diff(even[1].len()) <= 1, "{even:?}");
+        // Rank 1 takes twice as long for the same work: it gets about a third of the next steps.
+        let w = work(&even);
+        deal.observe(&w, &[w[0] as f32 / 1000.0, 2.0 * w[1] as f32 / 1000.0]);
+        let skewed = deal.deal(&step, cost);
+        assert_eq!(sorted(&skewed), (0..32).collect::<Vec<_>>(), "the same examples");
+        let w = work(&skewed);
+        let share = w[1] as f64 / (w[0] + w[1]) as f64;
+        assert!((share - 1.0 / 3.0).abs() < 0.03, "rank 1's share {share}: {skewed:?}");
+        // The same estimates give the same deal (every rank computes it on its own).
+        assert_eq!(deal.deal(&step, cost), skewed);
+        // Equal speeds again: the estimates move a quarter of the way per step, back to even.
+        for _ in 0..40 {
+            let w = work(&deal.deal(&step, cost));
+            deal.observe(&w, &[w[0] as f32 / 1000.0, w[1] as f32 / 1000.0]);
+        }
+        let s = deal.speeds().unwrap();
+        assert!((s[0] / s[1] - 1.0).abs() < 0.01, "{s:?}");
+        // A rank measured 100× slower still gets work (the floor: dealt as if a quarter as fast,
+        // a fifth of the step), and a rank with no work or no time keeps its estimate.
+        let mut deal = SpeedDeal::new();
+        deal.observe(&[1000, 10], &[1.0, 1.0]);
+        deal.observe(&[1000, 0], &[1.0, 0.0]);
+        assert_eq!(deal.speeds().unwrap(), &[1000.0, 10.0]);
+        let floored = deal.deal(&step, cost);
+        assert!((6..=7).contains(&floored[1].len()), "{floored:?}");
+        // A step with as many examples as ranks gives each rank one, however skewed the speeds.
+        let last: Vec<Vec<usize>> = vec![vec![7], vec![9]];
+        assert!(deal.deal(&last, cost).iter().all(|d| d.len() == 1));
     }
 
     #[test]
