@@ -258,11 +258,8 @@ impl<'a> Trainer<'a> {
         let examples = self.examples;
         for k in 0..steps {
             // Every rank knows the whole global batch, so the normaliser needs no communication.
-            let global_targets: usize = self.schedule.steps[k]
-                .iter()
-                .flatten()
-                .map(|&i| examples[i].target_tokens())
-                .sum();
+            let global_targets: usize =
+                self.schedule.steps[k].iter().flatten().map(|&i| examples[i].target_tokens()).sum();
             let t_data = Instant::now();
             let (work, dealt) = match &self.deal {
                 Some(deal) => {

@@ -311,7 +311,8 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let runs_dir = out_dir.join("runs");
     let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
     let reference = !args.no_reference && python.exists();
-    let configs = plan.len() + if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
+    let configs =
+        plan.len() + if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
     let bar = ProgressBar::new((configs * args.total_epochs()) as u64).with_style(
         ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")

@@ -161,7 +161,10 @@ impl SpeedDeal {
         let world = step.len();
         let fastest = self.speeds.as_ref().map_or(1.0, |s| s.iter().cloned().fold(0.0, f64::max));
         let speed = |r: usize| {
-            self.speeds.as_ref().map_or(1.0, |s| s[r].max(Self::FLOOR * fastest)).max(f64::MIN_POSITIVE)
+            self.speeds
+                .as_ref()
+                .map_or(1.0, |s| s[r].max(Self::FLOOR * fastest))
+                .max(f64::MIN_POSITIVE)
         };
         let mut examples: Vec<usize> = step.iter().flatten().copied().collect();
         examples.sort_by_key(|&i| (std::cmp::Reverse(cost(i)), i));

@@ -364,7 +364,8 @@ impl Gpt {
         let c = self.config.dims.n_embd;
         let (b, t) = idx.size2().expect("a (B, T) batch of token ids");
         let ids = idx.flatten(0, -1);
-        let tok = self.wte.ws.detach().index_select(0, &ids).view([b, t, c]).set_requires_grad(true);
+        let tok =
+            self.wte.ws.detach().index_select(0, &ids).view([b, t, c]).set_requires_grad(true);
         let pos = Tensor::arange(t, (Kind::Int64, self.device())).unsqueeze(0); // (1, T)
         let hidden = self.run_embedded(&tok, &pos, Mask::Causal, None, true);
         let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
