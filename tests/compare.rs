@@ -147,6 +147,33 @@ fn reference_runs_scale_against_their_own_one_device_run_and_are_compared_with_o
 }
 
 #[test]
+fn runs_that_differ_only_in_partition_are_told_apart_and_each_scaled_against_one_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    fake_run(&d("ws1"), Preset::Tiny, &[&[9.0, 1.0, 1.0, 1.0]]);
+    fake_run(&d("balanced"), Preset::Tiny, &[&[9.0, 0.5, 0.5, 0.5], &[9.0, 0.5, 0.5, 0.5]]);
+    fake_run(&d("adaptive"), Preset::Tiny, &[&[9.0, 0.4, 0.4, 0.4], &[9.0, 0.4, 0.4, 0.4]]);
+    let set_partition = |dir: &Path, partition: &str| {
+        let mut info = read_json(&dir.join("run.json"));
+        info["config"]["partition"] = partition.into();
+        write_json(&dir.join("run.json"), &info).unwrap();
+    };
+    set_partition(&d("balanced"), "balanced");
+    set_partition(&d("adaptive"), "adaptive");
+    let out = d("out");
+    let o = compare(&[&d("ws1"), &d("balanced"), &d("adaptive")], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = read_json(&out.join("summary.json"));
+    let ids: Vec<&str> =
+        s["configs"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["ws1_bs16", "ws2_bs32", "ws2_bs32_adaptive"]);
+    let speedup = s["speedup"].as_array().unwrap();
+    let adaptive = speedup.iter().find(|x| x["id"] == "ws2_bs32_adaptive").unwrap();
+    assert_eq!(adaptive["reference"], "ws1_bs16");
+    assert!(close(&adaptive["tokens_per_sec"]["point"], 5.0, 1e-9), "{adaptive}");
+}
+
+#[test]
 fn the_markdown_table_is_written_and_spliced_into_a_document_between_its_markers() {
     let tmp = tempfile::tempdir().unwrap();
     let d = |n: &str| tmp.path().join(n);

@@ -184,15 +184,25 @@ pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
 }
 
 /// `ws{N}_bs{B}`, with `_t{T}` when the runs differ in threads per rank, prefixed by the
-/// implementation when it is a reference (`pytorch-ddp_ws2_bs32`).
+/// implementation when it is a reference (`pytorch-ddp_ws2_bs32`). A multi-rank dp-bench run
+/// split otherwise than the first such run carries its partition (`ws2_bs32_adaptive`), as the
+/// bench names the configurations of `--partition balanced,adaptive`.
 pub fn config_ids(runs: &[RunData]) -> Vec<String> {
     let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
+    let split = |r: &RunData| {
+        let ours = r.info.implementation == crate::metrics::IMPLEMENTATION;
+        (ours && r.config().world_size > 1).then(|| r.config().partition)
+    };
+    let plain = runs.iter().find_map(split);
     runs.iter()
         .map(|r| {
             let c = r.config();
             let mut id = format!("ws{}_bs{}", c.world_size, c.batch_size);
             if r.info.implementation != crate::metrics::IMPLEMENTATION {
                 id = format!("{}_{id}", r.info.implementation);
+            }
+            if let Some(partition) = split(r).filter(|&p| Some(p) != plain) {
+                id += &format!("_{partition}");
             }
             if threads_vary {
                 id += &format!("_t{}", c.threads);
