@@ -161,9 +161,10 @@ impl<'a> Trainer<'a> {
         let t0 = Instant::now();
         self.grads.zero();
         if batch.target_tokens > 0 {
-            // Normalised by the GLOBAL batch's target tokens, so the all-reduced SUM of the ranks'
-            // gradients is the gradient of the mean loss over the global batch.
-            let loss = self.model.target_loss_backward(
+            // Forward, loss at the target positions, backward. Normalised by the GLOBAL batch's
+            // target tokens, so the all-reduced SUM of the ranks' gradients is the gradient of the
+            // mean loss over the global batch.
+            let loss = self.model.forward_backward(
                 &batch.inputs,
                 &batch.target_index,
                 &batch.target_labels,

@@ -354,7 +354,7 @@ impl Gpt {
     /// their (B·T, C) gradient is added into `wte`'s gradient row by row, where autograd would
     /// fill a (V, C) zero matrix, add the rows into it, and then add all of it to the gradient.
     /// The model's gradients must exist (`dist::FlatGrads` makes them). Returns the unscaled sum.
-    pub fn target_loss_backward(
+    pub fn forward_backward(
         &self,
         idx: &Tensor,
         index: &Tensor,
@@ -481,7 +481,7 @@ mod tests {
 
     /// The hand-written head backward gives autograd's loss and gradients, with either kernels.
     #[test]
-    fn target_loss_backward_matches_autograd() {
+    fn forward_backward_matches_autograd() {
         for matmul in [CpuMatmul::Onednn, CpuMatmul::Blas] {
             tch::manual_seed(0);
             let vs = nn::VarStore::new(Device::Cpu);
@@ -502,7 +502,7 @@ mod tests {
             (&expected * scale).backward();
             let autograd = grads.buffer().copy();
             grads.zero();
-            let loss = m.target_loss_backward(&idx, &index, &labels, scale);
+            let loss = m.forward_backward(&idx, &index, &labels, scale);
             assert!(loss.allclose(&expected, 1e-5, 1e-5, false), "{matmul:?} loss");
             let diff = (grads.buffer() - &autograd).abs().max().double_value(&[]);
             assert!(diff < 1e-6, "{matmul:?}: gradients differ by {diff}");
