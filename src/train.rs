@@ -262,13 +262,12 @@ impl<'a> Trainer<'a> {
             let global_targets: usize =
                 self.schedule.steps[k].iter().flatten().map(|&i| examples[i].target_tokens()).sum();
             let t_data = Instant::now();
-            let (work, dealt) = match &self.deal {
+            let (dealt, work) = match &self.deal {
                 Some(deal) => {
-                    let cost = |i| self.work(i);
-                    let dealt = deal.deal(&self.schedule.steps[k], cost);
-                    (dealt.iter().map(|d| d.iter().map(|&i| cost(i)).sum()).collect(), Some(dealt))
+                    let (dealt, work) = deal.deal(&self.schedule.steps[k], |i| self.work(i));
+                    (Some(dealt), work)
                 }
-                None => (Vec::new(), None),
+                None => (None, Vec::new()),
             };
             let step = dealt.as_ref().unwrap_or(&self.schedule.steps[k]);
             let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();

@@ -131,22 +131,25 @@ pub fn run_padding_bench(
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the corpus path {} is not UTF-8", dataset.display()))?;
     let dir = |name: &str| out_dir.join("runs").join(name);
+    let (batch, epochs) = (args.batch.to_string(), args.epochs().to_string());
+    let (examples, threads) = (examples.to_string(), args.threads.to_string());
+    let common = [
+        ["--batch-size", &batch],
+        ["--n-epochs", &epochs],
+        ["--train-examples", &examples],
+        ["--threads", &threads],
+        ["--preset", &args.preset],
+        ["--dataset", dataset_arg],
+    ]
+    .concat();
     for round in 0..args.rounds() {
         for (name, flags) in &variants {
-            let mut planned: Vec<String> = [
-                ["--batch-size", &args.batch.to_string()],
-                ["--n-epochs", &args.epochs().to_string()],
-                ["--train-examples", &examples.to_string()],
-                ["--threads", &args.threads.to_string()],
-                ["--preset", &args.preset],
-                ["--dataset", dataset_arg],
-            ]
-            .concat()
-            .into_iter()
-            .map(String::from)
-            .collect();
-            planned.extend(["--benchmark-only", "--overwrite"].map(String::from));
-            planned.extend(flags.iter().map(|f| f.to_string()));
+            let planned: Vec<String> = common
+                .iter()
+                .chain(&["--benchmark-only", "--overwrite"])
+                .chain(flags.iter())
+                .map(|a| a.to_string())
+                .collect();
             let mut cmd = bound_launcher(&args.mpirun, 1);
             cmd.arg(binary)
                 .args(round_args(&planned, round, args.epochs()))

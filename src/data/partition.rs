@@ -156,8 +156,13 @@ impl SpeedDeal {
     /// each rank's summed `cost` divided by its speed is as even as possible: costliest example
     /// first, each to the rank that would finish it soonest. Before any observation, speeds are
     /// equal. Every rank gets an example while the step has one per rank. Deterministic: ties go
-    /// to the lower rank and the lower index.
-    pub fn deal(&self, step: &[Vec<usize>], cost: impl Fn(usize) -> u64) -> Vec<Vec<usize>> {
+    /// to the lower rank and the lower index. Returns each rank's examples and their summed cost
+    /// (what `observe` takes as the rank's work).
+    pub fn deal(
+        &self,
+        step: &[Vec<usize>],
+        cost: impl Fn(usize) -> u64,
+    ) -> (Vec<Vec<usize>>, Vec<u64>) {
         let world = step.len();
         let fastest = self.speeds.as_ref().map_or(1.0, |s| s.iter().cloned().fold(0.0, f64::max));
         let speed = |r: usize| {
@@ -187,7 +192,7 @@ impl SpeedDeal {
             load[r] += cost(i);
             dealt[r].push(i);
         }
-        dealt
+        (dealt, load)
     }
 
     /// Takes in one step: each rank's dealt `work` (summed cost) and the `seconds` it computed.
@@ -305,22 +310,22 @@ mod tests {
         };
         let mut deal = SpeedDeal::new();
         // Before any measurement: an even deal of the same examples.
-        let even = deal.deal(&step, cost);
+        let (even, w) = deal.deal(&step, cost);
         assert_eq!(sorted(&even), (0..32).collect::<Vec<_>>());
         assert!(even[0].len().abs_diff(even[1].len()) <= 1, "{even:?}");
+        assert_eq!(w, work(&even), "the work returned is the dealt examples' cost");
         // Rank 1 takes twice as long for the same work: it gets about a third of the next steps.
-        let w = work(&even);
         deal.observe(&w, &[w[0] as f32 / 1000.0, 2.0 * w[1] as f32 / 1000.0]);
-        let skewed = deal.deal(&step, cost);
+        let (skewed, w) = deal.deal(&step, cost);
         assert_eq!(sorted(&skewed), (0..32).collect::<Vec<_>>(), "the same examples");
-        let w = work(&skewed);
+        assert_eq!(w, work(&skewed));
         let share = w[1] as f64 / (w[0] + w[1]) as f64;
         assert!((share - 1.0 / 3.0).abs() < 0.03, "rank 1's share {share}: {skewed:?}");
         // The same estimates give the same deal (every rank computes it on its own).
-        assert_eq!(deal.deal(&step, cost), skewed);
+        assert_eq!(deal.deal(&step, cost).0, skewed);
         // Equal speeds again: the estimates move a quarter of the way per step, back to even.
         for _ in 0..40 {
-            let w = work(&deal.deal(&step, cost));
+            let (_, w) = deal.deal(&step, cost);
             deal.observe(&w, &[w[0] as f32 / 1000.0, w[1] as f32 / 1000.0]);
         }
         let s = deal.speeds().unwrap();
@@ -331,11 +336,11 @@ mod tests {
         deal.observe(&[1000, 10], &[1.0, 1.0]);
         deal.observe(&[1000, 0], &[1.0, 0.0]);
         assert_eq!(deal.speeds().unwrap(), &[1000.0, 10.0]);
-        let floored = deal.deal(&step, cost);
+        let (floored, _) = deal.deal(&step, cost);
         assert!((6..=7).contains(&floored[1].len()), "{floored:?}");
         // A step with as many examples as ranks gives each rank one, however skewed the speeds.
         let last: Vec<Vec<usize>> = vec![vec![7], vec![9]];
-        assert!(deal.deal(&last, cost).iter().all(|d| d.len() == 1));
+        assert!(deal.deal(&last, cost).0.iter().all(|d| d.len() == 1));
     }
 
     #[test]
