@@ -214,6 +214,11 @@ pub struct TrainArgs {
     /// configuration must match, except --n-epochs, which may grow
     #[arg(long)]
     pub resume: bool,
+    /// Before each epoch, wait until the file `open-epoch{E}` exists in DIR (after creating
+    /// `ready-epoch{E}.rank{R}` there). The data_parallel bench runs its configurations side by
+    /// side this way, taking turns epoch by epoch
+    #[arg(long, value_name = "DIR")]
+    pub epoch_gate: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -247,6 +252,7 @@ impl TrainArgs {
             workdir: self.workdir,
             overwrite: self.overwrite,
             resume: self.resume,
+            epoch_gate: self.epoch_gate,
         }
     }
 }

@@ -288,6 +288,9 @@ pub struct Config {
     /// Continue from the workdir's last checkpoint.
     #[serde(skip)]
     pub resume: bool,
+    /// Wait before each epoch at a gate in this directory (`crate::gate`).
+    #[serde(skip)]
+    pub epoch_gate: Option<PathBuf>,
 }
 
 /// A configuration that cannot run, with the fix in the message.
@@ -436,6 +439,7 @@ pub(crate) mod tests {
             workdir: PathBuf::from("workdir"),
             overwrite: false,
             resume: false,
+            epoch_gate: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod data;
 pub mod dist;
 pub mod eval;
 pub mod fault;
+pub mod gate;
 pub mod metrics;
 pub mod model;
 pub mod optim;

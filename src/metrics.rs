@@ -25,6 +25,10 @@ pub struct EpochRecord {
     pub global_batch_size: usize,
     pub local_batch_size: usize,
     pub steps: usize,
+    /// When this rank's training loop started, in seconds since the Unix epoch: it places
+    /// epochs of different runs in time (the analysis pairs epochs that took turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
     /// Wall seconds of this rank's training loop: first batch fetched to last optimiser step
     /// done, device synchronised.
     pub training_time: f64,

@@ -176,6 +176,9 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     }
     let steps = trainer.steps_per_epoch(config.max_batches);
     for epoch in first_epoch..config.n_epochs {
+        if let Some(gate) = &config.epoch_gate {
+            crate::gate::wait(gate, epoch, rank)?;
+        }
         let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
         let mut step = 0;
         fault::at("train", epoch, 0, steps);
@@ -239,6 +242,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             global_batch_size: config.batch_size,
             local_batch_size: config.local_batch_size(),
             steps: stats.steps,
+            started_at: Some(stats.started_at),
             training_time: stats.training_time,
             tokens: stats.tokens,
             tokens_per_sec: stats.tokens as f64 / stats.training_time,

@@ -43,6 +43,8 @@ pub struct StepTimes {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EpochStats {
     pub steps: usize,
+    /// Seconds since the Unix epoch when the loop started.
+    pub started_at: f64,
     pub training_time: f64,
     pub compute_time: f64,
     pub allreduce_time: f64,
@@ -256,6 +258,9 @@ impl<'a> Trainer<'a> {
 
         self.comm.barrier();
         let start = Instant::now();
+        stats.started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let examples = self.examples;
         for k in 0..steps {
             // Every rank knows the whole global batch, so the normaliser needs no communication.

@@ -31,6 +31,7 @@ fn config(world_size: usize, preset: Preset) -> Config {
         workdir: Default::default(),
         overwrite: false,
         resume: false,
+        epoch_gate: None,
         padding: dp_bench::config::Padding::Fixed,
         bucket_by_length: false,
         cpu_matmul: dp_bench::config::CpuMatmul::Onednn,
@@ -77,6 +78,7 @@ fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]
                 global_batch_size: c.batch_size,
                 local_batch_size: 16,
                 steps: 10,
+                started_at: None,
                 training_time: t,
                 tokens: 1000,
                 tokens_per_sec: 1000.0 / t,
@@ -107,6 +109,19 @@ fn in_rounds(dir: &Path, per_round: usize) {
         if EpochRecord::is_file_name(&name) {
             let mut rec: EpochRecord = serde_json::from_value(read_json(&path)).unwrap();
             rec.process_epoch = Some(rec.epoch % per_round);
+            write_json(&path, &rec).unwrap();
+        }
+    }
+}
+
+/// Sets when each of `fake_run`'s epochs started: epoch e at `at(e)`, every rank alike.
+fn started(dir: &Path, at: impl Fn(usize) -> f64) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if EpochRecord::is_file_name(&name) {
+            let mut rec: EpochRecord = serde_json::from_value(read_json(&path)).unwrap();
+            rec.started_at = Some(at(rec.epoch));
             write_json(&path, &rec).unwrap();
         }
     }
@@ -144,6 +159,44 @@ fn reference_runs_scale_against_their_own_one_device_run_and_are_compared_with_o
     assert!(close(&versus[1]["tokens_per_sec"]["point"], 2.0, 1e-9), "{}", versus[1]);
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("dp-bench against the PyTorch reference"));
+}
+
+#[test]
+fn runs_that_took_turns_epoch_by_epoch_are_paired_and_the_pairs_take_out_the_drift() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    // The machine's speed drifts from epoch to epoch; two ranks, each on the same number of
+    // tokens per epoch as the one rank (twice the work), always take 1/0.9 of its time:
+    // efficiency 0.9 throughout.
+    let one: Vec<f64> = [9.0, 1.0, 1.3, 0.9, 1.6].to_vec();
+    let two: Vec<f64> = one.iter().map(|t| t / 0.9).collect();
+    fake_run(&d("ws1"), Preset::Tiny, &[&one]);
+    fake_run(&d("ws2"), Preset::Tiny, &[&two, &two]);
+    let analyse = |name: &str| {
+        let out = d(name);
+        assert!(compare(&[&d("ws1"), &d("ws2")], &out).status.success());
+        read_json(&out.join("summary.json"))["speedup"][0].clone()
+    };
+    // Without start times the means are compared (Fieller): the drift widens the interval.
+    let unpaired = analyse("unpaired");
+    assert_eq!(unpaired["paired_epochs"], 0);
+    assert!(close(&unpaired["efficiency"], 0.9, 1e-9), "{unpaired}");
+    let width = |s: &serde_json::Value| {
+        s["efficiency_interval"]["upper"].as_f64().unwrap()
+            - s["efficiency_interval"]["lower"].as_f64().unwrap()
+    };
+    assert!(width(&unpaired) > 0.2, "{unpaired}");
+    // Epochs that took turns (ws1 epoch e at 100e, ws2's at 100e + 50): paired, and the shared
+    // drift is gone.
+    started(&d("ws1"), |e| 100.0 * e as f64);
+    started(&d("ws2"), |e| 100.0 * e as f64 + 50.0);
+    let paired = analyse("paired");
+    assert_eq!(paired["paired_epochs"], 4, "{paired}");
+    assert!(close(&paired["efficiency"], 0.9, 1e-9), "{paired}");
+    assert!(width(&paired) < 1e-9, "{paired}");
+    // Overlapping in time (ws2's epoch 1 starts before ws1's epoch 1): not paired.
+    started(&d("ws2"), |e| 100.0 * e as f64 + if e == 2 { -150.0 } else { 50.0 });
+    assert_eq!(analyse("overlapping")["paired_epochs"], 0);
 }
 
 #[test]

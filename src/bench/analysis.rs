@@ -118,6 +118,11 @@ impl RunData {
         let n = self.config().world_size as f64;
         Ok(Samples {
             epochs: measured.iter().map(|e| e[0].epoch).collect(),
+            started_at: measured
+                .iter()
+                .map(|e| e[0].started_at)
+                .collect::<Option<_>>()
+                .unwrap_or_default(),
             warmup_epochs: warm.iter().map(|e| e[0].epoch).collect(),
             training_time: per(&|e| e.iter().map(|r| r.training_time).sum::<f64>() / n),
             training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),
@@ -283,7 +288,10 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         schema: SCHEMA,
         confidence_level: level,
         warmup_epochs: warmup,
-        interval_method: "student-t for means; Fieller (Welch df) for ratios of means".into(),
+        interval_method: "student-t for means; Fieller (Welch df) for ratios of means; speedups \
+                          of runs that took turns epoch by epoch: student-t on the per-pair log \
+                          ratios"
+            .into(),
         reference: reference.map(|r| configs[r].id.clone()),
         configs,
         speedup,
@@ -291,10 +299,29 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
     })
 }
 
+/// Whether the measured epochs of `a` and `b` took turns: as many of each, and epoch `j` of both
+/// ran (in either order) after epoch `j - 1` of both. Such epochs pair up for the speedups.
+pub fn took_turns(a: &Samples, b: &Samples) -> bool {
+    let (sa, sb) = (&a.started_at, &b.started_at);
+    sa.len() >= 2
+        && sa.len() == sb.len()
+        && sa.len() == a.training_time.len()
+        && sb.len() == b.training_time.len()
+        && (1..sa.len()).all(|j| sa[j - 1].max(sb[j - 1]) < sa[j].min(sb[j]))
+}
+
 fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> SpeedupSummary {
     let (rs, cs) = (&reference.samples, &c.samples);
-    let time = stats::ratio_estimate(&rs.training_time, &cs.training_time, level);
-    let tps = stats::ratio_estimate(&cs.tokens_per_sec, &rs.tokens_per_sec, level);
+    let paired = took_turns(rs, cs);
+    let ratio = |num: &[f64], den: &[f64]| {
+        match paired {
+            true => stats::paired_ratio(num, den, level),
+            false => None,
+        }
+        .unwrap_or_else(|| stats::ratio_estimate(num, den, level))
+    };
+    let time = ratio(&rs.training_time, &cs.training_time);
+    let tps = ratio(&cs.tokens_per_sec, &rs.tokens_per_sec);
     let n = c.world_size as f64 / reference.world_size as f64;
     SpeedupSummary {
         id: c.id.clone(),
@@ -308,5 +335,6 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
             lower: tps.lower / n,
             upper: tps.upper / n,
         },
+        paired_epochs: if paired { cs.training_time.len() } else { 0 },
     }
 }

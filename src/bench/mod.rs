@@ -10,6 +10,7 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod summary;
+pub mod turns;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -6,6 +6,7 @@ use super::analysis::{self, RunData};
 use super::report::{self, Outputs};
 use super::stats::Thresholds;
 use super::summary::Summary;
+use super::turns::{run_in_turns, Turn};
 use crate::config::Partition;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +21,7 @@ use std::process::{Command, Stdio};
     about = "Single- vs multi-device data-parallel training benchmark"
 )]
 pub struct BenchArgs {
-    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs)
+    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs, the reference too)
     #[arg(long, env = "DP_BENCH_QUICK")]
     pub quick: bool,
     /// World sizes to compare, each run with global batch = per-device batch × world size
@@ -36,7 +37,7 @@ pub struct BenchArgs {
     pub preset: String,
     /// How each global batch is split over the ranks (as `dp-bench --partition`): balanced evens
     /// out the ranks' work without changing any step's examples. A list (`balanced,adaptive`)
-    /// runs each multi-rank configuration once per partition, side by side in the same rounds;
+    /// runs each multi-rank configuration once per partition, side by side with the others;
     /// the first keeps the plain id (`ws2_bs32`), the others get theirs appended
     /// (`ws2_bs32_adaptive`), and the PyTorch reference runs once per world size
     #[arg(long, value_enum, value_delimiter = ',', default_value = "balanced")]
@@ -47,15 +48,17 @@ pub struct BenchArgs {
     /// Training examples per epoch [default: 5000, 512 with --quick]
     #[arg(long)]
     pub train_examples: Option<usize>,
-    /// Epochs per configuration and round, warm-up included [default: 3, 4 with --quick]
+    /// Epochs per configuration, warm-up included. The configurations run side by side and take
+    /// turns epoch by epoch (ws1 epoch 0, ws2 epoch 0, ws1 epoch 1, …; `dp-bench --epoch-gate`),
+    /// so the machine's drift in speed over minutes falls on every configuration alike and the
+    /// speedups pair epoch j of each [default: 13, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Rounds: the configurations take turns (ws1, ws2, ws1, ws2, …), each round resuming its
-    /// run (`--resume`) and warming up again, so the machine's drift in speed over minutes
-    /// falls on every configuration alike [default: 3, 1 with --quick]
+    /// Epochs of each PyTorch reference run, warm-up included (it runs after dp-bench's, on its
+    /// own) [default: 6, 4 with --quick]
     #[arg(long)]
-    pub rounds: Option<usize>,
-    /// Leading epochs of each round excluded from the statistics
+    pub reference_epochs: Option<usize>,
+    /// Leading epochs of each run excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Confidence level of every interval
@@ -98,35 +101,29 @@ pub struct Planned {
 }
 
 impl BenchArgs {
-    /// Epochs per round, warm-up included.
+    /// Epochs per configuration, warm-up included.
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(if self.quick { 4 } else { 3 })
+        self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
     }
 
-    pub fn rounds(&self) -> usize {
-        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
-    }
-
-    /// Epochs per configuration, over all rounds.
-    pub fn total_epochs(&self) -> usize {
-        self.epochs() * self.rounds()
+    pub fn reference_epochs(&self) -> usize {
+        self.reference_epochs.unwrap_or(if self.quick { 4 } else { 6 })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(doc) = &self.update_doc {
             report::markdown::check_doc(doc)?;
         }
-        anyhow::ensure!(
-            self.warmup < self.epochs(),
-            "--warmup {} must be less than --epochs {}: nothing would be measured",
-            self.warmup,
-            self.epochs()
-        );
-        anyhow::ensure!(self.rounds() >= 1, "--rounds must be at least 1");
-        anyhow::ensure!(
-            (self.epochs() - self.warmup) * self.rounds() >= 2,
-            "at least 2 measured epochs are needed for an interval"
-        );
+        for (flag, epochs) in
+            [("--epochs", self.epochs()), ("--reference-epochs", self.reference_epochs())]
+        {
+            anyhow::ensure!(
+                epochs >= self.warmup + 2,
+                "{flag} {epochs} leaves fewer than 2 measured epochs after --warmup {}: at least \
+                 2 are needed for an interval",
+                self.warmup
+            );
+        }
         anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
         anyhow::ensure!(!self.partition.is_empty(), "--partition is empty");
         anyhow::ensure!(
@@ -152,7 +149,7 @@ impl BenchArgs {
                     "--batch-size",
                     &global.to_string(),
                     "--n-epochs",
-                    &self.total_epochs().to_string(),
+                    &self.epochs().to_string(),
                     "--train-examples",
                     &examples.to_string(),
                     "--threads",
@@ -208,22 +205,6 @@ pub fn bound_launcher(mpirun: &str, n: usize) -> Command {
     cmd
 }
 
-/// Runs one configuration; the bar advances with each finished epoch (rank 0's epoch lines).
-/// Round `round` of configuration `p`: its first `epochs × (round + 1)` epochs, resuming the
-/// earlier rounds' run in `dir`.
-fn run_one(
-    binary: &Path,
-    mpirun: &str,
-    p: &Planned,
-    dir: &Path,
-    bar: &ProgressBar,
-    (round, epochs): (usize, usize),
-) -> anyhow::Result<()> {
-    let mut cmd = bound_launcher(mpirun, p.world_size);
-    cmd.arg(binary).args(round_args(&p.args, round, epochs)).arg("--workdir").arg(dir);
-    run_reporting(cmd, &p.id, bar)
-}
-
 /// `dp-bench` arguments `args` (with `--n-epochs` and `--overwrite`) for round `round` of
 /// `epochs` epochs: the run's first `epochs × (round + 1)` epochs, resuming the earlier rounds'.
 pub(crate) fn round_args(args: &[String], round: usize, epochs: usize) -> Vec<String> {
@@ -241,8 +222,7 @@ pub(crate) fn round_args(args: &[String], round: usize, epochs: usize) -> Vec<St
 fn run_reference(
     python: &Path,
     root: &Path,
-    ours: &Path,
-    p: &Planned,
+    (ours, p, epochs): (&Path, &Planned, usize),
     dir: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
@@ -262,7 +242,7 @@ fn run_reference(
         .arg("--template")
         .arg(ours.join(crate::metrics::RUN_FILE))
         .args(["--mode", mode, "--world-size", &p.world_size.to_string()])
-        .args(["--batch-size", &flag("--batch-size"), "--n-epochs", &flag("--n-epochs")])
+        .args(["--batch-size", &flag("--batch-size"), "--n-epochs", &epochs.to_string()])
         .args(["--threads", &flag("--threads")])
         .args(bound(p.world_size).then_some("--bind"))
         .arg("--workdir")
@@ -311,9 +291,9 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let runs_dir = out_dir.join("runs");
     let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
     let reference = !args.no_reference && python.exists();
-    let configs =
-        plan.len() + if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
-    let bar = ProgressBar::new((configs * args.total_epochs()) as u64).with_style(
+    let references = if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
+    let epochs = plan.len() * args.epochs() + references * args.reference_epochs();
+    let bar = ProgressBar::new(epochs as u64).with_style(
         ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")
             .progress_chars("=> "),
@@ -321,16 +301,23 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     // A configuration that fails is reported with its reason; the others are still analysed.
     let mut runs = Vec::new();
     let mut failures = Vec::new();
-    for round in 0..args.rounds() {
-        for p in &plan {
-            if failures.contains(&p.id) {
-                continue;
+    let turns = plan
+        .iter()
+        .map(|p| {
+            let mut command = bound_launcher(&args.mpirun, p.world_size);
+            command.arg(binary).args(&p.args).arg("--workdir").arg(runs_dir.join(&p.id));
+            Turn {
+                id: p.id.clone(),
+                ranks: p.world_size,
+                command,
+                gate: runs_dir.join(format!(".gate-{}", p.id)),
             }
-            let dir = runs_dir.join(&p.id);
-            if let Err(e) = run_one(binary, &args.mpirun, p, &dir, &bar, (round, args.epochs())) {
-                bar.suspend(|| eprintln!("data_parallel/{}: FAILED: {e:#}", p.id));
-                failures.push(p.id.clone());
-            }
+        })
+        .collect();
+    for (id, outcome) in run_in_turns(turns, args.epochs(), &bar) {
+        if let Err(e) = outcome {
+            bar.suspend(|| eprintln!("data_parallel/{id}: FAILED: {e:#}"));
+            failures.push(id);
         }
     }
     for p in &plan {
@@ -358,7 +345,10 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         for p in plan.iter().filter(|p| p.reference) {
             let dir = runs_dir.join(format!("pytorch_{}", p.id));
             let result = match &exported {
-                Ok(s) if s.success() => run_reference(&python, root, &ours, p, &dir, &bar),
+                Ok(s) if s.success() => {
+                    let epochs = args.reference_epochs();
+                    run_reference(&python, root, (&ours, p, epochs), &dir, &bar)
+                }
                 other => Err(anyhow::anyhow!("exporting the examples failed: {other:?}")),
             };
             match result.and_then(|()| Ok(RunData::load(&dir)?)) {

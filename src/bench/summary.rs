@@ -30,6 +30,10 @@ pub struct Samples {
     pub per_rank_time: Vec<Vec<f64>>,
     /// Mean time of every epoch, warm-up included (for the timeline).
     pub all_epochs_time: Vec<f64>,
+    /// When each measured epoch started (rank 0, seconds since the Unix epoch); empty when the
+    /// records do not say (older runs, the PyTorch reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub started_at: Vec<f64>,
     /// The epochs left out as warm-up: the first of each process (several when a run was
     /// resumed in rounds).
     #[serde(default)]
@@ -77,6 +81,10 @@ pub struct SpeedupSummary {
     /// Throughput speedup ÷ (world size ÷ reference world size).
     pub efficiency: f64,
     pub efficiency_interval: Estimate,
+    /// Epoch pairs the three estimates come from when the two runs took turns epoch by epoch
+    /// (`stats::paired_ratio`); 0 when they come from the two runs' means (Fieller).
+    #[serde(default)]
+    pub paired_epochs: usize,
 }
 
 /// A configuration's change against a saved baseline.

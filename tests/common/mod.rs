@@ -70,7 +70,10 @@ pub fn multi30k() -> PathBuf {
 
 /// Record fields that measure time or memory, which no two runs share.
 fn is_timing(key: &str) -> bool {
-    key.ends_with("_time") || key.ends_with("_per_sec") || key == "max_rss_mb"
+    key.ends_with("_time")
+        || key.ends_with("_per_sec")
+        || key == "max_rss_mb"
+        || key == "started_at"
 }
 
 /// An epoch record without the fields that measure time or memory, or say which process

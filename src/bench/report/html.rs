@@ -68,7 +68,11 @@ fn summary_table(summary: &Summary, out: &mut String) {
             s.map_or("reference".into(), |s| ratio(&s.tokens_per_sec)),
             s.map_or("—".into(), |s| {
                 let e = &s.efficiency_interval;
-                interval(e.lower, e.point, e.upper, &|v| format!("{v:.3}"))
+                let paired = match s.paired_epochs {
+                    0 => String::new(),
+                    n => format!(" <small>({n} epoch pairs)</small>"),
+                };
+                interval(e.lower, e.point, e.upper, &|v| format!("{v:.3}")) + &paired
             }),
             c.allreduce_share * 100.0,
             c.epochs_measured,

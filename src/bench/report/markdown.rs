@@ -32,7 +32,7 @@ fn machine(c: &ConfigSummary, confidence: f64) -> String {
     format!(
         "Measured {} on {cpu} (host `{}`): {}, libtorch {}, {} intra-op thread{} per rank, \
          device {}, CPU matrix products through {}. Intervals: {:.0} %; {} measured epochs per \
-         configuration.",
+         dp-bench configuration.",
         run.start_time.get(..10).unwrap_or(&run.start_time),
         run.host,
         run.mpi_library,
@@ -55,6 +55,22 @@ pub fn render(summary: &Summary) -> String {
         summary.configs.iter().find(|c| c.run.implementation == crate::metrics::IMPLEMENTATION);
     if let Some(c) = ours {
         out += &machine(c, summary.confidence_level);
+        if let Some(s) = summary.speedup.iter().find(|s| s.paired_epochs > 0) {
+            out += &format!(
+                " dp-bench's configurations ran side by side, taking turns epoch by epoch; their \
+                 speedups and efficiencies pair epoch j of each ({} pairs, Student-t on the \
+                 log ratios), the reference's compare means (Fieller).",
+                s.paired_epochs
+            );
+        }
+        if let Some(r) =
+            summary.configs.iter().find(|r| r.run.implementation != c.run.implementation)
+        {
+            out += &format!(
+                " The reference: {} measured epochs per configuration.",
+                r.epochs_measured
+            );
+        }
         out += "\n\n";
     }
     out += "| configuration | implementation | ranks | epoch time (95 % CI) | tokens/s, sum (95 % CI) \

@@ -47,11 +47,15 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
         if let Some(s) = summary.speedup.iter().find(|s| s.id == c.id) {
             let e = &s.efficiency_interval;
             out += &format!(
-                "{pad}speedup over {}: time {}  thrpt {}  efficiency {}\n",
+                "{pad}speedup over {}: time {}  thrpt {}  efficiency {}{}\n",
                 s.reference,
                 ratio(&s.training_time),
                 ratio(&s.tokens_per_sec),
                 triple(e.lower, e.point, e.upper, &|v| format!("{v:.3}")),
+                match s.paired_epochs {
+                    0 => String::new(),
+                    n => format!("  ({n} epoch pairs)"),
+                },
             );
         }
         if let Some(ch) = changes.iter().find(|ch| ch.id == c.id) {

@@ -1,0 +1,136 @@
+//! Epoch gates: several runs side by side, taking turns epoch by epoch.
+//!
+//! A benchmark that compares configurations on a machine whose speed drifts wants their epochs
+//! close together in time, so that the drift falls on both alike and epoch `j` of one can be
+//! compared with epoch `j` of the other. Restarting processes to take turns costs a warm-up epoch
+//! each time. Instead every run starts at once and each rank waits, before each epoch, at a gate
+//! in a directory that a controller (the `data_parallel` bench) opens:
+//!
+//! - the rank says it is there: it creates `ready-epoch{e}.rank{r}`;
+//! - it sleeps until `open-epoch{e}` exists, then trains the epoch.
+//!
+//! A rank waits asleep (a file check every few milliseconds), so the waiting run takes nothing
+//! from the one that trains. The controller writes `controller` (`host\tpid`) into the
+//! directory; a rank on the same host stops with an error when that process is gone, rather than
+//! wait forever for a gate nobody will open.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The controller's side and the ranks' side agree on these names.
+pub fn ready_file(dir: &Path, epoch: usize, rank: usize) -> PathBuf {
+    dir.join(format!("ready-epoch{epoch}.rank{rank}"))
+}
+
+pub fn open_file(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("open-epoch{epoch}"))
+}
+
+pub fn controller_file(dir: &Path) -> PathBuf {
+    dir.join("controller")
+}
+
+/// How often a waiting rank looks for its gate, and for its controller.
+const POLL: Duration = Duration::from_millis(5);
+const CONTROLLER_CHECK: Duration = Duration::from_millis(500);
+
+/// Waits at the gate of `epoch` in `dir` as `rank`.
+pub fn wait(dir: &Path, epoch: usize, rank: usize) -> anyhow::Result<()> {
+    let ready = ready_file(dir, epoch, rank);
+    std::fs::write(&ready, b"")
+        .map_err(|e| anyhow::anyhow!("epoch gate: cannot write {}: {e}", ready.display()))?;
+    let open = open_file(dir, epoch);
+    let mut since_check = Duration::ZERO;
+    while !open.exists() {
+        std::thread::sleep(POLL);
+        since_check += POLL;
+        if since_check >= CONTROLLER_CHECK {
+            since_check = Duration::ZERO;
+            if let Some(pid) = gone_controller(dir) {
+                anyhow::bail!(
+                    "epoch gate {}: its controller (pid {pid}) has exited without opening it",
+                    open.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The controller's pid when it ran on this host and has exited.
+fn gone_controller(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(controller_file(dir)).ok()?;
+    let (host, pid) = text.trim().split_once('\t')?;
+    let pid: u32 = pid.parse().ok()?;
+    let here = gethostname::gethostname().to_string_lossy().into_owned();
+    (host == here && !Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+}
+
+/// The controller's side: a fresh gate directory for one run, owned by this process.
+pub struct Controller {
+    pub dir: PathBuf,
+}
+
+impl Controller {
+    /// Creates (or empties) `dir` and signs it with this process.
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        std::fs::write(controller_file(dir), format!("{host}\t{}\n", std::process::id()))?;
+        Ok(Controller { dir: dir.to_path_buf() })
+    }
+
+    /// Whether all `ranks` ranks wait at the gate of `epoch`.
+    pub fn all_ready(&self, epoch: usize, ranks: usize) -> bool {
+        (0..ranks).all(|r| ready_file(&self.dir, epoch, r).exists())
+    }
+
+    pub fn open(&self, epoch: usize) -> std::io::Result<()> {
+        std::fs::write(open_file(&self.dir, epoch), b"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rank_waits_until_the_gate_opens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gate = Controller::new(&tmp.path().join("gate")).unwrap();
+        let dir = gate.dir.clone();
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = opened.clone();
+        let rank = std::thread::spawn(move || {
+            wait(&dir, 3, 1).unwrap();
+            seen.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        while !gate.all_ready(3, 2) && !ready_file(&gate.dir, 3, 1).exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!gate.all_ready(3, 2), "rank 0 never came");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!rank.is_finished(), "the rank went through a closed gate");
+        opened.store(true, std::sync::atomic::Ordering::SeqCst);
+        gate.open(3).unwrap();
+        assert!(rank.join().unwrap(), "the rank went on only after the gate opened");
+    }
+
+    #[test]
+    fn a_rank_stops_when_its_controller_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // A pid that has exited: a child that is waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        std::fs::write(controller_file(dir), format!("{host}\t{pid}\n")).unwrap();
+        let err = wait(dir, 0, 0).unwrap_err().to_string();
+        assert!(err.contains(&format!("controller (pid {pid}) has exited")), "{err}");
+        assert!(ready_file(dir, 0, 0).exists());
+    }
+}
