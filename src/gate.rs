@@ -9,8 +9,8 @@
 //! - the rank says it is there: it creates `ready-epoch{e}.rank{r}`;
 //! - it sleeps until `open-epoch{e}` exists, then trains the epoch.
 //!
-//! A rank waits asleep (a file check every few milliseconds), so the waiting run takes nothing
-//! from the one that trains. The controller writes `controller` (`host\tpid`) into the
+//! A rank waits asleep (one file check every 20 ms, ~0.01 % of a core per waiting rank), so the
+//! waiting runs take next to nothing from the one that trains. The controller writes `controller` (`host\tpid`) into the
 //! directory; a rank on the same host stops with an error when that process is gone, rather than
 //! wait forever for a gate nobody will open.
 
@@ -31,7 +31,7 @@ pub fn controller_file(dir: &Path) -> PathBuf {
 }
 
 /// How often a waiting rank looks for its gate, and for its controller.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(20);
 const CONTROLLER_CHECK: Duration = Duration::from_millis(500);
 
 /// Waits at the gate of `epoch` in `dir` as `rank`.

@@ -1,12 +1,14 @@
 //! `cargo bench --bench padding`: what dynamic padding buys on real sentences. One rank trains the
 //! same Multi30k examples with the same batches under `--padding fixed`, `--padding dynamic` and
-//! `--padding dynamic --bucket-by-length`, each as its own run, taking turns in rounds as
-//! `data_parallel`'s configurations do; the report gives each epoch time with its interval and how
-//! many times faster than fixed padding each variant is (Fieller).
+//! `--padding dynamic --bucket-by-length`, each as its own run, side by side and taking turns
+//! epoch by epoch as `data_parallel`'s configurations do; the report gives each epoch time with
+//! its interval and how many times faster than fixed padding each variant is (epoch j of each
+//! paired).
 
-use super::analysis::RunData;
-use super::runner::{bound_launcher, criterion_dir, round_args, run_reporting};
+use super::analysis::{took_turns, RunData};
+use super::runner::{bound_launcher, criterion_dir};
 use super::stats::{self, Estimate};
+use super::turns::{run_in_turns, Turn};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "padding", about = "Fixed against dynamic padding on real sentences, one rank")]
 pub struct PaddingArgs {
-    /// Smaller workload for CI (512 examples, one round of 1 warm-up + 3 measured epochs)
+    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs)
     #[arg(long, env = "DP_BENCH_QUICK")]
     pub quick: bool,
     /// A corpus directory or file (as `dp-bench --dataset`) [default: ../shared/data/multi30k]
@@ -28,15 +30,12 @@ pub struct PaddingArgs {
     /// Batch size (one rank)
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Epochs per variant and round, warm-up included [default: 3, 4 with --quick]
+    /// Epochs per variant, warm-up included. The variants run side by side and take turns epoch
+    /// by epoch (fixed, dynamic, dynamic_buckets, fixed, …), so the machine's drift in speed over
+    /// minutes falls on every variant alike instead of on their ratio [default: 9, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Rounds: the variants take turns (fixed, dynamic, dynamic_buckets, fixed, …), each round
-    /// resuming its run and warming up again, so the machine's drift in speed over minutes falls
-    /// on every variant alike instead of on their ratio [default: 3, 1 with --quick]
-    #[arg(long)]
-    pub rounds: Option<usize>,
-    /// Leading epochs of each round excluded from the statistics
+    /// Leading epochs of each run excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     #[arg(long, default_value_t = 1)]
@@ -65,20 +64,14 @@ const VARIANTS: [(&str, &[&str]); 3] = [
 
 impl PaddingArgs {
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(if self.quick { 4 } else { 3 })
-    }
-
-    pub fn rounds(&self) -> usize {
-        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
+        self.epochs.unwrap_or(if self.quick { 4 } else { 9 })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.rounds() >= 1, "--rounds must be at least 1");
         anyhow::ensure!(
-            self.epochs() > self.warmup && (self.epochs() - self.warmup) * self.rounds() >= 2,
-            "--epochs {} × --rounds {} leaves fewer than 2 measured epochs after --warmup {}",
+            self.epochs() >= self.warmup + 2,
+            "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
             self.epochs(),
-            self.rounds(),
             self.warmup
         );
         anyhow::ensure!(self.batch > 0, "--batch must be positive");
@@ -102,6 +95,8 @@ pub struct PaddingResult {
     pub train_loss: f64,
     /// Epoch time of fixed padding ÷ this variant's.
     pub speedup_over_fixed: Estimate,
+    /// Epoch pairs the speedup comes from (the runs took turns); 0: from the means (Fieller).
+    pub paired_epochs: usize,
 }
 
 /// Runs the variants and reports; `binary` is `dp-bench`, `root` the project root.
@@ -121,7 +116,7 @@ pub fn run_padding_bench(
         })
         .collect();
     let out_dir = criterion_dir(root).join("padding");
-    let total = variants.len() * args.epochs() * args.rounds();
+    let total = variants.len() * args.epochs();
     let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
             .expect("valid template")
@@ -142,21 +137,21 @@ pub fn run_padding_bench(
         ["--dataset", dataset_arg],
     ]
     .concat();
-    for round in 0..args.rounds() {
-        for (name, flags) in &variants {
-            let planned: Vec<String> = common
-                .iter()
-                .chain(&["--benchmark-only", "--overwrite"])
-                .chain(flags.iter())
-                .map(|a| a.to_string())
-                .collect();
-            let mut cmd = bound_launcher(&args.mpirun, 1);
-            cmd.arg(binary)
-                .args(round_args(&planned, round, args.epochs()))
+    let turns = variants
+        .iter()
+        .map(|(name, flags)| {
+            let mut command = bound_launcher(&args.mpirun, 1);
+            command
+                .arg(binary)
+                .args(common.iter().chain(&["--benchmark-only", "--overwrite"]).chain(flags.iter()))
                 .arg("--workdir")
                 .arg(dir(name));
-            run_reporting(cmd, &format!("padding/{name}"), &bar)?;
-        }
+            let gate = out_dir.join("runs").join(format!(".gate-{name}"));
+            Turn { id: format!("padding/{name}"), ranks: 1, command, gate }
+        })
+        .collect();
+    for (id, outcome) in run_in_turns(turns, args.epochs(), &bar) {
+        outcome.map_err(|e| anyhow::anyhow!("{id}: {e:#}"))?;
     }
     bar.finish_and_clear();
     let runs = variants
@@ -164,20 +159,24 @@ pub fn run_padding_bench(
         .map(|(name, _)| Ok((name.to_string(), RunData::load(&dir(name))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let times =
-        |run: &RunData| -> anyhow::Result<Vec<f64>> { Ok(run.samples(args.warmup)?.training_time) };
-    let fixed = times(&runs[0].1)?;
+    let fixed = runs[0].1.samples(args.warmup)?;
     let mut results = Vec::new();
     for (name, run) in &runs {
-        let t = times(run)?;
+        let samples = run.samples(args.warmup)?;
+        let (t, level) = (&samples.training_time, args.confidence);
+        let paired = took_turns(&fixed, &samples)
+            .then(|| stats::paired_ratio(&fixed.training_time, t, level))
+            .flatten();
         let last = &run.epochs.last().expect("measured epochs")[0];
         let result = PaddingResult {
             variant: name.clone(),
-            epoch_time: stats::Summary::of(&t, args.confidence),
+            epoch_time: stats::Summary::of(t, level),
             positions: last.tokens,
             target_tokens: last.target_tokens,
             train_loss: last.train_loss,
-            speedup_over_fixed: stats::ratio_estimate(&fixed, &t, args.confidence),
+            speedup_over_fixed: paired
+                .unwrap_or_else(|| stats::ratio_estimate(&fixed.training_time, t, level)),
+            paired_epochs: if paired.is_some() { t.len() } else { 0 },
         };
         println!("{}", render(&result));
         results.push(result);
@@ -191,8 +190,12 @@ pub fn run_padding_bench(
 fn render(r: &PaddingResult) -> String {
     let s = &r.epoch_time;
     let x = &r.speedup_over_fixed;
+    let pairs = match r.paired_epochs {
+        0 => String::new(),
+        n => format!(" ({n} epoch pairs)"),
+    };
     format!(
-        "padding/{:<16} time: [{:.2} s {:.2} s {:.2} s]  speedup over fixed: [{:.2}× {:.2}× {:.2}×]\n{:24}{} input positions per epoch ({} targets), train loss {:.4}",
+        "padding/{:<16} time: [{:.2} s {:.2} s {:.2} s]  speedup over fixed: [{:.2}× {:.2}× {:.2}×]{pairs}\n{:24}{} input positions per epoch ({} targets), train loss {:.4}",
         r.variant, s.lower, s.mean, s.upper, x.lower, x.point, x.upper, "", r.positions, r.target_tokens, r.train_loss
     )
 }

@@ -205,18 +205,6 @@ pub fn bound_launcher(mpirun: &str, n: usize) -> Command {
     cmd
 }
 
-/// `dp-bench` arguments `args` (with `--n-epochs` and `--overwrite`) for round `round` of
-/// `epochs` epochs: the run's first `epochs × (round + 1)` epochs, resuming the earlier rounds'.
-pub(crate) fn round_args(args: &[String], round: usize, epochs: usize) -> Vec<String> {
-    let mut args = args.to_vec();
-    let n = args.iter().position(|a| a == "--n-epochs").expect("an --n-epochs flag") + 1;
-    args[n] = (epochs * (round + 1)).to_string();
-    if round > 0 {
-        args.iter_mut().filter(|a| *a == "--overwrite").for_each(|a| *a = "--resume".into());
-    }
-    args
-}
-
 /// The PyTorch reference of configuration `p` (eager on one rank, DDP on more) into `dir`, on the
 /// token ids and workload of dp-bench's run in `ours`.
 fn run_reference(
@@ -251,7 +239,7 @@ fn run_reference(
 }
 
 /// Runs `cmd` to the end, advancing `bar` on each `epoch …` line of its output.
-pub(crate) fn run_reporting(mut cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
+fn run_reporting(mut cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
     bar.set_message(id.to_string());
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd

@@ -31,7 +31,7 @@ struct Running {
 }
 
 /// How often the controller looks at its runs.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(20);
 
 impl Running {
     fn start(turn: Turn, bar: &ProgressBar) -> anyhow::Result<Self> {
