@@ -10,9 +10,8 @@ use super::turns::{run_in_turns, Turn};
 use crate::config::Partition;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Options of `cargo bench --bench data_parallel -- [OPTIONS] [FILTER]`.
 #[derive(Debug, Clone, Parser)]
@@ -239,24 +238,11 @@ fn run_reference(
 }
 
 /// Runs `cmd` to the end, advancing `bar` on each `epoch …` line of its output.
-fn run_reporting(mut cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
+fn run_reporting(cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
     bar.set_message(id.to_string());
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("{id}: cannot start {program}: {e}"))?;
-    let stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
-    });
-    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
-        if line?.starts_with("epoch ") {
-            bar.inc(1);
-        }
-    }
+    let (mut child, errors, lines) = super::turns::spawn_reporting(cmd, id, bar)?;
     let status = child.wait()?;
+    let _ = lines.join();
     let errors = errors.join().unwrap_or_default();
     anyhow::ensure!(status.success(), "{id} failed ({status}): {}", errors.join(" | "));
     Ok(())

@@ -30,6 +30,35 @@ struct Running {
     failed: Option<anyhow::Error>,
 }
 
+/// Starts `command` with its output read by two threads: one advancing `bar` on each `epoch …`
+/// line of standard output, one collecting standard error (returned when the child has exited).
+pub(crate) fn spawn_reporting(
+    mut command: Command,
+    id: &str,
+    bar: &ProgressBar,
+) -> anyhow::Result<(Child, JoinHandle<Vec<String>>, JoinHandle<()>)> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("{id}: cannot start {program}: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
+    });
+    let stdout = child.stdout.take().expect("piped");
+    let bar = bar.clone();
+    let lines = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("epoch ") {
+                bar.inc(1);
+            }
+        }
+    });
+    Ok((child, errors, lines))
+}
+
 /// How often the controller looks at its runs.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -38,27 +67,8 @@ impl Running {
         let Turn { id, ranks, mut command, gate } = turn;
         let gate = Controller::new(&gate)
             .map_err(|e| anyhow::anyhow!("{id}: gate directory {}: {e}", gate.display()))?;
-        let program = command.get_program().to_string_lossy().into_owned();
-        let mut child = command
-            .arg("--epoch-gate")
-            .arg(&gate.dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("{id}: cannot start {program}: {e}"))?;
-        let stderr = child.stderr.take().expect("piped");
-        let errors = std::thread::spawn(move || {
-            std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
-        });
-        let stdout = child.stdout.take().expect("piped");
-        let bar = bar.clone();
-        let lines = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("epoch ") {
-                    bar.inc(1);
-                }
-            }
-        });
+        command.arg("--epoch-gate").arg(&gate.dir);
+        let (child, errors, lines) = spawn_reporting(command, &id, bar)?;
         Ok(Running {
             id,
             ranks,
