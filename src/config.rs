@@ -324,6 +324,8 @@ pub enum ConfigError {
         "--bucket-by-length only pays with --padding dynamic: add it, or drop --bucket-by-length"
     )]
     BucketWithoutDynamic,
+    #[error("--epoch-gate {0}: not a directory (whoever opens the gates creates it first)")]
+    NoGateDir(PathBuf),
 }
 
 impl Config {
@@ -392,6 +394,9 @@ impl Config {
         }
         if self.bucket_by_length && self.padding != Padding::Dynamic {
             return Err(ConfigError::BucketWithoutDynamic);
+        }
+        if let Some(gate) = self.epoch_gate.as_ref().filter(|g| !g.is_dir()) {
+            return Err(ConfigError::NoGateDir(gate.clone()));
         }
         Ok(())
     }

@@ -101,6 +101,7 @@ fn every_bad_flag_gets_one_line_and_status_2() {
         (&["--device", "cuda"], "--device cuda but libtorch sees no CUDA device"),
         (&["--resume"], "nothing to resume in"),
         (&["--resume", "--overwrite"], "cannot be used with"),
+        (&["--epoch-gate", "/nonexistent/gate"], "--epoch-gate /nonexistent/gate: not a directory"),
     ];
     for (flags, needle) in cases {
         if flags == &["--device", "cuda"] && tch::Cuda::is_available() {
