@@ -312,16 +312,21 @@ pub fn took_turns(a: &Samples, b: &Samples) -> bool {
 
 fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> SpeedupSummary {
     let (rs, cs) = (&reference.samples, &c.samples);
-    let paired = took_turns(rs, cs);
-    let ratio = |num: &[f64], den: &[f64]| {
-        match paired {
-            true => stats::paired_ratio(num, den, level),
-            false => None,
-        }
-        .unwrap_or_else(|| stats::ratio_estimate(num, den, level))
-    };
-    let time = ratio(&rs.training_time, &cs.training_time);
-    let tps = ratio(&cs.tokens_per_sec, &rs.tokens_per_sec);
+    // Paired when the runs took turns (and every value is positive); the means otherwise.
+    let pairs = took_turns(rs, cs)
+        .then(|| {
+            let time = stats::paired_ratio(&rs.training_time, &cs.training_time, level)?;
+            let tps = stats::paired_ratio(&cs.tokens_per_sec, &rs.tokens_per_sec, level)?;
+            Some((time, tps))
+        })
+        .flatten();
+    let paired = pairs.is_some();
+    let (time, tps) = pairs.unwrap_or_else(|| {
+        (
+            stats::ratio_estimate(&rs.training_time, &cs.training_time, level),
+            stats::ratio_estimate(&cs.tokens_per_sec, &rs.tokens_per_sec, level),
+        )
+    });
     let n = c.world_size as f64 / reference.world_size as f64;
     SpeedupSummary {
         id: c.id.clone(),
