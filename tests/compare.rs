@@ -100,31 +100,28 @@ fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]
     }
 }
 
-/// Marks `fake_run`'s records as written by processes of `per_round` epochs each: a run resumed
-/// in rounds (`cargo bench`'s turns), which warms up again in every round.
-fn in_rounds(dir: &Path, per_round: usize) {
+/// Rewrites each of `fake_run`'s epoch records with `edit`.
+fn edit_records(dir: &Path, edit: impl Fn(&mut EpochRecord)) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if EpochRecord::is_file_name(&name) {
             let mut rec: EpochRecord = serde_json::from_value(read_json(&path)).unwrap();
-            rec.process_epoch = Some(rec.epoch % per_round);
+            edit(&mut rec);
             write_json(&path, &rec).unwrap();
         }
     }
 }
 
+/// Marks `fake_run`'s records as written by processes of `per_round` epochs each: a run
+/// stopped and resumed (`--resume`) every `per_round` epochs, which warms up again each time.
+fn in_rounds(dir: &Path, per_round: usize) {
+    edit_records(dir, |rec| rec.process_epoch = Some(rec.epoch % per_round));
+}
+
 /// Sets when each of `fake_run`'s epochs started: epoch e at `at(e)`, every rank alike.
 fn started(dir: &Path, at: impl Fn(usize) -> f64) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if EpochRecord::is_file_name(&name) {
-            let mut rec: EpochRecord = serde_json::from_value(read_json(&path)).unwrap();
-            rec.started_at = Some(at(rec.epoch));
-            write_json(&path, &rec).unwrap();
-        }
-    }
+    edit_records(dir, |rec| rec.started_at = Some(at(rec.epoch)));
 }
 
 fn compare(dirs: &[&Path], out: &Path) -> std::process::Output {
