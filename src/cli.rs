@@ -219,6 +219,11 @@ pub struct TrainArgs {
     /// side this way, taking turns epoch by epoch
     #[arg(long, value_name = "DIR")]
     pub epoch_gate: Option<PathBuf>,
+    /// With --epoch-gate, also stop at a gate every N examples of the epoch (whole steps: N ÷
+    /// --batch-size, at least one), `open-epoch{E}.part{P}`, so that runs take turns within
+    /// epochs. Time stopped is not training time
+    #[arg(long, value_name = "N", requires = "epoch_gate")]
+    pub turn_examples: Option<usize>,
 }
 
 impl TrainArgs {
@@ -253,6 +258,7 @@ impl TrainArgs {
             overwrite: self.overwrite,
             resume: self.resume,
             epoch_gate: self.epoch_gate,
+            turn_examples: self.turn_examples,
         }
     }
 }

@@ -291,6 +291,9 @@ pub struct Config {
     /// Wait before each epoch at a gate in this directory (`crate::gate`).
     #[serde(skip)]
     pub epoch_gate: Option<PathBuf>,
+    /// With `epoch_gate`: stop at a gate every this many examples within the epoch too.
+    #[serde(skip)]
+    pub turn_examples: Option<usize>,
 }
 
 /// A configuration that cannot run, with the fix in the message.
@@ -326,6 +329,8 @@ pub enum ConfigError {
     BucketWithoutDynamic,
     #[error("--epoch-gate {0}: not a directory (whoever opens the gates creates it first)")]
     NoGateDir(PathBuf),
+    #[error("--turn-examples must be at least 1")]
+    ZeroTurnExamples,
 }
 
 impl Config {
@@ -398,6 +403,9 @@ impl Config {
         if let Some(gate) = self.epoch_gate.as_ref().filter(|g| !g.is_dir()) {
             return Err(ConfigError::NoGateDir(gate.clone()));
         }
+        if self.turn_examples == Some(0) {
+            return Err(ConfigError::ZeroTurnExamples);
+        }
         Ok(())
     }
 
@@ -445,6 +453,7 @@ pub(crate) mod tests {
             overwrite: false,
             resume: false,
             epoch_gate: None,
+            turn_examples: None,
         }
     }
 
@@ -494,5 +503,14 @@ pub(crate) mod tests {
         c.threads = 0;
         assert_eq!(c.validate(), Err(ConfigError::ZeroThreads));
         assert!(tiny_config().validate_world(2).is_err());
+    }
+}
+
+impl Config {
+    /// Steps between two stops within an epoch (`--turn-examples`), when runs take turns within
+    /// epochs: whole global batches, at least one.
+    pub fn steps_per_turn(&self) -> Option<usize> {
+        let examples = self.turn_examples.filter(|_| self.epoch_gate.is_some())?;
+        Some((examples / self.batch_size).max(1))
     }
 }

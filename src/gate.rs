@@ -9,6 +9,12 @@
 //! - the rank says it is there: it creates `ready-epoch{e}.rank{r}`;
 //! - it sleeps until `open-epoch{e}` exists, then trains the epoch.
 //!
+//! With turns within the epoch (`dp-bench --turn-examples N`), the ranks also stop every N
+//! examples of the epoch, at part `p` of it: `ready-epoch{e}.part{p}.rank{r}`, then
+//! `open-epoch{e}.part{p}`. Runs then alternate every few seconds instead of every epoch, so even
+//! a spell of slowness shorter than an epoch falls on all of them alike; the time a rank spends
+//! stopped is not part of its epoch's training time.
+//!
 //! A rank waits asleep (one file check every 20 ms, ~0.01 % of a core per waiting rank), so the
 //! waiting runs take next to nothing from the one that trains. The controller writes `controller` (`host\tpid`) into the
 //! directory; a rank on the same host stops with an error when that process is gone, rather than
@@ -17,13 +23,33 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The controller's side and the ranks' side agree on these names.
-pub fn ready_file(dir: &Path, epoch: usize, rank: usize) -> PathBuf {
-    dir.join(format!("ready-epoch{epoch}.rank{rank}"))
+/// Where a run stops: before part `part` of epoch `epoch` (part 0 is the epoch's start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    pub epoch: usize,
+    pub part: usize,
 }
 
-pub fn open_file(dir: &Path, epoch: usize) -> PathBuf {
-    dir.join(format!("open-epoch{epoch}"))
+impl Stop {
+    pub fn epoch(epoch: usize) -> Self {
+        Stop { epoch, part: 0 }
+    }
+
+    fn name(self) -> String {
+        match self.part {
+            0 => format!("epoch{}", self.epoch),
+            p => format!("epoch{}.part{p}", self.epoch),
+        }
+    }
+}
+
+/// The controller's side and the ranks' side agree on these names.
+pub fn ready_file(dir: &Path, stop: Stop, rank: usize) -> PathBuf {
+    dir.join(format!("ready-{}.rank{rank}", stop.name()))
+}
+
+pub fn open_file(dir: &Path, stop: Stop) -> PathBuf {
+    dir.join(format!("open-{}", stop.name()))
 }
 
 pub fn controller_file(dir: &Path) -> PathBuf {
@@ -34,12 +60,12 @@ pub fn controller_file(dir: &Path) -> PathBuf {
 const POLL: Duration = Duration::from_millis(20);
 const CONTROLLER_CHECK: Duration = Duration::from_millis(500);
 
-/// Waits at the gate of `epoch` in `dir` as `rank`.
-pub fn wait(dir: &Path, epoch: usize, rank: usize) -> anyhow::Result<()> {
-    let ready = ready_file(dir, epoch, rank);
+/// Waits at the gate of `stop` in `dir` as `rank`.
+pub fn wait(dir: &Path, stop: Stop, rank: usize) -> anyhow::Result<()> {
+    let ready = ready_file(dir, stop, rank);
     std::fs::write(&ready, b"")
         .map_err(|e| anyhow::anyhow!("epoch gate: cannot write {}: {e}", ready.display()))?;
-    let open = open_file(dir, epoch);
+    let open = open_file(dir, stop);
     let mut since_check = Duration::ZERO;
     while !open.exists() {
         std::thread::sleep(POLL);
@@ -83,13 +109,13 @@ impl Controller {
         Ok(Controller { dir: dir.to_path_buf() })
     }
 
-    /// Whether all `ranks` ranks wait at the gate of `epoch`.
-    pub fn all_ready(&self, epoch: usize, ranks: usize) -> bool {
-        (0..ranks).all(|r| ready_file(&self.dir, epoch, r).exists())
+    /// Whether all `ranks` ranks wait at the gate of `stop`.
+    pub fn all_ready(&self, stop: Stop, ranks: usize) -> bool {
+        (0..ranks).all(|r| ready_file(&self.dir, stop, r).exists())
     }
 
-    pub fn open(&self, epoch: usize) -> std::io::Result<()> {
-        std::fs::write(open_file(&self.dir, epoch), b"")
+    pub fn open(&self, stop: Stop) -> std::io::Result<()> {
+        std::fs::write(open_file(&self.dir, stop), b"")
     }
 }
 
@@ -105,17 +131,21 @@ mod tests {
         let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = opened.clone();
         let rank = std::thread::spawn(move || {
-            wait(&dir, 3, 1).unwrap();
+            wait(&dir, Stop { epoch: 3, part: 2 }, 1).unwrap();
             seen.load(std::sync::atomic::Ordering::SeqCst)
         });
-        while !ready_file(&gate.dir, 3, 1).exists() {
+        let stop = Stop { epoch: 3, part: 2 };
+        while !ready_file(&gate.dir, stop, 1).exists() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!gate.all_ready(3, 2), "rank 0 never came");
+        assert!(!gate.all_ready(stop, 2), "rank 0 never came");
         std::thread::sleep(Duration::from_millis(30));
         assert!(!rank.is_finished(), "the rank went through a closed gate");
+        gate.open(Stop::epoch(3)).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!rank.is_finished(), "the rank went through another part's gate");
         opened.store(true, std::sync::atomic::Ordering::SeqCst);
-        gate.open(3).unwrap();
+        gate.open(stop).unwrap();
         assert!(rank.join().unwrap(), "the rank went on only after the gate opened");
     }
 
@@ -129,8 +159,8 @@ mod tests {
         child.wait().unwrap();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         std::fs::write(controller_file(dir), format!("{host}\t{pid}\n")).unwrap();
-        let err = wait(dir, 0, 0).unwrap_err().to_string();
+        let err = wait(dir, Stop::epoch(0), 0).unwrap_err().to_string();
         assert!(err.contains(&format!("controller (pid {pid}) has exited")), "{err}");
-        assert!(ready_file(dir, 0, 0).exists());
+        assert!(ready_file(dir, Stop::epoch(0), 0).exists());
     }
 }

@@ -30,8 +30,12 @@ pub struct EpochRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
     /// Wall seconds of this rank's training loop: first batch fetched to last optimiser step
-    /// done, device synchronised.
+    /// done, device synchronised (less `paused_time`).
     pub training_time: f64,
+    /// Seconds the loop stood stopped at gates within the epoch, while other runs took their
+    /// turns (`dp-bench --turn-examples`); not part of `training_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_time: Option<f64>,
     /// Input positions fed to the model on this rank, padding included.
     pub tokens: u64,
     pub tokens_per_sec: f64,

@@ -10,7 +10,7 @@ use crate::eval::{self, bleu};
 use crate::fault;
 use crate::metrics::{self, EpochRecord, RunInfo};
 use crate::progress::Progress;
-use crate::train::Trainer;
+use crate::train::{EpochError, Trainer};
 use crate::UsageError;
 use anyhow::Context;
 use std::time::Instant;
@@ -175,15 +175,17 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         });
     }
     let steps = trainer.steps_per_epoch(config.max_batches);
+    let turns = (config.epoch_gate.clone().zip(config.steps_per_turn()))
+        .map(|(dir, steps)| crate::train::Turns { dir, steps });
     for epoch in first_epoch..config.n_epochs {
         if let Some(gate) = &config.epoch_gate {
-            crate::gate::wait(gate, epoch, rank)?;
+            crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), rank)?;
         }
         let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
         let mut step = 0;
         fault::at("train", epoch, 0, steps);
         let stats = trainer
-            .train_epoch(epoch, config.max_batches, || {
+            .train_epoch(epoch, config.max_batches, turns.as_ref(), || {
                 step += 1;
                 fault::at("train", epoch, step, steps);
                 bar.inc(1)
@@ -193,10 +195,13 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
                     0 => "no epoch had finished".to_string(),
                     e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
                 };
-                UsageError::error(format!(
-                "training diverged: {e} in epoch {epoch} (loss or gradient is NaN or infinite); \
-                 lower --learning-rate; {kept}"
-            ))
+                match e {
+                    EpochError::NonFinite(e) => UsageError::error(format!(
+                        "training diverged: {e} in epoch {epoch} (loss or gradient is NaN or \
+                         infinite); lower --learning-rate; {kept}"
+                    )),
+                    EpochError::Gate(e) => e.context(format!("in epoch {epoch}; {kept}")),
+                }
             })?;
         bar.finish_and_clear();
 
@@ -244,6 +249,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             steps: stats.steps,
             started_at: Some(stats.started_at),
             training_time: stats.training_time,
+            paused_time: turns.as_ref().map(|_| stats.paused_time),
             tokens: stats.tokens,
             tokens_per_sec: stats.tokens as f64 / stats.training_time,
             target_tokens: stats.target_tokens,

@@ -30,6 +30,24 @@ pub struct NonFinite {
     pub step: usize,
 }
 
+/// Why an epoch stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum EpochError {
+    #[error(transparent)]
+    NonFinite(#[from] NonFinite),
+    /// A stop within the epoch (`Turns`) failed: its controller is gone, or its directory is.
+    #[error(transparent)]
+    Gate(anyhow::Error),
+}
+
+/// Stops within an epoch, where runs take turns (`crate::gate`): before every `steps`-th step
+/// (not the first), each rank waits at the gate of that part of the epoch in `dir`.
+#[derive(Debug, Clone)]
+pub struct Turns {
+    pub dir: std::path::PathBuf,
+    pub steps: usize,
+}
+
 /// Seconds of one step: forward, backward and optimiser; gradient all-reduce.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StepTimes {
@@ -50,6 +68,9 @@ pub struct EpochStats {
     pub allreduce_time: f64,
     pub wait_time: f64,
     pub data_time: f64,
+    /// Seconds stopped at gates within the epoch (`Turns`): part of the loop's wall time, not of
+    /// `training_time`.
+    pub paused_time: f64,
     pub tokens: u64,
     pub target_tokens: u64,
     /// Mean training loss over the epoch, over all ranks.
@@ -238,13 +259,16 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains epoch `epoch`. `training_time` runs from the first batch fetched to the last optimiser
-    /// step done, between barriers, with the device synchronised before each clock reading.
+    /// step done, between barriers, with the device synchronised before each clock reading; with
+    /// `turns`, less the time stopped at its gates (each stop ends with a barrier, so the ranks
+    /// go on together).
     pub fn train_epoch(
         &mut self,
         epoch: usize,
         max_batches: Option<usize>,
+        turns: Option<&Turns>,
         mut on_step: impl FnMut(),
-    ) -> Result<EpochStats, NonFinite> {
+    ) -> Result<EpochStats, EpochError> {
         let device = self.model.device();
         let rank = self.comm.rank();
         let steps = self.steps_per_epoch(max_batches);
@@ -263,6 +287,14 @@ impl<'a> Trainer<'a> {
             .map_or(0.0, |d| d.as_secs_f64());
         let examples = self.examples;
         for k in 0..steps {
+            if let Some(turns) = turns.filter(|t| k > 0 && k % t.steps == 0) {
+                synchronize(device);
+                let stopped = Instant::now();
+                let stop = crate::gate::Stop { epoch, part: k / turns.steps };
+                crate::gate::wait(&turns.dir, stop, rank).map_err(EpochError::Gate)?;
+                self.comm.barrier();
+                stats.paused_time += stopped.elapsed().as_secs_f64();
+            }
             // Every rank knows the whole global batch, so the normaliser needs no communication.
             let global_targets: usize =
                 self.schedule.steps[k].iter().flatten().map(|&i| examples[i].target_tokens()).sum();
@@ -295,7 +327,7 @@ impl<'a> Trainer<'a> {
             on_step();
         }
         synchronize(device);
-        stats.training_time = start.elapsed().as_secs_f64();
+        stats.training_time = start.elapsed().as_secs_f64() - stats.paused_time;
         self.comm.barrier();
 
         let mut total_loss = [loss_sum.double_value(&[])];

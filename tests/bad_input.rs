@@ -102,6 +102,8 @@ fn every_bad_flag_gets_one_line_and_status_2() {
         (&["--resume"], "nothing to resume in"),
         (&["--resume", "--overwrite"], "cannot be used with"),
         (&["--epoch-gate", "/nonexistent/gate"], "--epoch-gate /nonexistent/gate: not a directory"),
+        (&["--turn-examples", "64"], "--epoch-gate <DIR>"),
+        (&["--epoch-gate", "/tmp", "--turn-examples", "0"], "--turn-examples must be at least 1"),
     ];
     for (flags, needle) in cases {
         if flags == &["--device", "cuda"] && tch::Cuda::is_available() {

@@ -10,14 +10,36 @@ use indicatif::ProgressBar;
 use std::path::Path;
 use std::process::Command;
 
-fn turn(id: &str, ranks: usize, dir: &Path, extra: &[&str]) -> Turn {
+/// The command of a run of `ranks` ranks, 3 epochs of `steps` steps, in `dir/id`.
+fn command(id: &str, ranks: usize, steps: usize, dir: &Path, extra: &[&str]) -> Command {
     let mut command = match ranks {
         1 => Command::new(binary()),
         n => mpirun(n),
     };
-    command.args(small_run(&dir.join(id))).args(["--n-epochs", "3", "--max-batches", "2"]);
-    command.args(["--benchmark-only"]).args(extra);
+    command.args(small_run(&dir.join(id))).args(["--n-epochs", "3"]);
+    command.args(["--max-batches", &steps.to_string(), "--benchmark-only"]).args(extra);
+    command
+}
+
+fn turn(id: &str, ranks: usize, dir: &Path, extra: &[&str]) -> Turn {
+    gated(id, ranks, 2, dir, extra)
+}
+
+fn gated(id: &str, ranks: usize, steps: usize, dir: &Path, extra: &[&str]) -> Turn {
+    let command = command(id, ranks, steps, dir, extra);
     Turn { id: id.into(), ranks, command, gate: dir.join(format!(".gate-{id}")) }
+}
+
+/// Start and end (start + training + paused time) of a run's epoch, over its ranks.
+fn span(dir: &Path, id: &str, ranks: usize, epoch: usize) -> (f64, f64) {
+    let recs: Vec<_> = (0..ranks).map(|r| results(&dir.join(id), r, epoch)).collect();
+    let time = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap_or(0.0);
+    let start = recs.iter().map(|r| time(r, "started_at")).fold(f64::MAX, f64::min);
+    let end = recs
+        .iter()
+        .map(|r| time(r, "started_at") + time(r, "training_time") + time(r, "paused_time"))
+        .fold(0.0, f64::max);
+    (start, end)
 }
 
 #[test]
@@ -29,7 +51,7 @@ fn runs_take_turns_epoch_by_epoch_and_a_failure_stops_only_its_own_run() {
         turn("bad", 1, dir, &["--batch-size", "65"]),
         turn("two", 2, dir, &[]),
     ];
-    let outcomes = run_in_turns(turns, 3, &ProgressBar::hidden());
+    let outcomes = run_in_turns(turns, 3, None, &ProgressBar::hidden());
     let ids: Vec<&str> = outcomes.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["one", "bad", "two"], "outcomes in the order given");
     assert!(outcomes[0].1.is_ok(), "{:?}", outcomes[0].1);
@@ -39,26 +61,59 @@ fn runs_take_turns_epoch_by_epoch_and_a_failure_stops_only_its_own_run() {
 
     // Every epoch of one run started after the previous epoch of the other had ended, and
     // the other way round: epoch 0 of one, epoch 0 of two, epoch 1 of one, …
-    let start_end = |id: &str, epoch: usize| {
-        let ranks = if id == "one" { 1 } else { 2 };
-        let recs: Vec<_> = (0..ranks).map(|r| results(&dir.join(id), r, epoch)).collect();
-        let start = recs.iter().map(|r| r["started_at"].as_f64().unwrap()).fold(f64::MAX, f64::min);
-        let end = recs
-            .iter()
-            .map(|r| r["started_at"].as_f64().unwrap() + r["training_time"].as_f64().unwrap())
-            .fold(0.0, f64::max);
-        (start, end)
-    };
+    let start_end = |id: &str, epoch: usize| span(dir, id, if id == "one" { 1 } else { 2 }, epoch);
     for epoch in 0..3 {
         let (one, two) = (start_end("one", epoch), start_end("two", epoch));
         assert!(one.1 <= two.0, "epoch {epoch}: two started before one's ended");
         if epoch > 0 {
             assert!(start_end("two", epoch - 1).1 <= one.0, "epoch {epoch} of one too early");
         }
+        assert!(results(&dir.join("one"), 0, epoch).get("paused_time").is_none());
     }
     // The analysis sees it, and pairs the runs' epochs.
     let samples = |id: &str| RunData::load(&dir.join(id)).unwrap().samples(1).unwrap();
     assert!(took_turns(&samples("one"), &samples("two")));
     // The gate directories are gone.
     assert!(!dir.join(".gate-one").exists() && !dir.join(".gate-two").exists());
+}
+
+#[test]
+fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Every 32 examples: one (batch 16) stops every 2 steps, two (batch 32) every step.
+    let turns =
+        vec![gated("one", 1, 4, dir, &[]), gated("two", 2, 4, dir, &["--batch-size", "32"])];
+    for (id, outcome) in run_in_turns(turns, 3, Some(32), &ProgressBar::hidden()) {
+        assert!(outcome.is_ok(), "{id}: {outcome:?}");
+    }
+    let ok = command("alone", 1, 4, dir, &[]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    for epoch in 0..3 {
+        // Part 0 of one, part 0 of two, part 1 of one (one's last), parts 1–3 of two.
+        let (one, two) = (span(dir, "one", 1, epoch), span(dir, "two", 2, epoch));
+        assert!(one.0 < two.0 && two.0 < one.1, "epoch {epoch}: two's part 0 not within one's");
+        assert!(one.1 <= two.1, "epoch {epoch}: one's last part after two's");
+        for (id, rank) in [("one", 0), ("two", 0), ("two", 1)] {
+            let rec = results(&dir.join(id), rank, epoch);
+            let paused = rec["paused_time"].as_f64().unwrap();
+            assert!(paused > 0.0, "{id} rank {rank} epoch {epoch}: never stopped");
+        }
+        // One's stop lasted at least two's part 0 (one step of its training time).
+        let paused = results(&dir.join("one"), 0, epoch)["paused_time"].as_f64().unwrap();
+        let two_step = results(&dir.join("two"), 0, epoch)["training_time"].as_f64().unwrap() / 4.0;
+        assert!(
+            paused > 0.5 * two_step,
+            "epoch {epoch}: one paused {paused} s, two's step {two_step}"
+        );
+        // Stopping changes nothing the run computes: the same losses and weights as alone.
+        let (gated, alone) =
+            (results(&dir.join("one"), 0, epoch), results(&dir.join("alone"), 0, epoch));
+        for key in ["train_loss", "param_checksum", "tokens", "steps"] {
+            assert_eq!(gated[key], alone[key], "epoch {epoch}: {key}");
+        }
+    }
+    let samples = |id: &str| RunData::load(&dir.join(id)).unwrap().samples(1).unwrap();
+    assert!(took_turns(&samples("one"), &samples("two")));
 }

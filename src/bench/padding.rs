@@ -35,6 +35,11 @@ pub struct PaddingArgs {
     /// minutes falls on every variant alike instead of on their ratio [default: 9, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Within each epoch, the variants also take turns every N training examples (20 steps;
+    /// `dp-bench --turn-examples`), so a slow spell shorter than an epoch falls on all of them
+    /// alike; time stopped is not training time. 0: turns only between epochs
+    #[arg(long, default_value_t = 320)]
+    pub turn_examples: usize,
     /// Leading epochs of each run excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
@@ -150,7 +155,8 @@ pub fn run_padding_bench(
             Turn { id: format!("padding/{name}"), ranks: 1, command, gate }
         })
         .collect();
-    for (id, outcome) in run_in_turns(turns, args.epochs(), &bar) {
+    let every = Some(args.turn_examples).filter(|&n| n > 0);
+    for (id, outcome) in run_in_turns(turns, args.epochs(), every, &bar) {
         outcome.map_err(|e| anyhow::anyhow!("{id}: {e:#}"))?;
     }
     bar.finish_and_clear();

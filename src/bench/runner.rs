@@ -53,6 +53,12 @@ pub struct BenchArgs {
     /// speedups pair epoch j of each [default: 13, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Within each epoch, the configurations also take turns every N training examples
+    /// (`dp-bench --turn-examples`: ws1 20 steps, ws2 10, …), so a slow spell of the machine
+    /// shorter than an epoch falls on all of them alike; time stopped is not training time.
+    /// 0: turns only between epochs
+    #[arg(long, default_value_t = 320)]
+    pub turn_examples: usize,
     /// Epochs of each PyTorch reference run, warm-up included (it runs after dp-bench's, on its
     /// own) [default: 6, 4 with --quick]
     #[arg(long)]
@@ -288,7 +294,8 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             }
         })
         .collect();
-    for (id, outcome) in run_in_turns(turns, args.epochs(), &bar) {
+    let every = Some(args.turn_examples).filter(|&n| n > 0);
+    for (id, outcome) in run_in_turns(turns, args.epochs(), every, &bar) {
         if let Err(e) = outcome {
             bar.suspend(|| eprintln!("data_parallel/{id}: FAILED: {e:#}"));
             failures.push(id);

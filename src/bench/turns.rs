@@ -1,10 +1,12 @@
 //! Runs that take turns, epoch by epoch: every run starts at once, and each waits before each
 //! epoch at a gate (`crate::gate`) that this controller opens for one run at a time — epoch 0 of
-//! each run, then epoch 1 of each, and so on. The machine's drift in speed over minutes then falls
+//! each run, then epoch 1 of each, and so on. Runs that also stop within epochs
+//! (`--turn-examples`) take turns part by part: part 0 of epoch 0 of each, part 1 of each, …, then
+//! epoch 1; a run whose epoch has fewer parts sits the rest of the epoch's turns out. The machine's drift in speed over minutes then falls
 //! on every run alike, and epoch `j` of one run is comparable with epoch `j` of another (the
 //! analysis pairs them), at the cost of one warm-up epoch per run, not one per turn.
 
-use crate::gate::Controller;
+use crate::gate::{Controller, Stop};
 use indicatif::ProgressBar;
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -59,15 +61,27 @@ pub(crate) fn spawn_reporting(
     Ok((child, errors, lines))
 }
 
+/// Where a run stopped after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turned {
+    /// At the next part of the same epoch.
+    More,
+    /// At the next epoch, or, after its last, ended.
+    EpochDone,
+}
+
 /// How often the controller looks at its runs.
 const POLL: Duration = Duration::from_millis(20);
 
 impl Running {
-    fn start(turn: Turn, bar: &ProgressBar) -> anyhow::Result<Self> {
+    fn start(turn: Turn, turn_examples: Option<usize>, bar: &ProgressBar) -> anyhow::Result<Self> {
         let Turn { id, ranks, mut command, gate } = turn;
         let gate = Controller::new(&gate)
             .map_err(|e| anyhow::anyhow!("{id}: gate directory {}: {e}", gate.display()))?;
         command.arg("--epoch-gate").arg(&gate.dir);
+        if let Some(n) = turn_examples {
+            command.arg("--turn-examples").arg(n.to_string());
+        }
         let (child, errors, lines) = spawn_reporting(command, &id, bar)?;
         Ok(Running {
             id,
@@ -80,31 +94,46 @@ impl Running {
         })
     }
 
-    /// Until `done` holds; an error when the run exits first.
-    fn wait_for(&mut self, what: &str, done: impl Fn(&Controller) -> bool) -> anyhow::Result<()> {
+    /// Until `check` gives a value; `None` if the run exits successfully first and `may_end`,
+    /// an error if it exits otherwise.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        may_end: bool,
+        check: impl Fn(&Controller) -> Option<T>,
+    ) -> anyhow::Result<Option<T>> {
         loop {
-            if done(&self.gate) {
-                return Ok(());
+            if let Some(value) = check(&self.gate) {
+                return Ok(Some(value));
             }
             if let Some(status) = self.child.try_wait()? {
+                if may_end && status.success() {
+                    return Ok(None);
+                }
                 anyhow::bail!("exited ({status}) {what}: {}", self.stderr().join(" | "));
             }
             std::thread::sleep(POLL);
         }
     }
 
-    /// Epoch `epoch` of `epochs`: waits for every rank at its gate, opens it, and waits until
-    /// the epoch is done (every rank at the next gate, or, after the last, the run ended).
-    fn turn(&mut self, epoch: usize, epochs: usize) -> anyhow::Result<()> {
-        let ranks = self.ranks;
-        self.wait_for(&format!("before epoch {epoch}"), |g| g.all_ready(epoch, ranks))?;
-        self.gate.open(epoch)?;
-        if epoch + 1 < epochs {
-            return self.wait_for(&format!("in epoch {epoch}"), |g| g.all_ready(epoch + 1, ranks));
-        }
-        let status = self.child.wait()?;
-        anyhow::ensure!(status.success(), "failed ({status}): {}", self.stderr().join(" | "));
-        Ok(())
+    /// One turn, at `stop` of a run of `epochs` epochs: waits for every rank at its gate, opens
+    /// it, and waits until the run stops again — at the epoch's next part (`More`), or at the next
+    /// epoch, or, after the last, ended (`EpochDone`).
+    fn turn(&mut self, stop: Stop, epochs: usize) -> anyhow::Result<Turned> {
+        let (ranks, Stop { epoch, part }) = (self.ranks, stop);
+        let at = |s: Stop| move |g: &Controller| g.all_ready(s, ranks).then_some(());
+        self.wait_for(&format!("before epoch {epoch} part {part}"), false, at(stop))?;
+        self.gate.open(stop)?;
+        let (next_part, next_epoch) = (Stop { epoch, part: part + 1 }, Stop::epoch(epoch + 1));
+        let last = epoch + 1 == epochs;
+        let turned = self.wait_for(&format!("in epoch {epoch}"), last, |g| {
+            if g.all_ready(next_part, ranks) {
+                Some(Turned::More)
+            } else {
+                (!last && g.all_ready(next_epoch, ranks)).then_some(Turned::EpochDone)
+            }
+        })?;
+        Ok(turned.unwrap_or(Turned::EpochDone))
     }
 
     /// The run's standard error, once it has exited.
@@ -127,26 +156,42 @@ impl Running {
     }
 }
 
-/// Runs `turns` side by side for `epochs` epochs each, one epoch at a time in the order given;
-/// `bar` advances with each finished epoch. A run that fails is reported with its reason; the
+/// Runs `turns` side by side for `epochs` epochs each, one epoch at a time in the order given —
+/// with `turn_examples`, one part of an epoch at a time, each run stopping every that many
+/// examples (`dp-bench --turn-examples`); `bar` advances with each finished epoch. A run that fails is reported with its reason; the
 /// others go on. Returns each run's id and outcome, in the order given.
 pub fn run_in_turns(
     turns: Vec<Turn>,
     epochs: usize,
+    turn_examples: Option<usize>,
     bar: &ProgressBar,
 ) -> Vec<(String, anyhow::Result<()>)> {
     let mut runs: Vec<Result<Running, (String, anyhow::Error)>> = turns
         .into_iter()
         .map(|turn| {
             let id = turn.id.clone();
-            Running::start(turn, bar).map_err(|e| (id, e))
+            Running::start(turn, turn_examples, bar).map_err(|e| (id, e))
         })
         .collect();
     for epoch in 0..epochs {
-        for run in runs.iter_mut().flatten().filter(|r| r.failed.is_none()) {
-            bar.set_message(run.id.clone());
-            if let Err(e) = run.turn(epoch, epochs) {
-                run.failed = Some(e);
+        // Part by part, each run's part in turn, until every run has finished the epoch.
+        let mut in_epoch: Vec<bool> = runs.iter().map(|r| r.is_ok()).collect();
+        for part in 0.. {
+            let mut any = false;
+            for (run, going) in runs.iter_mut().zip(&mut in_epoch) {
+                let Ok(run) = run else { continue };
+                if !*going || run.failed.is_some() {
+                    continue;
+                }
+                bar.set_message(run.id.clone());
+                match run.turn(Stop { epoch, part }, epochs) {
+                    Ok(Turned::More) => any = true,
+                    Ok(Turned::EpochDone) => *going = false,
+                    Err(e) => run.failed = Some(e),
+                }
+            }
+            if !any {
+                break;
             }
         }
     }
