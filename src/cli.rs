@@ -224,6 +224,11 @@ pub struct TrainArgs {
     /// epochs. Time stopped is not training time
     #[arg(long, value_name = "N", requires = "epoch_gate")]
     pub turn_examples: Option<usize>,
+    /// With --turn-examples on one rank and one thread: run each part of an epoch on the next
+    /// core of the host (part p of epoch e on core (e × parts + p) mod cores), so that a 1-rank
+    /// baseline samples every core a multi-rank run uses, not only the first
+    #[arg(long, requires = "turn_examples")]
+    pub rotate_cores: bool,
 }
 
 impl TrainArgs {
@@ -259,6 +264,7 @@ impl TrainArgs {
             resume: self.resume,
             epoch_gate: self.epoch_gate,
             turn_examples: self.turn_examples,
+            rotate_cores: self.rotate_cores,
         }
     }
 }

@@ -294,6 +294,9 @@ pub struct Config {
     /// With `epoch_gate`: stop at a gate every this many examples within the epoch too.
     #[serde(skip)]
     pub turn_examples: Option<usize>,
+    /// With `turn_examples`, one rank: each part of an epoch on the next core.
+    #[serde(skip)]
+    pub rotate_cores: bool,
 }
 
 /// A configuration that cannot run, with the fix in the message.
@@ -331,6 +334,8 @@ pub enum ConfigError {
     NoGateDir(PathBuf),
     #[error("--turn-examples must be at least 1")]
     ZeroTurnExamples,
+    #[error("--rotate-cores moves one thread of one rank between cores: it needs --world-size 1 and --threads 1")]
+    RotateNotAlone,
 }
 
 impl Config {
@@ -406,6 +411,9 @@ impl Config {
         if self.turn_examples == Some(0) {
             return Err(ConfigError::ZeroTurnExamples);
         }
+        if self.rotate_cores && (self.world_size != 1 || self.threads != 1) {
+            return Err(ConfigError::RotateNotAlone);
+        }
         Ok(())
     }
 
@@ -454,6 +462,7 @@ pub(crate) mod tests {
             resume: false,
             epoch_gate: None,
             turn_examples: None,
+            rotate_cores: false,
         }
     }
 

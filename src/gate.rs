@@ -83,6 +83,37 @@ pub fn wait(dir: &Path, stop: Stop, rank: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds the calling thread to `core` of this host (`sched_setaffinity`): a one-rank run that
+/// takes turns moves to the next core at each stop (`dp-bench --rotate-cores`).
+pub fn pin_to_core(core: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it (`core` is checked
+    // against its capacity), and sched_setaffinity reads exactly its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if core >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The host's online cores.
+pub fn online_cores() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// The calling thread's core now.
+pub fn current_core() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
 /// The controller's pid when it ran on this host and has exited.
 fn gone_controller(dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(controller_file(dir)).ok()?;
@@ -147,6 +178,20 @@ mod tests {
         opened.store(true, std::sync::atomic::Ordering::SeqCst);
         gate.open(stop).unwrap();
         assert!(rank.join().unwrap(), "the rank went on only after the gate opened");
+    }
+
+    #[test]
+    fn pinning_moves_the_calling_thread_to_the_core() {
+        // On a thread of its own, so the test harness's threads keep their cores.
+        std::thread::spawn(|| {
+            for core in (0..online_cores()).rev() {
+                pin_to_core(core).unwrap();
+                assert_eq!(current_core(), Some(core));
+            }
+            assert!(pin_to_core(1 << 20).is_err(), "a core beyond any set");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

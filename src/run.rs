@@ -175,8 +175,13 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         });
     }
     let steps = trainer.steps_per_epoch(config.max_batches);
-    let turns = (config.epoch_gate.clone().zip(config.steps_per_turn()))
-        .map(|(dir, steps)| crate::train::Turns { dir, steps });
+    let turns = (config.epoch_gate.clone().zip(config.steps_per_turn())).map(|(dir, steps)| {
+        crate::train::Turns {
+            dir,
+            steps,
+            rotate_cores: if config.rotate_cores { crate::gate::online_cores() } else { 0 },
+        }
+    });
     for epoch in first_epoch..config.n_epochs {
         if let Some(gate) = &config.epoch_gate {
             crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), rank)?;

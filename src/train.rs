@@ -41,11 +41,26 @@ pub enum EpochError {
 }
 
 /// Stops within an epoch, where runs take turns (`crate::gate`): before every `steps`-th step
-/// (not the first), each rank waits at the gate of that part of the epoch in `dir`.
+/// (not the first), each rank waits at the gate of that part of the epoch in `dir`. With
+/// `rotate_cores > 0` (one rank), part `p` of epoch `e` runs on core `(e · parts + p) mod
+/// rotate_cores`, so the run visits the host's cores in turn.
 #[derive(Debug, Clone)]
 pub struct Turns {
     pub dir: std::path::PathBuf,
     pub steps: usize,
+    pub rotate_cores: usize,
+}
+
+impl Turns {
+    /// Moves to part `part`'s core of epoch `epoch` (of `parts` parts), when rotating.
+    fn pin(&self, epoch: usize, part: usize, parts: usize) -> Result<(), EpochError> {
+        if self.rotate_cores == 0 {
+            return Ok(());
+        }
+        let core = (epoch * parts + part) % self.rotate_cores;
+        crate::gate::pin_to_core(core)
+            .map_err(|e| EpochError::Gate(anyhow::anyhow!("--rotate-cores: core {core}: {e}")))
+    }
 }
 
 /// Seconds of one step: forward, backward and optimiser; gradient all-reduce.
@@ -279,6 +294,10 @@ impl<'a> Trainer<'a> {
         // and are seeded per epoch, so a run resumed at an epoch boundary draws the same masks
         // as one that never stopped.
         tch::manual_seed(dropout_seed(self.seed, rank, epoch));
+        let parts = turns.map_or(1, |t| steps.div_ceil(t.steps));
+        if let Some(turns) = turns {
+            turns.pin(epoch, 0, parts)?;
+        }
 
         self.comm.barrier();
         let start = Instant::now();
@@ -292,6 +311,7 @@ impl<'a> Trainer<'a> {
                 let stopped = Instant::now();
                 let stop = crate::gate::Stop { epoch, part: k / turns.steps };
                 crate::gate::wait(&turns.dir, stop, rank).map_err(EpochError::Gate)?;
+                turns.pin(epoch, stop.part, parts)?;
                 self.comm.barrier();
                 stats.paused_time += stopped.elapsed().as_secs_f64();
             }

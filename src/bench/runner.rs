@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// 0: turns only between epochs
     #[arg(long, default_value_t = 320)]
     pub turn_examples: usize,
+    /// Keep the 1-rank configurations on the first core. By default (with --turn-examples and
+    /// one thread) they run each part of an epoch on the next core (`dp-bench --rotate-cores`),
+    /// so the baseline samples every core that the multi-rank configurations use, as they do
+    #[arg(long)]
+    pub baseline_on_first_core: bool,
     /// Epochs of each PyTorch reference run, warm-up included (it runs after dp-bench's, on its
     /// own) [default: 6, 4 with --quick]
     #[arg(long)]
@@ -109,6 +114,14 @@ impl BenchArgs {
     /// Epochs per configuration, warm-up included.
     pub fn epochs(&self) -> usize {
         self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
+    }
+
+    /// Whether the 1-rank configurations visit the cores in turn (`dp-bench --rotate-cores`).
+    pub fn rotates_baseline(&self) -> bool {
+        !self.baseline_on_first_core
+            && self.turn_examples > 0
+            && self.threads == 1
+            && crate::gate::online_cores() > 1
     }
 
     pub fn reference_epochs(&self) -> usize {
@@ -170,6 +183,10 @@ impl BenchArgs {
                 ]
                 .map(String::from)
                 .to_vec();
+                let mut args = args;
+                if n == 1 && self.rotates_baseline() {
+                    args.push("--rotate-cores".into());
+                }
                 let id = match k {
                     0 => format!("ws{n}_bs{global}"),
                     _ => format!("ws{n}_bs{global}_{partition}"),
