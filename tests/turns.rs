@@ -81,9 +81,12 @@ fn runs_take_turns_epoch_by_epoch_and_a_failure_stops_only_its_own_run() {
 fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // Every 32 examples: one (batch 16) stops every 2 steps, two (batch 32) every step.
-    let turns =
-        vec![gated("one", 1, 4, dir, &[]), gated("two", 2, 4, dir, &["--batch-size", "32"])];
+    // Every 32 examples: one (batch 16) stops every 2 steps, two (batch 32) every step. One also
+    // moves to the next core at each stop.
+    let turns = vec![
+        gated("one", 1, 4, dir, &["--rotate-cores"]),
+        gated("two", 2, 4, dir, &["--batch-size", "32"]),
+    ];
     for (id, outcome) in run_in_turns(turns, 3, Some(32), &ProgressBar::hidden()) {
         assert!(outcome.is_ok(), "{id}: {outcome:?}");
     }
@@ -107,7 +110,8 @@ fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
             paused > 0.5 * two_step,
             "epoch {epoch}: one paused {paused} s, two's step {two_step}"
         );
-        // Stopping changes nothing the run computes: the same losses and weights as alone.
+        // Stopping (and moving) changes nothing the run computes: the same losses and weights
+        // as alone.
         let (gated, alone) =
             (results(&dir.join("one"), 0, epoch), results(&dir.join("alone"), 0, epoch));
         for key in ["train_loss", "param_checksum", "tokens", "steps"] {
