@@ -5,10 +5,15 @@ mod common;
 
 use common::*;
 use dp_bench::bench::analysis::{took_turns, RunData};
-use dp_bench::bench::turns::{run_in_turns, Turn};
+use dp_bench::bench::turns::{run_in_turns, Turn, TurnOptions};
 use indicatif::ProgressBar;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn options(turn_examples: Option<usize>) -> TurnOptions {
+    TurnOptions { epochs: 3, turn_examples, stall_timeout: Duration::from_secs(600) }
+}
 
 /// The command of a run of `ranks` ranks, 3 epochs of `steps` steps, in `dir/id`.
 fn command(id: &str, ranks: usize, steps: usize, dir: &Path, extra: &[&str]) -> Command {
@@ -51,7 +56,7 @@ fn runs_take_turns_epoch_by_epoch_and_a_failure_stops_only_its_own_run() {
         turn("bad", 1, dir, &["--batch-size", "65"]),
         turn("two", 2, dir, &[]),
     ];
-    let outcomes = run_in_turns(turns, 3, None, &ProgressBar::hidden());
+    let outcomes = run_in_turns(turns, &options(None), &ProgressBar::hidden());
     let ids: Vec<&str> = outcomes.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["one", "bad", "two"], "outcomes in the order given");
     assert!(outcomes[0].1.is_ok(), "{:?}", outcomes[0].1);
@@ -87,7 +92,7 @@ fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
         gated("one", 1, 4, dir, &["--rotate-cores"]),
         gated("two", 2, 4, dir, &["--batch-size", "32"]),
     ];
-    for (id, outcome) in run_in_turns(turns, 3, Some(32), &ProgressBar::hidden()) {
+    for (id, outcome) in run_in_turns(turns, &options(Some(32)), &ProgressBar::hidden()) {
         assert!(outcome.is_ok(), "{id}: {outcome:?}");
     }
     let ok = command("alone", 1, 4, dir, &[]).output().unwrap();
@@ -120,4 +125,25 @@ fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
     }
     let samples = |id: &str| RunData::load(&dir.join(id)).unwrap().samples(1).unwrap();
     assert!(took_turns(&samples("one"), &samples("two")));
+}
+
+#[test]
+fn a_run_that_stalls_is_stopped_and_the_others_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Comes to its first gate, then hangs: `$2` is the gate directory (`--epoch-gate DIR`).
+    let mut hangs = Command::new("sh");
+    hangs.args(["-c", "touch \"$2/ready-epoch0.rank0\"; exec sleep 300", "sh"]);
+    let turns = vec![
+        Turn { id: "hangs".into(), ranks: 1, command: hangs, gate: dir.join(".gate-hangs") },
+        turn("one", 1, dir, &[]),
+    ];
+    let options = TurnOptions { stall_timeout: Duration::from_secs(3), ..options(None) };
+    let started = Instant::now();
+    let outcomes = run_in_turns(turns, &options, &ProgressBar::hidden());
+    assert!(started.elapsed() < Duration::from_secs(120), "the hung run was waited for");
+    let err = format!("{:#}", outcomes[0].1.as_ref().unwrap_err());
+    assert!(err.contains("stalled in epoch 0: no progress for 3 s"), "{err}");
+    assert!(outcomes[1].1.is_ok(), "{:?}", outcomes[1].1);
+    assert!(dir.join("one").join("rank0_results_epoch2.json").exists());
 }

@@ -6,7 +6,7 @@ use super::analysis::{self, RunData};
 use super::report::{self, Outputs};
 use super::stats::Thresholds;
 use super::summary::Summary;
-use super::turns::{run_in_turns, Turn};
+use super::turns::{run_in_turns, Turn, TurnOptions};
 use crate::config::Partition;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// 0: turns only between epochs
     #[arg(long, default_value_t = 320)]
     pub turn_examples: usize,
+    /// Stop a configuration that makes no progress for this many seconds (does not finish its
+    /// turn, or does not start) and report it as stalled; the others go on
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub stall_timeout: u64,
     /// Keep the 1-rank configurations on the first core. By default (with --turn-examples and
     /// one thread) they run each part of an epoch on the next core (`dp-bench --rotate-cores`),
     /// so the baseline samples every core that the multi-rank configurations use, as they do
@@ -112,6 +116,15 @@ pub struct Planned {
 
 impl BenchArgs {
     /// Epochs per configuration, warm-up included.
+    /// How the runs take turns.
+    pub fn turn_options(&self) -> TurnOptions {
+        TurnOptions {
+            epochs: self.epochs(),
+            turn_examples: Some(self.turn_examples).filter(|&n| n > 0),
+            stall_timeout: std::time::Duration::from_secs(self.stall_timeout),
+        }
+    }
+
     pub fn epochs(&self) -> usize {
         self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
     }
@@ -129,6 +142,7 @@ impl BenchArgs {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.stall_timeout > 0, "--stall-timeout must be at least 1 second");
         if let Some(doc) = &self.update_doc {
             report::markdown::check_doc(doc)?;
         }
@@ -311,8 +325,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             }
         })
         .collect();
-    let every = Some(args.turn_examples).filter(|&n| n > 0);
-    for (id, outcome) in run_in_turns(turns, args.epochs(), every, &bar) {
+    for (id, outcome) in run_in_turns(turns, &args.turn_options(), &bar) {
         if let Err(e) = outcome {
             bar.suspend(|| eprintln!("data_parallel/{id}: FAILED: {e:#}"));
             failures.push(id);

@@ -30,6 +30,21 @@ struct Running {
     errors: Option<JoinHandle<Vec<String>>>,
     lines: Option<JoinHandle<()>>,
     failed: Option<anyhow::Error>,
+    /// Longest wait for one turn (or for the run to reach its first gate).
+    stall: Duration,
+}
+
+/// How runs take turns.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnOptions {
+    /// Epochs of every run.
+    pub epochs: usize,
+    /// Stop within epochs every this many examples (`dp-bench --turn-examples`); `None`, turns
+    /// only between epochs.
+    pub turn_examples: Option<usize>,
+    /// A run that makes no progress for this long — does not reach its next gate or end — is
+    /// stopped and reported as stalled, so a hung rank cannot hold the others forever.
+    pub stall_timeout: Duration,
 }
 
 /// Starts `command` with its output read by two threads: one advancing `bar` on each `epoch …`
@@ -74,12 +89,12 @@ enum Turned {
 const POLL: Duration = Duration::from_millis(20);
 
 impl Running {
-    fn start(turn: Turn, turn_examples: Option<usize>, bar: &ProgressBar) -> anyhow::Result<Self> {
+    fn start(turn: Turn, options: &TurnOptions, bar: &ProgressBar) -> anyhow::Result<Self> {
         let Turn { id, ranks, mut command, gate } = turn;
         let gate = Controller::new(&gate)
             .map_err(|e| anyhow::anyhow!("{id}: gate directory {}: {e}", gate.display()))?;
         command.arg("--epoch-gate").arg(&gate.dir);
-        if let Some(n) = turn_examples {
+        if let Some(n) = options.turn_examples {
             command.arg("--turn-examples").arg(n.to_string());
         }
         let (child, errors, lines) = spawn_reporting(command, &id, bar)?;
@@ -91,17 +106,19 @@ impl Running {
             errors: Some(errors),
             lines: Some(lines),
             failed: None,
+            stall: options.stall_timeout,
         })
     }
 
     /// Until `check` gives a value; `None` if the run exits successfully first and `may_end`,
-    /// an error if it exits otherwise.
+    /// an error if it exits otherwise or stalls.
     fn wait_for<T>(
         &mut self,
         what: &str,
         may_end: bool,
         check: impl Fn(&Controller) -> Option<T>,
     ) -> anyhow::Result<Option<T>> {
+        let since = std::time::Instant::now();
         loop {
             if let Some(value) = check(&self.gate) {
                 return Ok(Some(value));
@@ -112,6 +129,11 @@ impl Running {
                 }
                 anyhow::bail!("exited ({status}) {what}: {}", self.stderr().join(" | "));
             }
+            anyhow::ensure!(
+                since.elapsed() < self.stall,
+                "stalled {what}: no progress for {:.0} s (the stall timeout), so it was stopped",
+                self.stall.as_secs_f64()
+            );
             std::thread::sleep(POLL);
         }
     }
@@ -141,14 +163,19 @@ impl Running {
         self.errors.take().and_then(|h| h.join().ok()).unwrap_or_default()
     }
 
-    /// Ends the run (after a failure of the controller's), and joins its reader threads.
-    fn finish(mut self) -> (String, anyhow::Result<()>) {
-        if self.failed.is_some() && self.child.try_wait().ok().flatten().is_none() {
+    /// Records the run's failure and ends it now, so it takes nothing from the others' turns.
+    fn fail(&mut self, error: anyhow::Error) {
+        self.failed = Some(error);
+        if self.child.try_wait().ok().flatten().is_none() {
             // SIGTERM, which mpirun forwards to its ranks (SIGKILL would orphan them).
             // SAFETY: a signal to our own child, which has not been reaped.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
             let _ = self.child.wait();
         }
+    }
+
+    /// Joins the run's reader threads and removes its gate directory.
+    fn finish(mut self) -> (String, anyhow::Result<()>) {
         let _ = self.lines.take().map(JoinHandle::join);
         let _ = self.stderr();
         let _ = std::fs::remove_dir_all(&self.gate.dir);
@@ -156,21 +183,21 @@ impl Running {
     }
 }
 
-/// Runs `turns` side by side for `epochs` epochs each, one epoch at a time in the order given —
-/// with `turn_examples`, one part of an epoch at a time, each run stopping every that many
-/// examples (`dp-bench --turn-examples`); `bar` advances with each finished epoch. A run that fails is reported with its reason; the
-/// others go on. Returns each run's id and outcome, in the order given.
+/// Runs `turns` side by side for `options.epochs` epochs each, one epoch at a time in the order
+/// given — with `options.turn_examples`, one part of an epoch at a time; `bar` advances with each
+/// finished epoch. A run that fails or stalls is stopped and reported with its reason; the others
+/// go on. Returns each run's id and outcome, in the order given.
 pub fn run_in_turns(
     turns: Vec<Turn>,
-    epochs: usize,
-    turn_examples: Option<usize>,
+    options: &TurnOptions,
     bar: &ProgressBar,
 ) -> Vec<(String, anyhow::Result<()>)> {
+    let epochs = options.epochs;
     let mut runs: Vec<Result<Running, (String, anyhow::Error)>> = turns
         .into_iter()
         .map(|turn| {
             let id = turn.id.clone();
-            Running::start(turn, turn_examples, bar).map_err(|e| (id, e))
+            Running::start(turn, options, bar).map_err(|e| (id, e))
         })
         .collect();
     for epoch in 0..epochs {
@@ -187,7 +214,7 @@ pub fn run_in_turns(
                 match run.turn(Stop { epoch, part }, epochs) {
                     Ok(Turned::More) => any = true,
                     Ok(Turned::EpochDone) => *going = false,
-                    Err(e) => run.failed = Some(e),
+                    Err(e) => run.fail(e),
                 }
             }
             if !any {
