@@ -34,12 +34,13 @@ pub struct BenchArgs {
     pub threads: usize,
     #[arg(long, default_value = "tiny")]
     pub preset: String,
-    /// How each global batch is split over the ranks (as `dp-bench --partition`): balanced evens
-    /// out the ranks' work without changing any step's examples. A list (`balanced,adaptive`)
+    /// How each global batch is split over the ranks (as `dp-bench --partition`): adaptive deals
+    /// each step's examples in proportion to the ranks' measured speeds, balanced evens out their
+    /// work at equal speeds; neither changes any step's examples. A list (`adaptive,balanced`)
     /// runs each multi-rank configuration once per partition, side by side with the others;
     /// the first keeps the plain id (`ws2_bs32`), the others get theirs appended
-    /// (`ws2_bs32_adaptive`), and the PyTorch reference runs once per world size
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "balanced")]
+    /// (`ws2_bs32_balanced`), and the PyTorch reference runs once per world size
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "adaptive")]
     pub partition: Vec<Partition>,
     /// `synthetic` or a corpus path (as `dp-bench --dataset`)
     #[arg(long, default_value = "synthetic")]
@@ -409,4 +410,44 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         println!("table: {}", doc.display());
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(flags: &[&str]) -> Vec<Planned> {
+        let args = BenchArgs::parse_from(["data_parallel"].iter().chain(flags));
+        args.validate().unwrap();
+        args.plan()
+    }
+
+    fn flag<'a>(p: &'a Planned, name: &str) -> Option<&'a str> {
+        p.args.iter().position(|a| a == name).map(|i| p.args[i + 1].as_str())
+    }
+
+    #[test]
+    fn two_ranks_are_dealt_adaptively_unless_told_and_each_partition_gets_a_run() {
+        let ids = |p: &[Planned]| p.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        let default = plan(&[]);
+        assert_eq!(ids(&default), ["ws1_bs16", "ws2_bs32"]);
+        assert_eq!(flag(&default[1], "--partition"), Some("adaptive"));
+        let both = plan(&["--partition", "balanced,adaptive"]);
+        assert_eq!(ids(&both), ["ws1_bs16", "ws2_bs32", "ws2_bs32_adaptive"]);
+        assert_eq!(flag(&both[1], "--partition"), Some("balanced"));
+        assert!(both.iter().map(|p| p.reference).eq([true, true, false]));
+    }
+
+    #[test]
+    fn the_one_rank_baseline_rotates_cores_only_when_it_takes_turns_on_one_thread() {
+        let rotates = |flags: &[&str]| {
+            let p = plan(flags);
+            assert!(!p[1].args.contains(&"--rotate-cores".to_string()), "two ranks never rotate");
+            p[0].args.contains(&"--rotate-cores".to_string())
+        };
+        assert_eq!(rotates(&[]), crate::gate::online_cores() > 1);
+        assert!(!rotates(&["--baseline-on-first-core"]));
+        assert!(!rotates(&["--turn-examples", "0"]));
+        assert!(!rotates(&["--threads", "2"]));
+    }
 }
