@@ -194,6 +194,19 @@ fn runs_that_took_turns_epoch_by_epoch_are_paired_and_the_pairs_take_out_the_dri
     assert_eq!(paired["paired_epochs"], 4, "{paired}");
     assert!(close(&paired["efficiency"], 0.9, 1e-9), "{paired}");
     assert!(width(&paired) < 1e-9, "{paired}");
+    let table = std::fs::read_to_string(d("paired/table.md")).unwrap();
+    assert!(table.contains("taking turns epoch by epoch; their speedups"), "{table}");
+    // Turns within epochs too: each run says how long it stood stopped, and the table says so.
+    edit_records(&d("ws1"), |rec| rec.paused_time = Some(0.5 + rec.epoch as f64));
+    edit_records(&d("ws2"), |rec| rec.paused_time = Some(0.25 * (1 + rec.rank) as f64));
+    let paired = analyse("within");
+    assert_eq!(paired["paired_epochs"], 4, "{paired}");
+    let summary = read_json(&d("within/summary.json"));
+    let paused = |i: usize| summary["configs"][i]["samples"]["paused_time"].clone();
+    assert_eq!(paused(0), serde_json::json!([1.5, 2.5, 3.5, 4.5]), "measured epochs only");
+    assert_eq!(paused(1), serde_json::json!([0.375, 0.375, 0.375, 0.375]), "mean over ranks");
+    let table = std::fs::read_to_string(d("within/table.md")).unwrap();
+    assert!(table.contains("epoch by epoch and within epochs (the time a run"), "{table}");
     // Overlapping in time (ws2's epoch 1 starts before ws1's epoch 1): not paired.
     started(&d("ws2"), |e| 100.0 * e as f64 + if e == 2 { -150.0 } else { 50.0 });
     assert_eq!(analyse("overlapping")["paired_epochs"], 0);

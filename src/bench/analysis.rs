@@ -123,6 +123,11 @@ impl RunData {
                 .map(|e| e[0].started_at)
                 .collect::<Option<_>>()
                 .unwrap_or_default(),
+            paused_time: measured
+                .iter()
+                .map(|e| e.iter().map(|r| r.paused_time).sum::<Option<f64>>().map(|p| p / n))
+                .collect::<Option<_>>()
+                .unwrap_or_default(),
             warmup_epochs: warm.iter().map(|e| e[0].epoch).collect(),
             training_time: per(&|e| e.iter().map(|r| r.training_time).sum::<f64>() / n),
             training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),

@@ -34,6 +34,11 @@ pub struct Samples {
     /// records do not say (older runs, the PyTorch reference).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub started_at: Vec<f64>,
+    /// Seconds each measured epoch stood stopped while other runs took their turns within it
+    /// (mean over ranks; `dp-bench --turn-examples`), not part of `training_time`; empty when
+    /// the run took no turns within epochs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused_time: Vec<f64>,
     /// The epochs left out as warm-up: the first of each process (several when a run was
     /// resumed in rounds).
     #[serde(default)]

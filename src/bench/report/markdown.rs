@@ -56,10 +56,16 @@ pub fn render(summary: &Summary) -> String {
     if let Some(c) = ours {
         out += &machine(c, summary.confidence_level);
         if let Some(s) = summary.speedup.iter().find(|s| s.paired_epochs > 0) {
+            let within = match c.samples.paused_time.is_empty() {
+                true => "",
+                false => {
+                    " and within epochs (the time a run stood stopped is not its training time)"
+                }
+            };
             out += &format!(
-                " dp-bench's configurations ran side by side, taking turns epoch by epoch; their \
-                 speedups and efficiencies pair epoch j of each ({} pairs, Student-t on the \
-                 log ratios), the reference's compare means (Fieller).",
+                " dp-bench's configurations ran side by side, taking turns epoch by epoch{within}; \
+                 their speedups and efficiencies pair epoch j of each ({} pairs, Student-t on \
+                 the log ratios), the reference's compare means (Fieller).",
                 s.paired_epochs
             );
         }
