@@ -339,6 +339,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Steps between two stops within an epoch (`--turn-examples`), when runs take turns within
+    /// epochs: whole global batches, at least one.
+    pub fn steps_per_turn(&self) -> Option<usize> {
+        let examples = self.turn_examples.filter(|_| self.epoch_gate.is_some())?;
+        Some((examples / self.batch_size).max(1))
+    }
+
     pub fn local_batch_size(&self) -> usize {
         self.batch_size / self.world_size
     }
@@ -512,14 +519,5 @@ pub(crate) mod tests {
         c.threads = 0;
         assert_eq!(c.validate(), Err(ConfigError::ZeroThreads));
         assert!(tiny_config().validate_world(2).is_err());
-    }
-}
-
-impl Config {
-    /// Steps between two stops within an epoch (`--turn-examples`), when runs take turns within
-    /// epochs: whole global batches, at least one.
-    pub fn steps_per_turn(&self) -> Option<usize> {
-        let examples = self.turn_examples.filter(|_| self.epoch_gate.is_some())?;
-        Some((examples / self.batch_size).max(1))
     }
 }
