@@ -225,8 +225,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", requires = "epoch_gate")]
     pub turn_examples: Option<usize>,
     /// With --turn-examples on one rank and one thread: run each part of an epoch on the next
-    /// core of the host (part p of epoch e on core (e × parts + p) mod cores), so that a 1-rank
-    /// baseline samples every core a multi-rank run uses, not only the first
+    /// core of the host that the process may use (part p of epoch e on the ((e × parts + p) mod
+    /// cores)-th), so that a 1-rank baseline samples every core a multi-rank run uses, not only
+    /// the first
     #[arg(long, requires = "turn_examples")]
     pub rotate_cores: bool,
 }

@@ -101,11 +101,22 @@ pub fn pin_to_core(core: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The host's online cores.
-pub fn online_cores() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
+/// The host's online cores that this process may run on (a batch system's cpuset can leave some
+/// out): each is tried in turn, and the calling thread's cores are restored.
+pub fn usable_cores() -> Vec<usize> {
+    // SAFETY: sysconf has no preconditions; sched_getaffinity and sched_setaffinity read and
+    // write exactly one cpu_set_t of the size they are given.
+    unsafe {
+        let online = usize::try_from(libc::sysconf(libc::_SC_NPROCESSORS_ONLN)).unwrap_or(1);
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut mine: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut mine) != 0 {
+            return vec![0];
+        }
+        let usable: Vec<usize> = (0..online).filter(|&c| pin_to_core(c).is_ok()).collect();
+        libc::sched_setaffinity(0, size, &mine);
+        usable
+    }
 }
 
 /// The calling thread's core now.
@@ -184,7 +195,9 @@ mod tests {
     fn pinning_moves_the_calling_thread_to_the_core() {
         // On a thread of its own, so the test harness's threads keep their cores.
         std::thread::spawn(|| {
-            for core in (0..online_cores()).rev() {
+            let cores = usable_cores();
+            assert!(!cores.is_empty());
+            for &core in cores.iter().rev() {
                 pin_to_core(core).unwrap();
                 assert_eq!(current_core(), Some(core));
             }

@@ -179,7 +179,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         crate::train::Turns {
             dir,
             steps,
-            rotate_cores: if config.rotate_cores { crate::gate::online_cores() } else { 0 },
+            rotate_cores: if config.rotate_cores { crate::gate::usable_cores() } else { vec![] },
         }
     });
     for epoch in first_epoch..config.n_epochs {

@@ -42,22 +42,22 @@ pub enum EpochError {
 
 /// Stops within an epoch, where runs take turns (`crate::gate`): before every `steps`-th step
 /// (not the first), each rank waits at the gate of that part of the epoch in `dir`. With
-/// `rotate_cores > 0` (one rank), part `p` of epoch `e` runs on core `(e · parts + p) mod
-/// rotate_cores`, so the run visits the host's cores in turn.
+/// `rotate_cores` (one rank), part `p` of epoch `e` runs on `rotate_cores[(e · parts + p) mod
+/// len]`, so the run visits those cores in turn.
 #[derive(Debug, Clone)]
 pub struct Turns {
     pub dir: std::path::PathBuf,
     pub steps: usize,
-    pub rotate_cores: usize,
+    pub rotate_cores: Vec<usize>,
 }
 
 impl Turns {
     /// Moves to part `part`'s core of epoch `epoch` (of `parts` parts), when rotating.
     fn pin(&self, epoch: usize, part: usize, parts: usize) -> Result<(), EpochError> {
-        if self.rotate_cores == 0 {
+        if self.rotate_cores.is_empty() {
             return Ok(());
         }
-        let core = (epoch * parts + part) % self.rotate_cores;
+        let core = self.rotate_cores[(epoch * parts + part) % self.rotate_cores.len()];
         crate::gate::pin_to_core(core)
             .map_err(|e| EpochError::Gate(anyhow::anyhow!("--rotate-cores: core {core}: {e}")))
     }

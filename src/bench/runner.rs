@@ -135,7 +135,7 @@ impl BenchArgs {
         !self.baseline_on_first_core
             && self.turn_examples > 0
             && self.threads == 1
-            && crate::gate::online_cores() > 1
+            && crate::gate::usable_cores().len() > 1
     }
 
     pub fn reference_epochs(&self) -> usize {
@@ -445,7 +445,7 @@ mod tests {
             assert!(!p[1].args.contains(&"--rotate-cores".to_string()), "two ranks never rotate");
             p[0].args.contains(&"--rotate-cores".to_string())
         };
-        assert_eq!(rotates(&[]), crate::gate::online_cores() > 1);
+        assert_eq!(rotates(&[]), crate::gate::usable_cores().len() > 1);
         assert!(!rotates(&["--baseline-on-first-core"]));
         assert!(!rotates(&["--turn-examples", "0"]));
         assert!(!rotates(&["--threads", "2"]));
