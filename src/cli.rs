@@ -224,12 +224,12 @@ pub struct TrainArgs {
     /// epochs. Time stopped is not training time
     #[arg(long, value_name = "N", requires = "epoch_gate")]
     pub turn_examples: Option<usize>,
-    /// With --turn-examples on one rank and one thread: run each part of an epoch on the next
-    /// core of the host that the process may use (part p of epoch e on the ((e × parts + p) mod
-    /// cores)-th), so that a 1-rank baseline samples every core a multi-rank run uses, not only
-    /// the first
-    #[arg(long, requires = "turn_examples")]
-    pub rotate_cores: bool,
+    /// With --turn-examples on one rank and one thread: run each part of an epoch on the next of
+    /// the first N cores that the process may use (part p of epoch e on the ((e × parts + p) mod
+    /// N)-th), the cores `mpirun -bind-to core` gives N ranks, so that a 1-rank baseline samples
+    /// every core an N-rank run uses, not only the first
+    #[arg(long, value_name = "N", requires = "turn_examples")]
+    pub rotate_cores: Option<usize>,
 }
 
 impl TrainArgs {
@@ -265,7 +265,7 @@ impl TrainArgs {
             resume: self.resume,
             epoch_gate: self.epoch_gate,
             turn_examples: self.turn_examples,
-            rotate_cores: self.rotate_cores,
+            rotate_cores: self.rotate_cores.unwrap_or(0),
         }
     }
 }

@@ -294,9 +294,10 @@ pub struct Config {
     /// With `epoch_gate`: stop at a gate every this many examples within the epoch too.
     #[serde(skip)]
     pub turn_examples: Option<usize>,
-    /// With `turn_examples`, one rank: each part of an epoch on the next core.
+    /// With `turn_examples`, one rank: each part of an epoch on the next of this many cores (0:
+    /// stay).
     #[serde(skip)]
-    pub rotate_cores: bool,
+    pub rotate_cores: usize,
 }
 
 /// A configuration that cannot run, with the fix in the message.
@@ -418,7 +419,7 @@ impl Config {
         if self.turn_examples == Some(0) {
             return Err(ConfigError::ZeroTurnExamples);
         }
-        if self.rotate_cores && (self.world_size != 1 || self.threads != 1) {
+        if self.rotate_cores > 0 && (self.world_size != 1 || self.threads != 1) {
             return Err(ConfigError::RotateNotAlone);
         }
         Ok(())
@@ -469,7 +470,7 @@ pub(crate) mod tests {
             resume: false,
             epoch_gate: None,
             turn_examples: None,
-            rotate_cores: false,
+            rotate_cores: 0,
         }
     }
 

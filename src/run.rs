@@ -179,7 +179,10 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         crate::train::Turns {
             dir,
             steps,
-            rotate_cores: if config.rotate_cores { crate::gate::usable_cores() } else { vec![] },
+            rotate_cores: match config.rotate_cores {
+                0 => vec![],
+                n => crate::gate::usable_cores().into_iter().take(n).collect(),
+            },
         }
     });
     for epoch in first_epoch..config.n_epochs {

@@ -104,9 +104,18 @@ fn every_bad_flag_gets_one_line_and_status_2() {
         (&["--epoch-gate", "/nonexistent/gate"], "--epoch-gate /nonexistent/gate: not a directory"),
         (&["--turn-examples", "64"], "--epoch-gate <DIR>"),
         (&["--epoch-gate", "/tmp", "--turn-examples", "0"], "--turn-examples must be at least 1"),
-        (&["--rotate-cores"], "--turn-examples <N>"),
+        (&["--rotate-cores", "2"], "--turn-examples <N>"),
         (
-            &["--epoch-gate", "/tmp", "--turn-examples", "16", "--rotate-cores", "--threads", "2"],
+            &[
+                "--epoch-gate",
+                "/tmp",
+                "--turn-examples",
+                "16",
+                "--rotate-cores",
+                "2",
+                "--threads",
+                "2",
+            ],
             "--rotate-cores moves one thread of one rank",
         ),
     ];

@@ -33,7 +33,7 @@ fn config(world_size: usize, preset: Preset) -> Config {
         resume: false,
         epoch_gate: None,
         turn_examples: None,
-        rotate_cores: false,
+        rotate_cores: 0,
         padding: dp_bench::config::Padding::Fixed,
         bucket_by_length: false,
         cpu_matmul: dp_bench::config::CpuMatmul::Onednn,

@@ -89,7 +89,7 @@ fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
     // Every 32 examples: one (batch 16) stops every 2 steps, two (batch 32) every step. One also
     // moves to the next core at each stop.
     let turns = vec![
-        gated("one", 1, 4, dir, &["--rotate-cores"]),
+        gated("one", 1, 4, dir, &["--rotate-cores", "2"]),
         gated("two", 2, 4, dir, &["--batch-size", "32"]),
     ];
     for (id, outcome) in run_in_turns(turns, &options(Some(32)), &ProgressBar::hidden()) {

@@ -65,7 +65,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub stall_timeout: u64,
     /// Keep the 1-rank configurations on the first core. By default (with --turn-examples and
-    /// one thread) they run each part of an epoch on the next core (`dp-bench --rotate-cores`),
+    /// one thread) they run each part of an epoch on the next of the cores the largest
+    /// configuration's ranks are bound to (`dp-bench --rotate-cores N`),
     /// so the baseline samples every core that the multi-rank configurations use, as they do
     #[arg(long)]
     pub baseline_on_first_core: bool,
@@ -130,12 +131,14 @@ impl BenchArgs {
         self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
     }
 
-    /// Whether the 1-rank configurations visit the cores in turn (`dp-bench --rotate-cores`).
-    pub fn rotates_baseline(&self) -> bool {
-        !self.baseline_on_first_core
-            && self.turn_examples > 0
-            && self.threads == 1
-            && crate::gate::usable_cores().len() > 1
+    /// Over how many cores the 1-rank configurations move, part by part (`dp-bench
+    /// --rotate-cores N`): those the largest configuration's ranks are bound to. `None` when they
+    /// stay on the first.
+    pub fn baseline_cores(&self) -> Option<usize> {
+        let largest = self.world_sizes.iter().copied().max().unwrap_or(1);
+        let cores = largest.min(crate::gate::usable_cores().len());
+        (!self.baseline_on_first_core && self.turn_examples > 0 && self.threads == 1 && cores > 1)
+            .then_some(cores)
     }
 
     pub fn reference_epochs(&self) -> usize {
@@ -199,8 +202,8 @@ impl BenchArgs {
                 .map(String::from)
                 .to_vec();
                 let mut args = args;
-                if n == 1 && self.rotates_baseline() {
-                    args.push("--rotate-cores".into());
+                if let Some(cores) = self.baseline_cores().filter(|_| n == 1) {
+                    args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
                 let id = match k {
                     0 => format!("ws{n}_bs{global}"),
@@ -442,12 +445,15 @@ mod tests {
     fn the_one_rank_baseline_rotates_cores_only_when_it_takes_turns_on_one_thread() {
         let rotates = |flags: &[&str]| {
             let p = plan(flags);
-            assert!(!p[1].args.contains(&"--rotate-cores".to_string()), "two ranks never rotate");
-            p[0].args.contains(&"--rotate-cores".to_string())
+            assert!(flag(p.last().unwrap(), "--rotate-cores").is_none(), "ranks never rotate");
+            flag(&p[0], "--rotate-cores").map(|n| n.parse::<usize>().unwrap())
         };
-        assert_eq!(rotates(&[]), crate::gate::usable_cores().len() > 1);
-        assert!(!rotates(&["--baseline-on-first-core"]));
-        assert!(!rotates(&["--turn-examples", "0"]));
-        assert!(!rotates(&["--threads", "2"]));
+        // Over the cores that the 2-rank configuration's ranks are bound to, where there are two.
+        let two = (crate::gate::usable_cores().len() > 1).then_some(2);
+        assert_eq!(rotates(&[]), two);
+        assert_eq!(rotates(&["--world-sizes", "1,2"]), two);
+        assert_eq!(rotates(&["--baseline-on-first-core"]), None);
+        assert_eq!(rotates(&["--turn-examples", "0"]), None);
+        assert_eq!(rotates(&["--threads", "2"]), None);
     }
 }
