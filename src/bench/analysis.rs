@@ -7,7 +7,7 @@ use super::stats::{self, Estimate, Summary as Stats};
 use super::summary::{
     ConfigSummary, Samples, SpeedupSummary, Summary, TimeSummary, VersusSummary, SCHEMA,
 };
-use crate::config::Config;
+use crate::config::{Config, Partition};
 use crate::metrics::{EpochRecord, RunInfo, RUN_FILE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -193,7 +193,17 @@ pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
     Ok(())
 }
 
-/// `ws{N}_bs{B}`, with `_t{T}` when the runs differ in threads per rank, prefixed by the
+/// `ws{N}_bs{B}`, or `ws{N}_bs{B}_{partition}` for a multi-rank run split otherwise than the
+/// first configuration of its kind (which keeps the plain id): the bench names the
+/// configurations of `--partition adaptive,balanced` so, and `config_ids` reads them back so.
+pub fn config_id(world_size: usize, batch_size: usize, other_split: Option<Partition>) -> String {
+    match other_split {
+        None => format!("ws{world_size}_bs{batch_size}"),
+        Some(partition) => format!("ws{world_size}_bs{batch_size}_{partition}"),
+    }
+}
+
+/// [`config_id`], with `_t{T}` when the runs differ in threads per rank, prefixed by the
 /// implementation when it is a reference (`pytorch-ddp_ws2_bs32`). A multi-rank dp-bench run
 /// split otherwise than the first such run carries its partition (`ws2_bs32_adaptive`), as the
 /// bench names the configurations of `--partition balanced,adaptive`.
@@ -207,12 +217,10 @@ pub fn config_ids(runs: &[RunData]) -> Vec<String> {
     runs.iter()
         .map(|r| {
             let c = r.config();
-            let mut id = format!("ws{}_bs{}", c.world_size, c.batch_size);
+            let other_split = split(r).filter(|&p| Some(p) != plain);
+            let mut id = config_id(c.world_size, c.batch_size, other_split);
             if r.info.implementation != crate::metrics::IMPLEMENTATION {
                 id = format!("{}_{id}", r.info.implementation);
-            }
-            if let Some(partition) = split(r).filter(|&p| Some(p) != plain) {
-                id += &format!("_{partition}");
             }
             if threads_vary {
                 id += &format!("_t{}", c.threads);

@@ -205,10 +205,7 @@ impl BenchArgs {
                 if let Some(cores) = self.baseline_cores().filter(|_| n == 1) {
                     args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
-                let id = match k {
-                    0 => format!("ws{n}_bs{global}"),
-                    _ => format!("ws{n}_bs{global}_{partition}"),
-                };
+                let id = analysis::config_id(n, global, (k > 0).then_some(partition));
                 Planned { id, world_size: n, args, reference: k == 0 }
             })
             .filter(|p| self.filter.as_ref().is_none_or(|f| p.id.contains(f.as_str())))
