@@ -8,7 +8,7 @@
 use super::analysis::{took_turns, RunData};
 use super::runner::{bound_launcher, criterion_dir};
 use super::stats::{self, Estimate};
-use super::turns::{run_in_turns, Turn, TurnOptions};
+use super::turns::{run_in_turns, Turn, TurnArgs};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -35,15 +35,8 @@ pub struct PaddingArgs {
     /// minutes falls on every variant alike instead of on their ratio [default: 9, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Within each epoch, the variants also take turns every N training examples (20 steps;
-    /// `dp-bench --turn-examples`), so a slow spell shorter than an epoch falls on all of them
-    /// alike; time stopped is not training time. 0: turns only between epochs
-    #[arg(long, default_value_t = 320)]
-    pub turn_examples: usize,
-    /// Stop a configuration that makes no progress for this many seconds (does not finish its
-    /// turn, or does not start) and report it as stalled; the others go on
-    #[arg(long, default_value_t = 1800, value_name = "SECS")]
-    pub stall_timeout: u64,
+    #[command(flatten)]
+    pub turns: TurnArgs,
     /// Leading epochs of each run excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
@@ -72,21 +65,12 @@ const VARIANTS: [(&str, &[&str]); 3] = [
 ];
 
 impl PaddingArgs {
-    /// How the runs take turns.
-    pub fn turn_options(&self) -> TurnOptions {
-        TurnOptions {
-            epochs: self.epochs(),
-            turn_examples: Some(self.turn_examples).filter(|&n| n > 0),
-            stall_timeout: std::time::Duration::from_secs(self.stall_timeout),
-        }
-    }
-
     pub fn epochs(&self) -> usize {
         self.epochs.unwrap_or(if self.quick { 4 } else { 9 })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.stall_timeout > 0, "--stall-timeout must be at least 1 second");
+        self.turns.validate()?;
         anyhow::ensure!(
             self.epochs() >= self.warmup + 2,
             "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
@@ -169,7 +153,7 @@ pub fn run_padding_bench(
             Turn { id: format!("padding/{name}"), ranks: 1, command, gate }
         })
         .collect();
-    for (id, outcome) in run_in_turns(turns, &args.turn_options(), &bar) {
+    for (id, outcome) in run_in_turns(turns, &args.turns.options(args.epochs()), &bar) {
         outcome.map_err(|e| anyhow::anyhow!("{id}: {e:#}"))?;
     }
     bar.finish_and_clear();

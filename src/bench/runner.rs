@@ -6,7 +6,7 @@ use super::analysis::{self, RunData};
 use super::report::{self, Outputs};
 use super::stats::Thresholds;
 use super::summary::Summary;
-use super::turns::{run_in_turns, Turn, TurnOptions};
+use super::turns::{run_in_turns, Turn, TurnArgs};
 use crate::config::Partition;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,16 +54,8 @@ pub struct BenchArgs {
     /// speedups pair epoch j of each [default: 13, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Within each epoch, the configurations also take turns every N training examples
-    /// (`dp-bench --turn-examples`: ws1 20 steps, ws2 10, …), so a slow spell of the machine
-    /// shorter than an epoch falls on all of them alike; time stopped is not training time.
-    /// 0: turns only between epochs
-    #[arg(long, default_value_t = 320)]
-    pub turn_examples: usize,
-    /// Stop a configuration that makes no progress for this many seconds (does not finish its
-    /// turn, or does not start) and report it as stalled; the others go on
-    #[arg(long, default_value_t = 1800, value_name = "SECS")]
-    pub stall_timeout: u64,
+    #[command(flatten)]
+    pub turns: TurnArgs,
     /// Keep the 1-rank configurations on the first core. By default (with --turn-examples and
     /// one thread) they run each part of an epoch on the next of the cores the largest
     /// configuration's ranks are bound to (`dp-bench --rotate-cores N`),
@@ -118,15 +110,6 @@ pub struct Planned {
 
 impl BenchArgs {
     /// Epochs per configuration, warm-up included.
-    /// How the runs take turns.
-    pub fn turn_options(&self) -> TurnOptions {
-        TurnOptions {
-            epochs: self.epochs(),
-            turn_examples: Some(self.turn_examples).filter(|&n| n > 0),
-            stall_timeout: std::time::Duration::from_secs(self.stall_timeout),
-        }
-    }
-
     pub fn epochs(&self) -> usize {
         self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
     }
@@ -137,7 +120,10 @@ impl BenchArgs {
     pub fn baseline_cores(&self) -> Option<usize> {
         let largest = self.world_sizes.iter().copied().max().unwrap_or(1);
         let cores = largest.min(crate::gate::usable_cores().len());
-        (!self.baseline_on_first_core && self.turn_examples > 0 && self.threads == 1 && cores > 1)
+        (!self.baseline_on_first_core
+            && self.turns.turn_examples > 0
+            && self.threads == 1
+            && cores > 1)
             .then_some(cores)
     }
 
@@ -146,7 +132,7 @@ impl BenchArgs {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.stall_timeout > 0, "--stall-timeout must be at least 1 second");
+        self.turns.validate()?;
         if let Some(doc) = &self.update_doc {
             report::markdown::check_doc(doc)?;
         }
@@ -326,7 +312,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             }
         })
         .collect();
-    for (id, outcome) in run_in_turns(turns, &args.turn_options(), &bar) {
+    for (id, outcome) in run_in_turns(turns, &args.turns.options(args.epochs()), &bar) {
         if let Err(e) = outcome {
             bar.suspend(|| eprintln!("data_parallel/{id}: FAILED: {e:#}"));
             failures.push(id);

@@ -2,9 +2,10 @@
 //! epoch at a gate (`crate::gate`) that this controller opens for one run at a time — epoch 0 of
 //! each run, then epoch 1 of each, and so on. Runs that also stop within epochs
 //! (`--turn-examples`) take turns part by part: part 0 of epoch 0 of each, part 1 of each, …, then
-//! epoch 1; a run whose epoch has fewer parts sits the rest of the epoch's turns out. The machine's drift in speed over minutes then falls
-//! on every run alike, and epoch `j` of one run is comparable with epoch `j` of another (the
-//! analysis pairs them), at the cost of one warm-up epoch per run, not one per turn.
+//! epoch 1; a run whose epoch has fewer parts sits the rest of the epoch's turns out. The
+//! machine's drift in speed then falls on every run alike, and epoch `j` of one run is comparable
+//! with epoch `j` of another (the analysis pairs them), at the cost of one warm-up epoch per run,
+//! not one per turn.
 
 use crate::gate::{Controller, Stop};
 use indicatif::ProgressBar;
@@ -45,6 +46,37 @@ pub struct TurnOptions {
     /// A run that makes no progress for this long — does not reach its next gate or end — is
     /// stopped and reported as stalled, so a hung rank cannot hold the others forever.
     pub stall_timeout: Duration,
+}
+
+/// The benches' options for taking turns (flattened into each bench's own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TurnArgs {
+    /// Within each epoch, the runs also take turns every N training examples (`dp-bench
+    /// --turn-examples`: 20 steps of a batch of 16, 10 of 32), so a slow spell of the machine
+    /// shorter than an epoch falls on all of them alike; time stopped is not training time.
+    /// 0: turns only between epochs
+    #[arg(long, default_value_t = 320, value_name = "N")]
+    pub turn_examples: usize,
+    /// Stop a run that makes no progress for this many seconds (does not finish its turn, or
+    /// does not start) and report it as stalled; the others go on
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub stall_timeout: u64,
+}
+
+impl TurnArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.stall_timeout > 0, "--stall-timeout must be at least 1 second");
+        Ok(())
+    }
+
+    /// How runs of `epochs` epochs take turns.
+    pub fn options(&self, epochs: usize) -> TurnOptions {
+        TurnOptions {
+            epochs,
+            turn_examples: Some(self.turn_examples).filter(|&n| n > 0),
+            stall_timeout: Duration::from_secs(self.stall_timeout),
+        }
+    }
 }
 
 /// Starts `command` with its output read by two threads: one advancing `bar` on each `epoch …`
