@@ -58,8 +58,8 @@ pub struct BenchArgs {
     pub turns: TurnArgs,
     /// Keep the 1-rank configurations on the first core. By default (with --turn-examples and
     /// one thread) they run each part of an epoch on the next of the cores the largest
-    /// configuration's ranks are bound to (`dp-bench --rotate-cores N`),
-    /// so the baseline samples every core that the multi-rank configurations use, as they do
+    /// configuration's ranks are bound to (`dp-bench --rotate-cores N`), so the baseline samples
+    /// every core that the multi-rank configurations use, as they do
     #[arg(long)]
     pub baseline_on_first_core: bool,
     /// Epochs of each PyTorch reference run, warm-up included (it runs after dp-bench's, on its
@@ -165,7 +165,7 @@ impl BenchArgs {
             .flat_map(|&n| partitions(n).iter().enumerate().map(move |(k, &p)| (n, k, p)))
             .map(|(n, k, partition)| {
                 let global = self.batch * n;
-                let args = [
+                let mut args = [
                     "--world-size",
                     &n.to_string(),
                     "--batch-size",
@@ -187,7 +187,6 @@ impl BenchArgs {
                 ]
                 .map(String::from)
                 .to_vec();
-                let mut args = args;
                 if let Some(cores) = self.baseline_cores().filter(|_| n == 1) {
                     args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
