@@ -180,8 +180,9 @@ pub struct TrainArgs {
     /// longest sequence of each rank's batch: the same loss, less work)
     #[arg(long, value_enum, default_value_t = Padding::Fixed)]
     pub padding: Padding,
-    /// With --padding dynamic: form each global batch from examples of similar length (sorted
-    /// windows of 50 batches, batches shuffled with the seed), so batches carry little padding
+    /// With --padding dynamic: form each global batch from examples of similar length (all
+    /// examples sorted by length, cut into batches, batches shuffled with the seed), so batches
+    /// carry little padding
     #[arg(long)]
     pub bucket_by_length: bool,
     /// Matrix products on the CPU: onednn (oneDNN's fp32 kernels; AVX-512 wherever the CPU has

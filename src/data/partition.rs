@@ -14,21 +14,15 @@ pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-/// Global batches formed per seed from windows of this many batches sorted by length.
-const BUCKET_WINDOW_BATCHES: usize = 50;
-
-/// Length-bucketed order (fairseq/torchtext style): `order` cut into windows of
-/// `BUCKET_WINDOW_BATCHES` global batches, each window sorted by length (stable, so ties keep the
-/// seed's order), cut into global batches, and the full batches shuffled with the seed; the last
-/// partial batch stays last. Batches then hold examples of similar length, so dynamic padding
-/// pads little, and every batch's example set is fixed by the seed.
+/// Length-bucketed order (fairseq's `ordered_indices` and batch sampler): `order` sorted by
+/// length (stable, so ties keep the seed's order), cut into global batches, and the full batches
+/// shuffled with the seed; the last partial batch stays last. Batches then hold examples of
+/// nearly equal length, so dynamic padding pads little, and every batch's example set is fixed by
+/// the seed. (Sorting windows of 50 batches instead, torchtext's pool, left 2.4 % more positions
+/// on Multi30k: 149,304 against 145,848 for 5000 examples.)
 pub fn bucketed(order: &[usize], lengths: &[usize], global_batch: usize, seed: u64) -> Vec<usize> {
-    let mut sorted = Vec::with_capacity(order.len());
-    for window in order.chunks(global_batch * BUCKET_WINDOW_BATCHES) {
-        let mut window = window.to_vec();
-        window.sort_by_key(|&i| lengths[i]);
-        sorted.extend(window);
-    }
+    let mut sorted = order.to_vec();
+    sorted.sort_by_key(|&i| lengths[i]);
     let full = sorted.len() / global_batch * global_batch;
     let mut batches: Vec<&[usize]> = sorted[..full].chunks(global_batch).collect();
     batches.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(1)));
@@ -387,8 +381,11 @@ mod tests {
                 })
                 .sum()
         };
+        // Consecutive runs of one sorted list: their ranges add up to at most the whole range.
+        assert!(spread(&s) <= 94 - 5, "{}", spread(&s));
         let plain = Schedule::new(n, 4, Partition::Strided, 2, 16, None);
-        assert!(spread(&s) * 5 < spread(&plain), "{} vs {}", spread(&s), spread(&plain));
+        assert!(spread(&s) * 50 < spread(&plain), "{} vs {}", spread(&s), spread(&plain));
+        assert_ne!(s, Schedule::new(n, 5, Partition::Strided, 2, 16, Some(&lengths)), "the seed");
     }
 
     #[test]
