@@ -47,6 +47,24 @@ pub struct AdamW {
     shard: Option<Rc<NodeBuffer>>,
 }
 
+/// Values per block of the fused update: 16 KiB of each buffer, so a checked block is still in
+/// the L1 cache when it is updated.
+const BLOCK: usize = 4096;
+
+/// Whether `values` holds no NaN and no infinity: `x − x` is 0 for a finite `x` and NaN
+/// otherwise, summed lane by lane (16 independent sums, which the compiler vectorises).
+fn all_finite(values: &[f32]) -> bool {
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += x - x;
+        }
+    }
+    lanes.iter().chain(rest).all(|x| (x - x) == 0.0)
+}
+
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
 #[derive(Debug)]
 pub struct AdamWState {
@@ -128,22 +146,48 @@ impl AdamW {
     /// call ends with a barrier of the host's ranks, after which every rank sees the whole
     /// update.
     pub fn step(&mut self, grad: &Tensor) {
+        let updated = self.update(grad, false);
+        debug_assert!(updated);
+    }
+
+    /// As [`AdamW::step`], where nothing has yet read `grad` for NaNs and infinities: whether it
+    /// had none. On the CPU the check is fused into the update, block by block, each block
+    /// checked before it is updated, so a non-finite gradient costs no pass of its own over a
+    /// buffer larger than the caches. A non-finite value stops the update at its block: no
+    /// non-finite value reaches the parameters or moments, but the blocks before it have been
+    /// updated, so after `false` the caller stops training (as `Trainer` does) rather than go
+    /// on from a half-made update. Not sharded (a sharded update's gradient was checked as it
+    /// was summed).
+    pub fn step_if_finite(&mut self, grad: &Tensor) -> bool {
+        assert!(self.shard.is_none(), "a sharded gradient is checked where it is summed");
+        self.update(grad, true)
+    }
+
+    fn update(&mut self, grad: &Tensor, check: bool) -> bool {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
-        if self.params.device() == Device::Cpu && grad.is_contiguous() {
-            self.step_fused(grad);
+        let updated = if self.params.device() == Device::Cpu && grad.is_contiguous() {
+            self.step_fused(grad, check)
         } else {
             assert!(self.shard.is_none(), "a sharded update runs fused");
-            self.step_ops(grad);
-        }
+            // A NaN or infinity anywhere makes the sum non-finite: one pass, no mask.
+            let finite = !check || grad.sum(Kind::Float).double_value(&[]).is_finite();
+            if finite {
+                self.step_ops(grad);
+            }
+            finite
+        };
         if let Some(node) = &self.shard {
             node.sync();
         }
+        updated
     }
 
     /// The update as one pass over the four buffers (each element read and written once),
-    /// where libtorch's ops would make nine passes over buffers larger than the caches.
-    fn step_fused(&mut self, grad: &Tensor) {
+    /// where libtorch's ops would make nine passes over buffers larger than the caches; with
+    /// `check`, each block of the gradient is first checked for NaNs and infinities while it
+    /// sits in the L1 cache, and the update stops at the first block holding one (`false`).
+    fn step_fused(&mut self, grad: &Tensor, check: bool) -> bool {
         let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
         let bias1 = 1.0 - beta1.powi(self.steps as i32);
         let bias2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
@@ -164,13 +208,20 @@ impl AdamW {
                 &std::slice::from_raw_parts(grad.data_ptr() as *const f32, grad.numel())[seg],
             )
         };
-        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-            // torch.optim.AdamW's order: decay, moments (lerp), bias-corrected step.
-            *p *= decay;
-            *m += w1 * (g - *m);
-            *v += w2 * (g * g - *v);
-            *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+        let blocks = p.chunks_mut(BLOCK).zip(m.chunks_mut(BLOCK)).zip(v.chunks_mut(BLOCK));
+        for (((p, m), v), g) in blocks.zip(g.chunks(BLOCK)) {
+            if check && !all_finite(g) {
+                return false;
+            }
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                // torch.optim.AdamW's order: decay, moments (lerp), bias-corrected step.
+                *p *= decay;
+                *m += w1 * (g - *m);
+                *v += w2 * (g * g - *v);
+                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+            }
         }
+        true
     }
 
     /// The update as libtorch ops (any device).
@@ -322,6 +373,53 @@ mod tests {
         assert!(b.scratch.is_some() && a.scratch.is_none(), "one update each way");
         assert!(a.params().allclose(b.params(), 1e-6, 1e-7, false));
         assert!(!a.params().allclose(&start, 1e-3, 1e-3, false), "the parameters moved");
+    }
+
+    /// A checked update of a finite gradient is the unchecked one, bit for bit; a NaN or an
+    /// infinity stops it at its block, with nothing non-finite written anywhere and the blocks
+    /// from the bad one on untouched.
+    #[test]
+    fn checked_update_stops_at_the_first_non_finite_block() {
+        let n = 3 * BLOCK + 100;
+        let start = Tensor::arange(n as i64, (Kind::Float, Device::Cpu)) * 1e-4 - 0.1;
+        let grad = (Tensor::arange(n as i64, (Kind::Float, Device::Cpu)) * 0.37).sin();
+        let (mut plain, mut checked) = (
+            AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2)),
+            AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2)),
+        );
+        for _ in 0..3 {
+            plain.step(&grad);
+            assert!(checked.step_if_finite(&grad));
+        }
+        assert!(
+            plain.params().equal(checked.params()) && plain.exp_avg_sq.equal(&checked.exp_avg_sq)
+        );
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, BLOCK + 7, 3 * BLOCK + 99] {
+                let mut opt = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
+                let poisoned = grad.copy();
+                let _ = poisoned.narrow(0, at as i64, 1).fill_(bad as f64);
+                assert!(!opt.step_if_finite(&poisoned), "{bad} at {at} went unnoticed");
+                let first_bad = at / BLOCK * BLOCK;
+                for t in [opt.params(), &opt.exp_avg, &opt.exp_avg_sq] {
+                    assert!(bool::try_from(t.isfinite().all()).unwrap(), "{bad} at {at} got in");
+                }
+                let rest = |t: &Tensor| t.narrow(0, first_bad as i64, (n - first_bad) as i64);
+                assert!(rest(opt.params()).equal(&rest(&start)), "{bad} at {at}: updated past it");
+                if first_bad > 0 {
+                    let done = |t: &Tensor| t.narrow(0, 0, first_bad as i64);
+                    assert!(!done(opt.params()).equal(&done(&start)), "blocks before it updated");
+                }
+            }
+        }
+        // Off the fused path (a non-contiguous gradient), the check is a pass of its own.
+        let mut opt = AdamW::new(
+            &[Tensor::zeros([3], (Kind::Float, Device::Cpu))],
+            AdamWConfig::workload(1e-2),
+        );
+        let wide = Tensor::from_slice(&[1.0f32, 0.0, f32::NAN, 0.0, 2.0, 0.0]);
+        assert!(!opt.step_if_finite(&wide.slice(0, 0, 6, 2)));
+        assert!(opt.params().equal(&Tensor::zeros([3], (Kind::Float, Device::Cpu))));
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub fn synchronize(device: Device) {
     }
 }
 
-/// The summed gradient of a step held a NaN or an infinity; the parameters were not updated.
+/// The summed gradient of a step held a NaN or an infinity. No non-finite value reached the
+/// parameters, but their update may have stopped part-way: training stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Diverged;
 
@@ -197,8 +198,8 @@ impl<'a> Trainer<'a> {
     ) -> Result<StepTimes, Diverged> {
         let device = self.model.device();
         let t0 = Instant::now();
-        self.grads.zero();
         if batch.target_tokens > 0 {
+            self.grads.zero_except(&self.model.overwritten_grad());
             // Forward, loss at the target positions, backward. Normalised by the GLOBAL batch's
             // target tokens, so the all-reduced SUM of the ranks' gradients is the gradient of the
             // mean loss over the global batch.
@@ -209,6 +210,8 @@ impl<'a> Trainer<'a> {
                 1.0 / global_targets as f64,
             );
             *loss_sum += loss.to_kind(Kind::Double);
+        } else {
+            self.grads.zero();
         }
         synchronize(device);
         let t_wait = Instant::now();
@@ -224,16 +227,23 @@ impl<'a> Trainer<'a> {
         }
         let t1 = Instant::now();
         let finite = match self.opt.is_sharded() {
-            true => self.grads.reduce_scatter(),
+            true => Some(self.grads.reduce_scatter()),
             false => self.grads.all_reduce(self.comm),
         };
         let t2 = Instant::now();
-        // Every rank holds the same reduced gradient (and the same verdict on it), so every rank
-        // stops at the same step before a non-finite value reaches the parameters.
-        if !finite {
+        // Every rank holds the same reduced gradient (and reaches the same verdict on it), so
+        // every rank stops at the same step before a non-finite value reaches the parameters.
+        let updated = match finite {
+            Some(false) => false,
+            Some(true) => {
+                self.opt.step(self.grads.buffer());
+                true
+            }
+            None => self.opt.step_if_finite(self.grads.buffer()),
+        };
+        if !updated {
             return Err(Diverged);
         }
-        self.opt.step(self.grads.buffer());
         synchronize(device);
         let t3 = Instant::now();
         Ok(StepTimes {

@@ -46,10 +46,18 @@ fn bad_dataset_is_named() {
 
 #[test]
 fn divergence_stops_every_rank_at_the_same_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = run(mpirun(2).args(small_run(dir.path())).args(["--learning-rate", "1e10"]));
-    assert_usage_error(&out, "training diverged: non-finite gradient at step");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lower --learning-rate"));
+    // Two ranks check the sum in shared memory, one rank (and MPI's sum) in the update.
+    for (ranks, allreduce) in [(2, "shm"), (2, "mpi"), (1, "shm")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(mpirun(ranks).args(small_run(dir.path())).args([
+            "--learning-rate",
+            "1e10",
+            "--allreduce",
+            allreduce,
+        ]));
+        assert_usage_error(&out, "training diverged: non-finite gradient at step");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("lower --learning-rate"));
+    }
 }
 
 #[test]

@@ -237,6 +237,17 @@ impl FlatGrads {
         let _ = self.flat.zero_();
     }
 
+    /// Zeroes every gradient but `kept`, a gradient of the buffer that the next backward pass
+    /// overwrites instead of adding to (the tied `wte`'s, most of a small model's buffer).
+    pub fn zero_except(&mut self, kept: &Tensor) {
+        let elem = |t: &Tensor| t.data_ptr() as usize / std::mem::size_of::<f32>();
+        let (start, len) = (elem(kept) - elem(&self.flat), kept.numel());
+        assert!(start + len <= self.flat.numel(), "a gradient of this buffer");
+        let _ = self.flat.narrow(0, 0, start as i64).zero_();
+        let end = (start + len) as i64;
+        let _ = self.flat.narrow(0, end, self.flat.numel() as i64 - end).zero_();
+    }
+
     /// The buffer all gradients live in.
     pub fn buffer(&self) -> &Tensor {
         &self.flat
@@ -253,16 +264,17 @@ impl FlatGrads {
 
     /// Sums the gradients over ranks, in place: in shared memory where there is some, otherwise
     /// with `MPI_Allreduce` in `ALLREDUCE_CHUNK` pieces. Returns whether every summed value is
-    /// finite (the same answer on every rank).
-    pub fn all_reduce(&mut self, comm: &dyn Communicator) -> bool {
+    /// finite where the sum read them on its way (in shared memory; the same answer on every
+    /// rank), and `None` where nothing did (one rank, or MPI's sum): then the update checks them
+    /// as it reads them ([`crate::optim::AdamW::step_if_finite`]), rather than a pass of its own.
+    pub fn all_reduce(&mut self, comm: &dyn Communicator) -> Option<bool> {
         if let Some(shared) = self.shared.clone() {
             let mut finite = true;
             self.all_reduce_with(comm, |_| finite = shared.all_reduce());
-            return finite;
+            return Some(finite);
         }
         self.all_reduce_with(comm, |buf| mpi_in_pieces(comm, buf, ALLREDUCE_CHUNK));
-        // A NaN or infinity anywhere makes the sum non-finite: one pass over the buffer, no mask.
-        self.flat.sum(Kind::Float).double_value(&[]).is_finite()
+        None
     }
 
     /// Sums the gradients over ranks only in this rank's segment of the shared buffer
@@ -419,7 +431,16 @@ mod tests {
             assert!(expect.abs().sum(Kind::Float).double_value(&[]) > 0.0);
             assert!(flat.buffer().equal(&expect), "grads are not views of the buffer");
         }
-        flat.all_reduce(&Solo);
+        assert_eq!(flat.all_reduce(&Solo), None, "one rank reads nothing");
         assert_eq!(flat.bytes(), (3 * 2 + 2) * 4);
+        // Zeroing all but one gradient leaves exactly that one.
+        for (i, kept) in vars.iter().enumerate() {
+            let _ = flat.buffer().shallow_clone().fill_(3.0);
+            flat.zero_except(&kept.grad());
+            for (j, v) in vars.iter().enumerate() {
+                let sum = v.grad().sum(Kind::Float).double_value(&[]);
+                assert_eq!(sum, if i == j { 3.0 * v.numel() as f64 } else { 0.0 }, "{i} {j}");
+            }
+        }
     }
 }

@@ -344,16 +344,24 @@ impl Gpt {
         )
     }
 
+    /// The gradient [`Gpt::forward_backward`] writes over instead of adding to (`wte`'s), so a
+    /// training step need not zero it first (`dist::FlatGrads::zero_except`).
+    pub fn overwritten_grad(&self) -> Tensor {
+        self.wte.ws.grad()
+    }
+
     /// One training pass over the full sequences `idx` (B, T): the forward pass with dropout,
     /// `target_loss_sum`, and the backward pass of `scale ×` it, with both ends of the tied `wte`
     /// done by hand. The head: the gradient of cross-entropy w.r.t. the logits is `softmax −
     /// one-hot`, so it is written over the (n, V) logits in place instead of autograd keeping
     /// them, their log-softmax and a zero-filled gradient alive; the head's weight gradient is
-    /// added straight into `wte`'s gradient, and only the (n, C) gradient of the hidden rows goes
-    /// back through autograd. The embedding: the looked-up rows are a leaf of the graph, and
-    /// their (B·T, C) gradient is added into `wte`'s gradient row by row, where autograd would
-    /// fill a (V, C) zero matrix, add the rows into it, and then add all of it to the gradient.
-    /// The model's gradients must exist (`dist::FlatGrads` makes them). Returns the unscaled sum.
+    /// written straight over `wte`'s gradient (whatever that held: it need not be zeroed, see
+    /// [`Gpt::overwritten_grad`]), and only the (n, C) gradient of the hidden rows goes back
+    /// through autograd. The embedding: the looked-up rows are a leaf of the graph, and their
+    /// (B·T, C) gradient is added into `wte`'s gradient row by row, where autograd would fill a
+    /// (V, C) zero matrix, add the rows into it, and then add all of it to the gradient. The
+    /// model's other gradients are added to, as autograd does, and must exist
+    /// (`dist::FlatGrads` makes them). Returns the unscaled sum.
     pub fn forward_backward(
         &self,
         idx: &Tensor,
@@ -388,15 +396,16 @@ impl Gpt {
                 let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
                 -picked.sum(Kind::Float)
             };
-            let mut w_grad = w.grad();
+            let w_grad = w.grad();
             assert!(w_grad.defined(), "the model's gradients must exist before a step");
             let grad_rows = if self.onednn {
                 let g = to_onednn(&g);
                 let (gw, _) = to_onednn(&x).mkldnn_linear_backward_weights(&g, w, false);
-                w_grad += strided(gw);
+                w_grad.shallow_clone().copy_(&strided(gw));
                 strided(Tensor::mkldnn_linear_backward_input(x.size(), &g, w))
             } else {
-                let _ = w_grad.addmm_(&g.tr(), &x);
+                // Written, not added: a product without reading back the old values.
+                let _ = g.tr().mm_out(&w_grad, &x);
                 g.mm(w)
             };
             (grad_rows, loss)
@@ -501,7 +510,9 @@ mod tests {
             let expected = m.target_loss_sum(&m.hidden(&idx, true), &index, &labels);
             (&expected * scale).backward();
             let autograd = grads.buffer().copy();
-            grads.zero();
+            // What the step leaves in `wte`'s gradient must not matter: it is overwritten.
+            let _ = grads.buffer().shallow_clone().fill_(7.0);
+            grads.zero_except(&m.overwritten_grad());
             let loss = m.forward_backward(&idx, &index, &labels, scale);
             assert!(loss.allclose(&expected, 1e-5, 1e-5, false), "{matmul:?} loss");
             let diff = (grads.buffer() - &autograd).abs().max().double_value(&[]);
