@@ -51,7 +51,7 @@ pub struct AdamW {
 /// the L1 cache when it is updated.
 const BLOCK: usize = 4096;
 
-/// Whether `values` holds no NaN and no infinity: `x − x` is 0 for a finite `x` and NaN
+/// Whether `values` holds no NaN and no infinity: `x · 0` is 0 for a finite `x` and NaN
 /// otherwise, summed lane by lane (16 independent sums, which the compiler vectorises).
 fn all_finite(values: &[f32]) -> bool {
     let mut lanes = [0.0f32; 16];
@@ -59,10 +59,10 @@ fn all_finite(values: &[f32]) -> bool {
     let rest = chunks.remainder();
     for chunk in chunks {
         for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += x - x;
+            *lane += x * 0.0;
         }
     }
-    lanes.iter().chain(rest).all(|x| (x - x) == 0.0)
+    lanes.iter().all(|&x| x == 0.0) && rest.iter().all(|x| x.is_finite())
 }
 
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
