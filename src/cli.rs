@@ -216,8 +216,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Before each epoch, wait until the file `open-epoch{E}` exists in DIR (after creating
-    /// `ready-epoch{E}.rank{R}` there). The data_parallel bench runs its configurations side by
-    /// side this way, taking turns epoch by epoch
+    /// `ready-epoch{E}.rank{R}` there). E counts from 0 over the whole run, so a run continued
+    /// with --resume first waits at the epoch it continues from. The benches run their
+    /// configurations side by side this way, taking turns
     #[arg(long, value_name = "DIR")]
     pub epoch_gate: Option<PathBuf>,
     /// With --epoch-gate, also stop at a gate every N examples of the epoch (whole steps: N ÷
