@@ -203,10 +203,9 @@ pub fn config_id(world_size: usize, batch_size: usize, other_split: Option<Parti
     }
 }
 
-/// [`config_id`], with `_t{T}` when the runs differ in threads per rank, prefixed by the
-/// implementation when it is a reference (`pytorch-ddp_ws2_bs32`). A multi-rank dp-bench run
-/// split otherwise than the first such run carries its partition (`ws2_bs32_adaptive`), as the
-/// bench names the configurations of `--partition balanced,adaptive`.
+/// [`config_id`] of each run (`ws2_bs32_adaptive` for a multi-rank dp-bench run split otherwise
+/// than the first such run), with `_t{T}` when the runs differ in threads per rank, prefixed by
+/// the implementation when it is a reference (`pytorch-ddp_ws2_bs32`).
 pub fn config_ids(runs: &[RunData]) -> Vec<String> {
     let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
     let split = |r: &RunData| {
