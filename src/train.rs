@@ -199,8 +199,8 @@ impl<'a> Trainer<'a> {
         let device = self.model.device();
         let t0 = Instant::now();
         if batch.target_tokens > 0 {
-            self.grads.zero_except(&self.model.overwritten_grad());
-            // Forward, loss at the target positions, backward. Normalised by the GLOBAL batch's
+            // Forward, loss at the target positions, backward, which writes every gradient over
+            // the last step's (so nothing zeroes them first). Normalised by the GLOBAL batch's
             // target tokens, so the all-reduced SUM of the ranks' gradients is the gradient of the
             // mean loss over the global batch.
             let loss = self.model.forward_backward(

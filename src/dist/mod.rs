@@ -237,17 +237,6 @@ impl FlatGrads {
         let _ = self.flat.zero_();
     }
 
-    /// Zeroes every gradient but `kept`, a gradient of the buffer that the next backward pass
-    /// overwrites instead of adding to (the tied `wte`'s, most of a small model's buffer).
-    pub fn zero_except(&mut self, kept: &Tensor) {
-        let elem = |t: &Tensor| t.data_ptr() as usize / std::mem::size_of::<f32>();
-        let (start, len) = (elem(kept) - elem(&self.flat), kept.numel());
-        assert!(start + len <= self.flat.numel(), "a gradient of this buffer");
-        let _ = self.flat.narrow(0, 0, start as i64).zero_();
-        let end = (start + len) as i64;
-        let _ = self.flat.narrow(0, end, self.flat.numel() as i64 - end).zero_();
-    }
-
     /// The buffer all gradients live in.
     pub fn buffer(&self) -> &Tensor {
         &self.flat
@@ -433,14 +422,5 @@ mod tests {
         }
         assert_eq!(flat.all_reduce(&Solo), None, "one rank reads nothing");
         assert_eq!(flat.bytes(), (3 * 2 + 2) * 4);
-        // Zeroing all but one gradient leaves exactly that one.
-        for (i, kept) in vars.iter().enumerate() {
-            let _ = flat.buffer().shallow_clone().fill_(3.0);
-            flat.zero_except(&kept.grad());
-            for (j, v) in vars.iter().enumerate() {
-                let sum = v.grad().sum(Kind::Float).double_value(&[]);
-                assert_eq!(sum, if i == j { 3.0 * v.numel() as f64 } else { 0.0 }, "{i} {j}");
-            }
-        }
     }
 }

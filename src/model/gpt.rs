@@ -2,6 +2,8 @@
 //! self-attention, GELU(tanh) MLP, learned positions, LM head tied to `wte`. Parameter names follow
 //! GPT-2 checkpoints (`wte`, `wpe`, `h.N.attn.c_attn`, `ln_f`).
 
+mod by_hand;
+
 use super::dropout::dropout;
 use crate::config::{CpuMatmul, ModelDims};
 use tch::nn::{self, Module};
@@ -80,8 +82,11 @@ fn dense(lin: &nn::Linear, x: &Tensor, onednn: bool) -> Tensor {
     affine(x, &lin.ws, lin.bs.as_ref(), onednn)
 }
 
+/// GPT-2's LayerNorm epsilon.
+const LN_EPS: f64 = 1e-5;
+
 fn layer_norm(p: nn::Path, n_embd: i64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![n_embd], nn::LayerNormConfig { eps: 1e-5, ..Default::default() })
+    nn::layer_norm(p, vec![n_embd], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
 }
 
 /// Per-layer keys and values of the positions decoded so far: each (B, nh, T, hs).
@@ -344,24 +349,38 @@ impl Gpt {
         )
     }
 
-    /// The gradient [`Gpt::forward_backward`] writes over instead of adding to (`wte`'s), so a
-    /// training step need not zero it first (`dist::FlatGrads::zero_except`).
-    pub fn overwritten_grad(&self) -> Tensor {
-        self.wte.ws.grad()
+    /// The gradients autograd adds to in [`Gpt::forward_backward_autograd`]: all but `wte`'s.
+    fn added_grads(&self) -> Vec<Tensor> {
+        fn dense(l: &nn::Linear) -> [Option<&Tensor>; 2] {
+            [Some(&l.ws), l.bs.as_ref()]
+        }
+        fn norm(l: &nn::LayerNorm) -> [Option<&Tensor>; 2] {
+            [l.ws.as_ref(), l.bs.as_ref()]
+        }
+        let blocks = self.h.iter().flat_map(|b| {
+            [norm(&b.ln_1), dense(&b.attn.c_attn), dense(&b.attn.c_proj)]
+                .into_iter()
+                .chain([norm(&b.ln_2), dense(&b.mlp.c_fc), dense(&b.mlp.c_proj)])
+                .flatten()
+        });
+        [Some(&self.wpe.ws)]
+            .into_iter()
+            .chain(blocks)
+            .chain(norm(&self.ln_f))
+            .flatten()
+            .map(|t| t.grad())
+            .collect()
     }
 
     /// One training pass over the full sequences `idx` (B, T): the forward pass with dropout,
-    /// `target_loss_sum`, and the backward pass of `scale ×` it, with both ends of the tied `wte`
-    /// done by hand. The head: the gradient of cross-entropy w.r.t. the logits is `softmax −
-    /// one-hot`, so it is written over the (n, V) logits in place instead of autograd keeping
-    /// them, their log-softmax and a zero-filled gradient alive; the head's weight gradient is
-    /// written straight over `wte`'s gradient (whatever that held: it need not be zeroed, see
-    /// [`Gpt::overwritten_grad`]), and only the (n, C) gradient of the hidden rows goes back
-    /// through autograd. The embedding: the looked-up rows are a leaf of the graph, and their
-    /// (B·T, C) gradient is added into `wte`'s gradient row by row, where autograd would fill a
-    /// (V, C) zero matrix, add the rows into it, and then add all of it to the gradient. The
-    /// model's other gradients are added to, as autograd does, and must exist
-    /// (`dist::FlatGrads` makes them). Returns the unscaled sum.
+    /// `target_loss_sum`, and the backward pass of `scale ×` it, which writes every gradient of
+    /// the model over what its buffer held. The gradients must exist (`dist::FlatGrads` makes
+    /// them). Returns the unscaled sum.
+    ///
+    /// On the CPU the pass is written out by hand (`by_hand`): no autograd graph, and each
+    /// gradient written once. Elsewhere autograd runs it, after zeroing the gradients it adds
+    /// to, with both ends of the tied `wte` done by hand: the LM head writes `wte`'s gradient
+    /// ([`Gpt::head_backward`]) and the embedding lookup then adds to it.
     pub fn forward_backward(
         &self,
         idx: &Tensor,
@@ -369,6 +388,26 @@ impl Gpt {
         labels: &Tensor,
         scale: f64,
     ) -> Tensor {
+        match self.device() {
+            Device::Cpu => self.forward_backward_by_hand(idx, index, labels, scale),
+            _ => self.forward_backward_autograd(idx, index, labels, scale),
+        }
+    }
+
+    /// [`Gpt::forward_backward`] through autograd. The embedding: the looked-up rows are a leaf
+    /// of the graph, and their (B·T, C) gradient is added into `wte`'s gradient row by row, where
+    /// autograd would fill a (V, C) zero matrix, add the rows into it, and then add all of it to
+    /// the gradient.
+    fn forward_backward_autograd(
+        &self,
+        idx: &Tensor,
+        index: &Tensor,
+        labels: &Tensor,
+        scale: f64,
+    ) -> Tensor {
+        for mut g in self.added_grads() {
+            let _ = g.zero_();
+        }
         let c = self.config.dims.n_embd;
         let (b, t) = idx.size2().expect("a (B, T) batch of token ids");
         let ids = idx.flatten(0, -1);
@@ -379,41 +418,50 @@ impl Gpt {
         let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
         let (grad_rows, loss) = {
             let _guard = tch::no_grad_guard();
-            let x = rows.detach();
-            let w = &self.wte.ws;
-            // The gradient over the logits in place: scale · (softmax − one-hot).
-            let mut g = self.logits(&x).contiguous(); // (n, V)
-            let loss = if g.device() == Device::Cpu {
-                let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
-                let loss = super::xent::loss_and_gradient_in_place(&mut g, &labels, scale as f32);
-                Tensor::from(loss as f32)
-            } else {
-                // One row-wise log-softmax pass (as cross_entropy), then exp, scale, one-hot.
-                g = g.log_softmax(1, Kind::Float);
-                let labels = labels.view([-1, 1]);
-                let picked = g.gather(1, &labels, false); // (n, 1)
-                let _ = g.exp_().g_mul_scalar_(scale);
-                let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
-                -picked.sum(Kind::Float)
-            };
-            let w_grad = w.grad();
-            assert!(w_grad.defined(), "the model's gradients must exist before a step");
-            let grad_rows = if self.onednn {
-                let g = to_onednn(&g);
-                let (gw, _) = to_onednn(&x).mkldnn_linear_backward_weights(&g, w, false);
-                w_grad.shallow_clone().copy_(&strided(gw));
-                strided(Tensor::mkldnn_linear_backward_input(x.size(), &g, w))
-            } else {
-                // Written, not added: a product without reading back the old values.
-                let _ = g.tr().mm_out(&w_grad, &x);
-                g.mm(w)
-            };
-            (grad_rows, loss)
+            self.head_backward(&rows.detach(), labels, scale)
         };
         (&rows * grad_rows).sum(Kind::Float).backward();
         let _guard = tch::no_grad_guard();
         let _ = self.wte.ws.grad().index_add_(0, &ids, &tok.grad().view([-1, c]));
         loss
+    }
+
+    /// The tied LM head's part of a training pass on the final hidden states `x` (n, C) at the
+    /// target positions: returns their gradient and the unscaled summed loss. The gradient of
+    /// cross-entropy w.r.t. the logits is `softmax − one-hot`, so it is written over the (n, V)
+    /// logits in place instead of autograd keeping them, their log-softmax and a zero-filled
+    /// gradient alive; the head's weight gradient is written straight over `wte`'s gradient,
+    /// whatever that held (nothing zeroes `wte`'s 71 % of tiny's buffer).
+    fn head_backward(&self, x: &Tensor, labels: &Tensor, scale: f64) -> (Tensor, Tensor) {
+        let w = &self.wte.ws;
+        // The gradient over the logits in place: scale · (softmax − one-hot).
+        let mut g = self.logits(x).contiguous(); // (n, V)
+        let loss = if g.device() == Device::Cpu {
+            let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
+            let loss = super::xent::loss_and_gradient_in_place(&mut g, &labels, scale as f32);
+            Tensor::from(loss as f32)
+        } else {
+            // One row-wise log-softmax pass (as cross_entropy), then exp, scale, one-hot.
+            g = g.log_softmax(1, Kind::Float);
+            let labels = labels.view([-1, 1]);
+            let picked = g.gather(1, &labels, false); // (n, 1)
+            let _ = g.exp_().g_mul_scalar_(scale);
+            let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
+            -picked.sum(Kind::Float)
+        };
+        let w_grad = w.grad();
+        assert!(w_grad.defined(), "the model's gradients must exist before a step");
+        let grad_rows = if self.onednn {
+            let g = to_onednn(&g);
+            let (gw, _) = to_onednn(x).mkldnn_linear_backward_weights(&g, w, false);
+            w_grad.shallow_clone().copy_(&strided(gw));
+            strided(Tensor::mkldnn_linear_backward_input(x.size(), &g, w))
+        } else {
+            // Written, not added: a product without reading back the old values.
+            let _ = g.tr().mm_out(&w_grad, x);
+            g.mm(w)
+        };
+        (grad_rows, loss)
     }
 }
 
@@ -488,16 +536,24 @@ mod tests {
         assert_eq!(v["ln_f.weight"].mean(Kind::Float).double_value(&[]), 1.0);
     }
 
-    /// The hand-written head backward gives autograd's loss and gradients, with either kernels.
+    /// Both training passes — by hand, and autograd with the head done by hand — give
+    /// autograd's loss and gradients over `hidden` and `target_loss_sum`, with either kernels.
+    /// Without dropout: tests share torch's generator, so masks drawn here could differ between
+    /// passes (`tests/training_pass.rs` compares them with dropout, alone in its process).
     #[test]
     fn forward_backward_matches_autograd() {
+        type Pass = fn(&Gpt, &Tensor, &Tensor, &Tensor, f64) -> Tensor;
+        let passes: [(&str, Pass); 2] = [
+            ("by hand", Gpt::forward_backward_by_hand),
+            ("autograd", Gpt::forward_backward_autograd),
+        ];
         for matmul in [CpuMatmul::Onednn, CpuMatmul::Blas] {
             tch::manual_seed(0);
             let vs = nn::VarStore::new(Device::Cpu);
             let cfg = GptConfig { matmul, ..GptConfig::new(Preset::Tiny.dims(), 50, 0.0) };
             let m = Gpt::new(&vs.root(), cfg);
             let vars = vs.trainable_variables();
-            let mut grads = crate::dist::FlatGrads::new(
+            let grads = crate::dist::FlatGrads::new(
                 &vars,
                 &crate::dist::Solo,
                 crate::config::AllReduce::Mpi,
@@ -510,15 +566,40 @@ mod tests {
             let expected = m.target_loss_sum(&m.hidden(&idx, true), &index, &labels);
             (&expected * scale).backward();
             let autograd = grads.buffer().copy();
-            // What the step leaves in `wte`'s gradient must not matter: it is overwritten.
-            let _ = grads.buffer().shallow_clone().fill_(7.0);
-            grads.zero_except(&m.overwritten_grad());
-            let loss = m.forward_backward(&idx, &index, &labels, scale);
-            assert!(loss.allclose(&expected, 1e-5, 1e-5, false), "{matmul:?} loss");
-            let diff = (grads.buffer() - &autograd).abs().max().double_value(&[]);
-            assert!(diff < 1e-6, "{matmul:?}: gradients differ by {diff}");
+            for (name, pass) in passes {
+                // What the buffer held must not matter: every gradient is overwritten.
+                let _ = grads.buffer().shallow_clone().fill_(7.0);
+                let loss = pass(&m, &idx, &index, &labels, scale);
+                let case = format!("{name}, {matmul:?}");
+                assert!(loss.allclose(&expected, 1e-5, 1e-5, false), "{case}: loss");
+                let diff = (grads.buffer() - &autograd).abs().max().double_value(&[]);
+                assert!(diff < 1e-6, "{case}: gradients differ by {diff}");
+            }
             assert!(autograd.abs().sum(Kind::Float).double_value(&[]) > 0.0);
         }
+    }
+
+    /// The pass by hand writes every gradient over what was there (`wte`'s is written by the
+    /// head before the embedding adds to it): with 7s left in the buffer, the same gradients as
+    /// from zeros.
+    #[test]
+    fn forward_backward_by_hand_overwrites_the_gradients() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Gpt::new(&vs.root(), GptConfig::new(Preset::Tiny.dims(), 50, 0.0));
+        let vars = vs.trainable_variables();
+        let grads =
+            crate::dist::FlatGrads::new(&vars, &crate::dist::Solo, crate::config::AllReduce::Mpi);
+        let idx = Tensor::randint(50, [2, 6], (Kind::Int64, Device::Cpu));
+        let (index, labels) = (Tensor::from_slice(&[1i64, 8]), Tensor::from_slice(&[4i64, 9]));
+        let run = |fill: f64| {
+            let _ = grads.buffer().shallow_clone().fill_(fill);
+            let _ = m.forward_backward_by_hand(&idx, &index, &labels, 0.5);
+            grads.buffer().copy()
+        };
+        let (from_zeros, from_sevens) = (run(0.0), run(7.0));
+        assert!(from_zeros.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert!(from_sevens.equal(&from_zeros));
     }
 
     /// The attention that draws its own dropout masks is libtorch's causal attention: with a

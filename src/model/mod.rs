@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod dropout;
 pub mod gpt;
+mod kernels;
 mod xent;
 
 pub use decode::{greedy_decode, greedy_decode_uncached};

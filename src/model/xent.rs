@@ -6,6 +6,7 @@
 //! Here each row (V = 8000 floats, 32 KB) is read once from memory and finished while it sits in
 //! the L1 cache: its maximum, then `exp(x − max)` written in place and summed, then the scale.
 
+use super::kernels::{exp, LANES};
 use tch::{Device, Kind, Tensor};
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
@@ -39,9 +40,6 @@ fn rows(values: &mut [f32], v: usize, labels: &[i64], scale: f32) -> f64 {
     }
     loss
 }
-
-/// Lanes of the running maximum and sum: independent accumulators, so the loops vectorise.
-const LANES: usize = 16;
 
 #[inline(always)]
 fn row_in_place(row: &mut [f32], label: usize, scale: f32) -> f64 {
@@ -77,53 +75,9 @@ fn row_in_place(row: &mut [f32], label: usize, scale: f32) -> f64 {
     f64::from(sum).ln() + f64::from(max) - f64::from(picked)
 }
 
-/// `e^x` for x ≤ 0, to about 2 ulp, branch-free and cast-free so that it vectorises:
-/// x = k·ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor polynomial to degree 7, 2^k through the
-/// exponent bits. Below −87 (where e^x leaves the normal floats) it returns e^−87 ≈ 1.6e-38, which a softmax
-/// over a sum ≥ 1 cannot tell from 0.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that k · LN2_HI is exact.
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding 1.5 · 2²³ rounds to the nearest integer in the default rounding mode.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let shifted = x * LOG2E + ROUND;
-    let k = shifted - ROUND;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
-    // `shifted`'s low mantissa bits hold k (two's complement) on top of ROUND's bits: 2^k from
-    // them by integer adds and a shift, which vectorise (a float-to-int cast is saturating in
-    // Rust and would be done one lane at a time).
-    p * f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_is_within_a_few_ulp_of_libm() {
-        let mut worst = 0f64;
-        for i in 0..=870_000 {
-            let x = -(i as f32) * 1e-4;
-            let (ours, exact) = (exp(x) as f64, (x as f64).exp());
-            worst = worst.max(((ours - exact) / exact).abs());
-        }
-        // f32 has 2^-23 ≈ 1.2e-7 relative spacing.
-        assert!(worst < 3.0 * 1.2e-7, "relative error up to {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 2e-38);
-    }
 
     #[test]
     fn matches_libtorch_log_softmax_and_its_gradient() {

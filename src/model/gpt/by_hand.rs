@@ -1,0 +1,253 @@
+//! The training pass on the CPU, forward and backward written out by hand instead of recorded by
+//! autograd: what [`Gpt::forward_backward`] runs there.
+//!
+//! It computes what autograd computes from [`Gpt::hidden`] and [`Gpt::target_loss_sum`] (same
+//! operations, same dropout masks drawn in the same order), but:
+//! - no graph is built and no per-node bookkeeping runs: a short-sequence step is hundreds of
+//!   small operations, and autograd's cost per operation is a large part of it;
+//! - every gradient is written straight into its view of the flat buffer (`mm_out`, the bias
+//!   column sums, the LayerNorm kernel), not produced and then added by `AccumulateGrad`;
+//! - LayerNorm and GELU run row-wise kernels ([`super::super::kernels`]); GELU's forward also
+//!   yields its derivative, so the backward evaluates no `tanh`;
+//! - attention's scale and causal mask are folded into one `baddbmm`, and q, k and v are split
+//!   into heads by one copy.
+//!
+//! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
+//! writes it and the embedding lookup then adds to it, as in the autograd path.
+
+use super::{affine, strided, to_onednn, Block, Gpt, LN_EPS};
+use crate::model::dropout::mask;
+use crate::model::kernels::{
+    gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
+};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+/// A scaled dropout mask, or none where nothing is dropped.
+fn draw_mask(shape: &[i64], p: f64) -> Option<Tensor> {
+    (p > 0.0).then(|| mask(shape, p))
+}
+
+/// `x` times the mask, if there is one.
+fn masked(x: &Tensor, m: &Option<Tensor>) -> Tensor {
+    match m {
+        Some(m) => x * m,
+        None => x.shallow_clone(),
+    }
+}
+
+/// `x + y · mask`: a residual add after dropout.
+fn add_masked(x: &Tensor, y: &Tensor, m: &Option<Tensor>) -> Tensor {
+    match m {
+        Some(m) => x.addcmul(y, m),
+        None => x + y,
+    }
+}
+
+/// The backward of `y = x · wᵀ + b` for the output gradient `dy` (N, out): writes the weight's
+/// and bias's gradients over theirs and returns `x`'s (N, in).
+fn dense_backward(lin: &nn::Linear, x: &Tensor, dy: &Tensor, onednn: bool) -> Tensor {
+    let bias = lin.bs.as_ref().expect("the model's linear layers have biases");
+    let (w_grad, b_grad) = (lin.ws.grad(), bias.grad());
+    if onednn {
+        let dy = to_onednn(dy);
+        let (gw, gb) = to_onednn(x).mkldnn_linear_backward_weights(&dy, &lin.ws, true);
+        w_grad.shallow_clone().copy_(&strided(gw));
+        b_grad.shallow_clone().copy_(&strided(gb));
+        strided(Tensor::mkldnn_linear_backward_input(x.size(), &dy, &lin.ws))
+    } else {
+        let _ = dy.tr().mm_out(&w_grad, x);
+        let _ = dy.sum_intlist_out(&b_grad, &[0i64][..], false, Kind::Float);
+        dy.mm(&lin.ws)
+    }
+}
+
+/// LayerNorm's affine parameters.
+fn ln_params(ln: &nn::LayerNorm) -> (&Tensor, &Tensor) {
+    let w = ln.ws.as_ref().expect("LayerNorm with a weight");
+    (w, ln.bs.as_ref().expect("LayerNorm with a bias"))
+}
+
+fn ln_forward(ln: &nn::LayerNorm, x: &Tensor) -> (Tensor, LayerNormSaved) {
+    let (w, b) = ln_params(ln);
+    layer_norm(x, w, b, LN_EPS as f32)
+}
+
+/// Adds the LayerNorm's input gradient for `dy` into `dx`; writes its parameters' gradients.
+fn ln_backward(ln: &nn::LayerNorm, saved: &LayerNormSaved, dy: &Tensor, dx: &mut Tensor) {
+    let (w, b) = ln_params(ln);
+    layer_norm_backward(dy, saved, w, dx, &mut w.grad(), &mut b.grad());
+}
+
+/// The shape of a batch: B sequences of T positions, N = B·T rows.
+#[derive(Clone, Copy)]
+struct Shape {
+    b: i64,
+    t: i64,
+}
+
+/// What a block's forward keeps for its backward. (N, C) unless noted.
+struct BlockSaved {
+    ln_1: LayerNormSaved,
+    h1: Tensor,
+    /// (B·nh, T, hs) each, contiguous.
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    /// The softmax (B·nh, T, T), and after dropout.
+    weights: Tensor,
+    dropped: Tensor,
+    attn_mask: Option<Tensor>,
+    /// The heads' outputs, merged.
+    y: Tensor,
+    proj_mask: Option<Tensor>,
+    ln_2: LayerNormSaved,
+    h2: Tensor,
+    /// GELU's output and derivative, (N, 4C).
+    gelu: Tensor,
+    gelu_grad: Tensor,
+    mlp_mask: Option<Tensor>,
+}
+
+impl Block {
+    /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p` and the additive
+    /// causal mask `future` (T, T).
+    fn forward_saving(
+        &self,
+        x: &Tensor,
+        shape: Shape,
+        future: &Tensor,
+        p: f64,
+    ) -> (Tensor, BlockSaved) {
+        let (attn, onednn) = (&self.attn, self.attn.onednn);
+        let (n, c) = x.size2().expect("(N, C) rows");
+        let (Shape { b, t }, nh) = (shape, attn.n_head);
+        let hs = c / nh;
+        let (h1, ln_1) = ln_forward(&self.ln_1, x);
+        let qkv = affine(&h1, &attn.c_attn.ws, attn.c_attn.bs.as_ref(), onednn); // (N, 3C)
+        let heads = qkv.view([b, t, 3, nh, hs]).permute([2, 0, 3, 1, 4]).contiguous(); // (3, B, nh, T, hs)
+        let heads = heads.view([3, b * nh, t, hs]);
+        let (q, k, v) = (heads.get(0), heads.get(1), heads.get(2)); // (B·nh, T, hs)
+        let scale = 1.0 / (hs as f64).sqrt();
+        let weights = future.baddbmm(&q, &k.transpose(1, 2), 1.0, scale).softmax(-1, Kind::Float);
+        let attn_mask = draw_mask(&weights.size(), p);
+        let dropped = masked(&weights, &attn_mask); // (B·nh, T, T)
+        let y =
+            dropped.bmm(&v).view([b, nh, t, hs]).permute([0, 2, 1, 3]).contiguous().view([n, c]);
+        let proj = affine(&y, &attn.c_proj.ws, attn.c_proj.bs.as_ref(), onednn);
+        let proj_mask = draw_mask(&[n, c], p);
+        let x1 = add_masked(x, &proj, &proj_mask);
+
+        let mlp = &self.mlp;
+        let (h2, ln_2) = ln_forward(&self.ln_2, &x1);
+        let f = affine(&h2, &mlp.c_fc.ws, mlp.c_fc.bs.as_ref(), onednn); // (N, 4C)
+        let (gelu, gelu_grad) = gelu_with_derivative(&f);
+        let out = affine(&gelu, &mlp.c_proj.ws, mlp.c_proj.bs.as_ref(), onednn);
+        let mlp_mask = draw_mask(&[n, c], p);
+        let x2 = add_masked(&x1, &out, &mlp_mask);
+        let saved = BlockSaved {
+            ln_1,
+            h1,
+            q,
+            k,
+            v,
+            weights,
+            dropped,
+            attn_mask,
+            y,
+            proj_mask,
+            ln_2,
+            h2,
+            gelu,
+            gelu_grad,
+            mlp_mask,
+        };
+        (x2, saved)
+    }
+
+    /// Turns `dx` (N, C), the gradient of the block's output, into that of its input, writing
+    /// the block's parameter gradients on the way.
+    fn backward(&self, s: &BlockSaved, shape: Shape, dx: &mut Tensor) {
+        let (attn, mlp, onednn) = (&self.attn, &self.mlp, self.attn.onednn);
+        let (n, c) = dx.size2().expect("(N, C) rows");
+        let (Shape { b, t }, nh) = (shape, attn.n_head);
+        let hs = c / nh;
+        // x2 = x1 + dropout(c_proj(gelu(c_fc(ln_2(x1)))))
+        let d_out = masked(dx, &s.mlp_mask);
+        let mut d_gelu = dense_backward(&mlp.c_proj, &s.gelu, &d_out, onednn);
+        let d_f = d_gelu.g_mul_(&s.gelu_grad);
+        let d_h2 = dense_backward(&mlp.c_fc, &s.h2, &d_f, onednn);
+        ln_backward(&self.ln_2, &s.ln_2, &d_h2, dx);
+
+        // x1 = x + dropout(c_proj(attention(c_attn(ln_1(x)))))
+        let d_proj = masked(dx, &s.proj_mask);
+        let d_y = dense_backward(&attn.c_proj, &s.y, &d_proj, onednn);
+        let d_y = d_y.view([b, t, nh, hs]).permute([0, 2, 1, 3]).contiguous().view([b * nh, t, hs]);
+        let d_heads = Tensor::empty([3, b * nh, t, hs], (Kind::Float, Device::Cpu));
+        let _ = s.dropped.transpose(1, 2).bmm_out(&d_heads.get(2), &d_y); // d v
+        let mut d_weights = d_y.bmm(&s.v.transpose(1, 2)); // (B·nh, T, T)
+        if let Some(m) = &s.attn_mask {
+            let _ = d_weights.g_mul_(m);
+        }
+        let scale = 1.0 / (hs as f64).sqrt();
+        let mut d_scores =
+            Tensor::internal_softmax_backward_data(&d_weights, &s.weights, -1, Kind::Float);
+        let _ = d_scores.g_mul_scalar_(scale);
+        let _ = d_scores.bmm_out(&d_heads.get(0), &s.k); // d q
+        let _ = d_scores.transpose(1, 2).bmm_out(&d_heads.get(1), &s.q); // d k
+        let d_qkv = d_heads.view([3, b, nh, t, hs]).permute([1, 3, 0, 2, 4]).contiguous(); // (B, T, 3, nh, hs)
+        let d_h1 = dense_backward(&attn.c_attn, &s.h1, &d_qkv.view([n, 3 * c]), onednn);
+        ln_backward(&self.ln_1, &s.ln_1, &d_h1, dx);
+    }
+}
+
+impl Gpt {
+    /// [`Gpt::forward_backward`] on the CPU; see the module's documentation.
+    pub(super) fn forward_backward_by_hand(
+        &self,
+        idx: &Tensor,
+        index: &Tensor,
+        labels: &Tensor,
+        scale: f64,
+    ) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let c = self.config.dims.n_embd;
+        let (b, t) = idx.size2().expect("a (B, T) batch of token ids");
+        let (n, p, shape) = (b * t, self.config.dropout, Shape { b, t });
+        let ids = idx.flatten(0, -1);
+        let embedded =
+            self.wte.ws.index_select(0, &ids).view([b, t, c]) + self.wpe.ws.narrow(0, 0, t);
+        // The mask's values depend only on the element's place in the stream, so (N, C) here
+        // draws the same mask as the (B, T, C) of the autograd path.
+        let emb_mask = draw_mask(&[n, c], p);
+        let mut x = masked(&embedded.view([n, c]), &emb_mask);
+        let future = Tensor::full([t, t], f64::NEG_INFINITY, (Kind::Float, Device::Cpu)).triu(1);
+        let mut saved = Vec::with_capacity(self.h.len());
+        for block in &self.h {
+            let (next, s) = block.forward_saving(&x, shape, &future, p);
+            saved.push(s);
+            x = next;
+        }
+        let (hidden, ln_f) = ln_forward(&self.ln_f, &x);
+        let (grad_rows, loss) = self.head_backward(&hidden.index_select(0, index), labels, scale);
+
+        let mut d_hidden = Tensor::zeros([n, c], (Kind::Float, Device::Cpu));
+        let _ = d_hidden.index_copy_(0, index, &grad_rows);
+        let mut dx = Tensor::zeros([n, c], (Kind::Float, Device::Cpu));
+        ln_backward(&self.ln_f, &ln_f, &d_hidden, &mut dx);
+        for (block, s) in self.h.iter().zip(&saved).rev() {
+            block.backward(s, shape, &mut dx);
+        }
+        let d_embedded = masked(&dx, &emb_mask); // (N, C)
+        let wpe_grad = self.wpe.ws.grad();
+        let _ = wpe_grad.narrow(0, t, wpe_grad.size()[0] - t).zero_();
+        let _ = d_embedded.view([b, t, c]).sum_intlist_out(
+            &wpe_grad.narrow(0, 0, t),
+            &[0i64][..],
+            false,
+            Kind::Float,
+        );
+        let _ = self.wte.ws.grad().index_add_(0, &ids, &d_embedded);
+        loss
+    }
+}
