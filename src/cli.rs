@@ -194,10 +194,10 @@ pub struct TrainArgs {
     /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
     #[arg(long, value_enum, default_value_t = AllReduce::Shm)]
     pub allreduce: AllReduce,
-    /// Where parameters and AdamW moments live: replicated (a copy and the whole update on every
-    /// rank) or sharded (one copy per host in shared memory, each rank updating its own part, as
-    /// ZeRO stage 1; needs --allreduce shm and the CPU, else replicated)
-    #[arg(long, value_enum, default_value_t = OptimizerState::Replicated)]
+    /// Where parameters and AdamW moments live: sharded (one copy per host in shared memory, each
+    /// rank updating its own part, as ZeRO stage 1; needs --allreduce shm and the CPU, else
+    /// replicated) or replicated (a copy and the whole update on every rank)
+    #[arg(long, value_enum, default_value_t = OptimizerState::Sharded)]
     pub optimizer_state: OptimizerState,
     /// Dropout on embeddings, attention weights and residual branches
     #[arg(long, default_value_t = 0.1)]

@@ -46,14 +46,23 @@ fn bad_dataset_is_named() {
 
 #[test]
 fn divergence_stops_every_rank_at_the_same_step() {
-    // Two ranks check the sum in shared memory, one rank (and MPI's sum) in the update.
-    for (ranks, allreduce) in [(2, "shm"), (2, "mpi"), (1, "shm")] {
+    // Two ranks check the sum in shared memory (sharded: its reduce-scatter), one rank (and
+    // MPI's sum) in the update.
+    let cases = [
+        (2, "shm", "sharded"),
+        (2, "shm", "replicated"),
+        (2, "mpi", "replicated"),
+        (1, "shm", "sharded"),
+    ];
+    for (ranks, allreduce, optimizer) in cases {
         let dir = tempfile::tempdir().unwrap();
         let out = run(mpirun(ranks).args(small_run(dir.path())).args([
             "--learning-rate",
             "1e10",
             "--allreduce",
             allreduce,
+            "--optimizer-state",
+            optimizer,
         ]));
         assert_usage_error(&out, "training diverged: non-finite gradient at step");
         assert!(String::from_utf8_lossy(&out.stderr).contains("lower --learning-rate"));

@@ -15,7 +15,7 @@
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
 
-use super::{affine, strided, to_onednn, Block, Gpt, LN_EPS};
+use super::{dense, strided, to_onednn, Block, Gpt, LN_EPS};
 use crate::model::dropout::mask;
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
@@ -124,7 +124,7 @@ impl Block {
         let (Shape { b, t }, nh) = (shape, attn.n_head);
         let hs = c / nh;
         let (h1, ln_1) = ln_forward(&self.ln_1, x);
-        let qkv = affine(&h1, &attn.c_attn.ws, attn.c_attn.bs.as_ref(), onednn); // (N, 3C)
+        let qkv = dense(&attn.c_attn, &h1, onednn); // (N, 3C)
         let heads = qkv.view([b, t, 3, nh, hs]).permute([2, 0, 3, 1, 4]).contiguous(); // (3, B, nh, T, hs)
         let heads = heads.view([3, b * nh, t, hs]);
         let (q, k, v) = (heads.get(0), heads.get(1), heads.get(2)); // (B·nh, T, hs)
@@ -134,15 +134,15 @@ impl Block {
         let dropped = masked(&weights, &attn_mask); // (B·nh, T, T)
         let y =
             dropped.bmm(&v).view([b, nh, t, hs]).permute([0, 2, 1, 3]).contiguous().view([n, c]);
-        let proj = affine(&y, &attn.c_proj.ws, attn.c_proj.bs.as_ref(), onednn);
+        let proj = dense(&attn.c_proj, &y, onednn);
         let proj_mask = draw_mask(&[n, c], p);
         let x1 = add_masked(x, &proj, &proj_mask);
 
         let mlp = &self.mlp;
         let (h2, ln_2) = ln_forward(&self.ln_2, &x1);
-        let f = affine(&h2, &mlp.c_fc.ws, mlp.c_fc.bs.as_ref(), onednn); // (N, 4C)
+        let f = dense(&mlp.c_fc, &h2, onednn); // (N, 4C)
         let (gelu, gelu_grad) = gelu_with_derivative(&f);
-        let out = affine(&gelu, &mlp.c_proj.ws, mlp.c_proj.bs.as_ref(), onednn);
+        let out = dense(&mlp.c_proj, &gelu, onednn);
         let mlp_mask = draw_mask(&[n, c], p);
         let x2 = add_masked(&x1, &out, &mlp_mask);
         let saved = BlockSaved {
