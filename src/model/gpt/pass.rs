@@ -88,7 +88,12 @@ impl Gpt {
     /// logits in place instead of autograd keeping them, their log-softmax and a zero-filled
     /// gradient alive; the head's weight gradient is written straight over `wte`'s gradient,
     /// whatever that held (nothing zeroes `wte`'s 71 % of tiny's buffer).
-    pub(super) fn head_backward(&self, x: &Tensor, labels: &Tensor, scale: f64) -> (Tensor, Tensor) {
+    pub(super) fn head_backward(
+        &self,
+        x: &Tensor,
+        labels: &Tensor,
+        scale: f64,
+    ) -> (Tensor, Tensor) {
         let w = &self.wte.ws;
         // The gradient over the logits in place: scale · (softmax − one-hot).
         let mut g = self.logits(x).contiguous(); // (n, V)
