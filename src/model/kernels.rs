@@ -69,22 +69,27 @@ fn values_mut(t: &mut Tensor) -> &mut [f32] {
     unsafe { crate::dist::as_mut_slice(t) }
 }
 
-/// Defines `$fast`, `$f` compiled for AVX-512, and calls it where the CPU has AVX-512 (`$f` itself
-/// elsewhere). `$f` is `#[inline(always)]`, so its loops are vectorised for those features.
-macro_rules! dispatch {
-    ($fast:ident, $f:ident($($arg:ident: $ty:ty),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn $fast($($arg: $ty),*) {
-            $f($($arg),*)
+/// A function whose body is compiled twice: for AVX-512 (called where the CPU has it) and
+/// portably. The body's loops are written to vectorise, so the AVX-512 build is the fast one.
+macro_rules! vectorised {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512($($arg: $ty),*) {
+                portable($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has the features the function is compiled for.
+                return unsafe { avx512($($arg),*) };
+            }
+            portable($($arg),*)
         }
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { $fast($($arg),*) };
-        }
-        $f($($arg),*)
-    }};
+    };
 }
 
 /// What [`layer_norm`] keeps for [`layer_norm_backward`]: the normalised rows `(x − μ) / σ`
@@ -103,55 +108,33 @@ pub(super) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> (Tenso
     let mut rstd = vec![0f32; n as usize];
     let (o, h) = (values_mut(&mut out), values_mut(&mut xhat));
     let (x, w, b) = (values(x), values(w), values(b));
-    layer_norm_kernel(x, w, b, eps, o, h, &mut rstd);
+    layer_norm_rows(x, w, b, eps, o, h, &mut rstd);
     (out, LayerNormSaved { xhat, rstd })
 }
 
-fn layer_norm_kernel(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    out: &mut [f32],
-    xhat: &mut [f32],
-    rstd: &mut [f32],
-) {
-    dispatch!(
-        fast,
-        layer_norm_rows(
-            x: &[f32],
-            w: &[f32],
-            b: &[f32],
-            eps: f32,
-            out: &mut [f32],
-            xhat: &mut [f32],
-            rstd: &mut [f32]
-        )
-    )
-}
-
-#[inline(always)]
-fn layer_norm_rows(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    out: &mut [f32],
-    xhat: &mut [f32],
-    rstd: &mut [f32],
-) {
-    let c = w.len();
-    let rows = x.chunks_exact(c).zip(out.chunks_exact_mut(c)).zip(xhat.chunks_exact_mut(c));
-    for (((x, out), xhat), rstd) in rows.zip(rstd) {
-        let mean = sum(x) / c as f32;
-        for (h, &x) in xhat.iter_mut().zip(x) {
-            *h = x - mean;
-        }
-        let var = sum_of_products(xhat, xhat) / c as f32;
-        *rstd = 1.0 / (var + eps).sqrt();
-        for (((o, h), &w), &b) in out.iter_mut().zip(xhat.iter_mut()).zip(w).zip(b) {
-            *h *= *rstd;
-            *o = *h * w + b;
+vectorised! {
+    fn layer_norm_rows(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        eps: f32,
+        out: &mut [f32],
+        xhat: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        let c = w.len();
+        let rows = x.chunks_exact(c).zip(out.chunks_exact_mut(c)).zip(xhat.chunks_exact_mut(c));
+        for (((x, out), xhat), rstd) in rows.zip(rstd) {
+            let mean = sum(x) / c as f32;
+            for (h, &x) in xhat.iter_mut().zip(x) {
+                *h = x - mean;
+            }
+            let var = sum_of_products(xhat, xhat) / c as f32;
+            *rstd = 1.0 / (var + eps).sqrt();
+            for (((o, h), &w), &b) in out.iter_mut().zip(xhat.iter_mut()).zip(w).zip(b) {
+                *h *= *rstd;
+                *o = *h * w + b;
+            }
         }
     }
 }
@@ -171,59 +154,37 @@ pub(super) fn layer_norm_backward(
     let (mut dw, mut db) = (vec![0f32; c], vec![0f32; c]);
     let (dy, xhat, w) = (values(dy), values(&saved.xhat), values(w));
     let dx = values_mut(dx);
-    layer_norm_backward_kernel(dy, xhat, &saved.rstd, w, dx, &mut dw, &mut db);
+    layer_norm_backward_rows(dy, xhat, &saved.rstd, w, dx, &mut dw, &mut db);
     values_mut(w_grad).copy_from_slice(&dw);
     values_mut(b_grad).copy_from_slice(&db);
 }
 
-fn layer_norm_backward_kernel(
-    dy: &[f32],
-    xhat: &[f32],
-    rstd: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    dispatch!(
-        fast,
-        layer_norm_backward_rows(
-            dy: &[f32],
-            xhat: &[f32],
-            rstd: &[f32],
-            w: &[f32],
-            dx: &mut [f32],
-            dw: &mut [f32],
-            db: &mut [f32]
-        )
-    )
-}
-
-#[inline(always)]
-fn layer_norm_backward_rows(
-    dy: &[f32],
-    xhat: &[f32],
-    rstd: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    let c = w.len();
-    let mut g = vec![0f32; c];
-    let rows = dy.chunks_exact(c).zip(xhat.chunks_exact(c)).zip(dx.chunks_exact_mut(c));
-    for (((dy, xhat), dx), &rstd) in rows.zip(rstd) {
-        for ((((g, &dy), &h), &w), (dw, db)) in
-            g.iter_mut().zip(dy).zip(xhat).zip(w).zip(dw.iter_mut().zip(db.iter_mut()))
-        {
-            *g = dy * w;
-            *dw += dy * h;
-            *db += dy;
-        }
-        let mean_g = sum(&g) / c as f32;
-        let mean_gh = sum_of_products(&g, xhat) / c as f32;
-        for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {
-            *dx += (g - mean_g - h * mean_gh) * rstd;
+vectorised! {
+    fn layer_norm_backward_rows(
+        dy: &[f32],
+        xhat: &[f32],
+        rstd: &[f32],
+        w: &[f32],
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let c = w.len();
+        let mut g = vec![0f32; c];
+        let rows = dy.chunks_exact(c).zip(xhat.chunks_exact(c)).zip(dx.chunks_exact_mut(c));
+        for (((dy, xhat), dx), &rstd) in rows.zip(rstd) {
+            for ((((g, &dy), &h), &w), (dw, db)) in
+                g.iter_mut().zip(dy).zip(xhat).zip(w).zip(dw.iter_mut().zip(db.iter_mut()))
+            {
+                *g = dy * w;
+                *dw += dy * h;
+                *db += dy;
+            }
+            let mean_g = sum(&g) / c as f32;
+            let mean_gh = sum_of_products(&g, xhat) / c as f32;
+            for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {
+                *dx += (g - mean_g - h * mean_gh) * rstd;
+            }
         }
     }
 }
@@ -265,22 +226,19 @@ pub(super) fn gelu_with_derivative(x: &Tensor) -> (Tensor, Tensor) {
     let mut y = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
     let mut d = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
     let (xs, ys, ds) = (values(x), values_mut(&mut y), values_mut(&mut d));
-    gelu_kernel(xs, ys, ds);
+    gelu_elements(xs, ys, ds);
     (y, d)
 }
 
-fn gelu_kernel(x: &[f32], y: &mut [f32], d: &mut [f32]) {
-    dispatch!(fast, gelu_elements(x: &[f32], y: &mut [f32], d: &mut [f32]))
-}
-
-#[inline(always)]
-fn gelu_elements(x: &[f32], y: &mut [f32], d: &mut [f32]) {
-    for ((&x, y), d) in x.iter().zip(y).zip(d) {
-        let x2 = x * x;
-        let (plus, minus) = one_plus_minus_tanh(GELU_BETA * (x + GELU_KAPPA * x2 * x));
-        let half_x = 0.5 * x;
-        *y = half_x * plus;
-        *d = 0.5 * plus + half_x * (plus * minus) * GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x2);
+vectorised! {
+    fn gelu_elements(x: &[f32], y: &mut [f32], d: &mut [f32]) {
+        for ((&x, y), d) in x.iter().zip(y).zip(d) {
+            let x2 = x * x;
+            let (plus, minus) = one_plus_minus_tanh(GELU_BETA * (x + GELU_KAPPA * x2 * x));
+            let half_x = 0.5 * x;
+            *y = half_x * plus;
+            *d = 0.5 * plus + half_x * (plus * minus) * GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x2);
+        }
     }
 }
 
