@@ -64,6 +64,35 @@ fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>, onednn: bool) -> Tensor {
     strided(to_onednn(&x.reshape([-1, k])).mkldnn_linear(w, b)).view(shape.as_slice())
 }
 
+/// The backward of [`affine`] for the output gradient `dy` (N, out) of the rows `x` (N, in):
+/// writes `w`'s gradient (and `b`'s) over whatever it held — a product that does not read back
+/// the old values — and returns `x`'s (N, in).
+fn affine_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    onednn: bool,
+) -> Tensor {
+    let w_grad = w.grad();
+    assert!(w_grad.defined(), "the model's gradients must exist before a step");
+    if onednn {
+        let dy = to_onednn(dy);
+        let (gw, gb) = to_onednn(x).mkldnn_linear_backward_weights(&dy, w, b.is_some());
+        w_grad.shallow_clone().copy_(&strided(gw));
+        if let Some(b) = b {
+            b.grad().copy_(&strided(gb));
+        }
+        strided(Tensor::mkldnn_linear_backward_input(x.size(), &dy, w))
+    } else {
+        let _ = dy.tr().mm_out(&w_grad, x);
+        if let Some(b) = b {
+            let _ = dy.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
+        }
+        dy.mm(w)
+    }
+}
+
 /// `t` in oneDNN's layout (a copy).
 fn to_onednn(t: &Tensor) -> Tensor {
     t.f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors")

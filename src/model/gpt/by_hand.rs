@@ -15,7 +15,7 @@
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
 
-use super::{dense, strided, to_onednn, Block, Gpt, LN_EPS};
+use super::{affine_backward, dense, Block, Gpt, LN_EPS};
 use crate::model::dropout::mask;
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
@@ -44,22 +44,10 @@ fn add_masked(x: &Tensor, y: &Tensor, m: &Option<Tensor>) -> Tensor {
     }
 }
 
-/// The backward of `y = x · wᵀ + b` for the output gradient `dy` (N, out): writes the weight's
-/// and bias's gradients over theirs and returns `x`'s (N, in).
+/// The backward of [`dense`] for the output gradient `dy` (N, out): writes the weight's and
+/// bias's gradients over theirs and returns `x`'s (N, in).
 fn dense_backward(lin: &nn::Linear, x: &Tensor, dy: &Tensor, onednn: bool) -> Tensor {
-    let bias = lin.bs.as_ref().expect("the model's linear layers have biases");
-    let (w_grad, b_grad) = (lin.ws.grad(), bias.grad());
-    if onednn {
-        let dy = to_onednn(dy);
-        let (gw, gb) = to_onednn(x).mkldnn_linear_backward_weights(&dy, &lin.ws, true);
-        w_grad.shallow_clone().copy_(&strided(gw));
-        b_grad.shallow_clone().copy_(&strided(gb));
-        strided(Tensor::mkldnn_linear_backward_input(x.size(), &dy, &lin.ws))
-    } else {
-        let _ = dy.tr().mm_out(&w_grad, x);
-        let _ = dy.sum_intlist_out(&b_grad, &[0i64][..], false, Kind::Float);
-        dy.mm(&lin.ws)
-    }
+    affine_backward(x, dy, &lin.ws, lin.bs.as_ref(), onednn)
 }
 
 /// LayerNorm's affine parameters.

@@ -1,7 +1,7 @@
 //! One training pass of [`Gpt`]: written out by hand on the CPU (`by_hand`), through autograd
 //! elsewhere, and the tied LM head's part, which both share.
 
-use super::{strided, to_onednn, Gpt, Mask};
+use super::{affine_backward, Gpt, Mask};
 use tch::{nn, Device, Kind, Tensor};
 
 impl Gpt {
@@ -111,18 +111,8 @@ impl Gpt {
             let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
             -picked.sum(Kind::Float)
         };
-        let w_grad = w.grad();
-        assert!(w_grad.defined(), "the model's gradients must exist before a step");
-        let grad_rows = if self.onednn {
-            let g = to_onednn(&g);
-            let (gw, _) = to_onednn(x).mkldnn_linear_backward_weights(&g, w, false);
-            w_grad.shallow_clone().copy_(&strided(gw));
-            strided(Tensor::mkldnn_linear_backward_input(x.size(), &g, w))
-        } else {
-            // Written, not added: a product without reading back the old values.
-            let _ = g.tr().mm_out(&w_grad, x);
-            g.mm(w)
-        };
+        // Written over `wte`'s gradient, not added to it.
+        let grad_rows = affine_backward(x, &g, w, None, self.onednn);
         (grad_rows, loss)
     }
 }
