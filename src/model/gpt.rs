@@ -212,9 +212,15 @@ impl CausalSelfAttention {
 fn causal_attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, p: f64) -> Tensor {
     let (t, s) = (q.size()[2], k.size()[2]);
     let scale = 1.0 / (q.size()[3] as f64).sqrt();
-    let future = Tensor::full([t, s], f64::NEG_INFINITY, (Kind::Float, q.device())).triu(s - t + 1);
+    let future = causal_mask(t, s, q.device());
     let weights = ((q * scale).matmul(&k.transpose(-2, -1)) + future).softmax(-1, Kind::Float);
     dropout(&weights, p, true).matmul(v)
+}
+
+/// The additive causal mask (T, S) of T queries that are the last of S keys: −∞ where a query
+/// would attend to a later key, 0 elsewhere.
+fn causal_mask(t: i64, s: i64, device: Device) -> Tensor {
+    Tensor::full([t, s], f64::NEG_INFINITY, (Kind::Float, device)).triu(s - t + 1)
 }
 
 #[derive(Debug)]

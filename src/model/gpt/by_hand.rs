@@ -15,7 +15,7 @@
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
 
-use super::{affine_backward, dense, Block, Gpt, LN_EPS};
+use super::{affine_backward, causal_mask, dense, Block, Gpt, LN_EPS};
 use crate::model::dropout::mask;
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
@@ -209,7 +209,7 @@ impl Gpt {
         // draws the same mask as the (B, T, C) of the autograd path.
         let emb_mask = draw_mask(&[n, c], p);
         let mut x = masked(&embedded.view([n, c]), &emb_mask);
-        let future = Tensor::full([t, t], f64::NEG_INFINITY, (Kind::Float, Device::Cpu)).triu(1);
+        let future = causal_mask(t, t, Device::Cpu);
         let mut saved = Vec::with_capacity(self.h.len());
         for block in &self.h {
             let (next, s) = block.forward_saving(&x, shape, &future, p);
