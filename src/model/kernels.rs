@@ -72,14 +72,14 @@ fn values_mut(t: &mut Tensor) -> &mut [f32] {
 /// A function whose body is compiled twice: for AVX-512 (called where the CPU has it) and
 /// portably. The body's loops are written to vectorise, so the AVX-512 build is the fast one.
 macro_rules! vectorised {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        fn $name($($arg: $ty),*) {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn portable($($arg: $ty),*) $body
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512($($arg: $ty),*) {
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                 portable($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
@@ -91,6 +91,7 @@ macro_rules! vectorised {
         }
     };
 }
+pub(super) use vectorised;
 
 /// What [`layer_norm`] keeps for [`layer_norm_backward`]: the normalised rows `(x − μ) / σ`
 /// (N, C) and `1 / σ` per row (N).

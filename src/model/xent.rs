@@ -6,7 +6,7 @@
 //! Here each row (V = 8000 floats, 32 KB) is read once from memory and finished while it sits in
 //! the L1 cache: its maximum, then `exp(x − max)` written in place and summed, then the scale.
 
-use super::kernels::{exp, LANES};
+use super::kernels::{exp, vectorised, LANES};
 use tch::{Device, Kind, Tensor};
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
@@ -18,27 +18,17 @@ pub fn loss_and_gradient_in_place(logits: &mut Tensor, labels: &[i64], scale: f3
     assert_eq!(labels.len() as i64, n, "one label per row");
     // SAFETY: a contiguous f32 CPU tensor, exclusively borrowed for this call.
     let values = unsafe { crate::dist::as_mut_slice(logits) };
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { rows_avx512(values, v as usize, labels, scale) };
-    }
     rows(values, v as usize, labels, scale)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn rows_avx512(values: &mut [f32], v: usize, labels: &[i64], scale: f32) -> f64 {
-    rows(values, v, labels, scale)
-}
-
-#[inline(always)]
-fn rows(values: &mut [f32], v: usize, labels: &[i64], scale: f32) -> f64 {
-    let mut loss = 0.0;
-    for (row, &label) in values.chunks_exact_mut(v.max(1)).zip(labels) {
-        loss += row_in_place(row, label as usize, scale);
+vectorised! {
+    fn rows(values: &mut [f32], v: usize, labels: &[i64], scale: f32) -> f64 {
+        let mut loss = 0.0;
+        for (row, &label) in values.chunks_exact_mut(v.max(1)).zip(labels) {
+            loss += row_in_place(row, label as usize, scale);
+        }
+        loss
     }
-    loss
 }
 
 #[inline(always)]
