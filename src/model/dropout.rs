@@ -9,6 +9,7 @@
 //! key comes from torch's global generator, so `tch::manual_seed` still fixes every mask.
 //! GPUs keep libtorch's dropout (its fused kernel is fast there).
 
+use super::kernels::vectorised;
 use tch::{Device, Kind, Tensor};
 
 /// `x` with each element zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, when
@@ -26,66 +27,102 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
 /// A dropout mask of `shape`: 0 with probability `p`, `1 / (1 - p)` otherwise, from a key drawn
 /// from torch's global generator.
 pub fn mask(shape: &[i64], p: f64) -> Tensor {
-    assert!((0.0..1.0).contains(&p), "dropout probability {p} must be in [0, 1)");
-    let key = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
+    let stream = MaskStream::draw(p);
     let mut out = Tensor::empty(shape, (Kind::Float, Device::Cpu));
     // SAFETY: a fresh contiguous f32 CPU tensor that nothing else references yet.
-    fill(unsafe { crate::dist::as_mut_slice(&mut out) }, key, p);
+    fill(unsafe { crate::dist::as_mut_slice(&mut out) }, stream);
     out
 }
 
-/// Fills `out` with a mask for dropout probability `p` from the stream keyed by `key`.
-fn fill(out: &mut [f32], key: u64, p: f64) {
-    // An element is dropped when its 32-bit draw is below `threshold`: probability
-    // threshold / 2³², within 2⁻³² of `p`.
-    let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
-    let scale = (1.0 / (1.0 - p)) as f32;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512dq") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { fill_avx512(out, key, threshold, scale) };
-    }
-    fill_portable(out, key, threshold, scale)
+/// One dropout mask, as a stream of elements that can be computed in any order: element `i` of
+/// the mask is a function of the key and `i` alone. So a kernel can draw the part of a mask it
+/// needs where it needs it, and get what [`mask`] would have filled in.
+#[derive(Clone, Copy)]
+pub(super) struct MaskStream {
+    key: u64,
+    /// An element is dropped when its 32-bit draw is below this: probability threshold / 2³²,
+    /// within 2⁻³² of `p`.
+    threshold: u32,
+    /// What a kept element is: `1 / (1 - p)`.
+    scale: f32,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
-unsafe fn fill_avx512(out: &mut [f32], key: u64, threshold: u32, scale: f32) {
-    fill_portable(out, key, threshold, scale)
+impl MaskStream {
+    /// A new mask for dropout probability `p`, keyed from torch's global generator, so that
+    /// `tch::manual_seed` fixes it.
+    pub(super) fn draw(p: f64) -> Self {
+        assert!((0.0..1.0).contains(&p), "dropout probability {p} must be in [0, 1)");
+        let key =
+            Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
+        Self::new(key, p)
+    }
+
+    pub(super) fn new(key: u64, p: f64) -> Self {
+        let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+        MaskStream { key, threshold, scale: (1.0 / (1.0 - p)) as f32 }
+    }
+
+    /// Writes elements `start..start + out.len()` of the mask into `out`. Inlined into each
+    /// caller, so that it vectorises with the caller's instructions.
+    #[inline(always)]
+    pub(super) fn fill_at(&self, out: &mut [f32], start: usize) {
+        // Each 64-bit output gives two elements: the low half the even one.
+        let (mut out, mut start) = (out, start);
+        if start % 2 == 1 {
+            let Some((first, rest)) = out.split_first_mut() else { return };
+            *first = self.pick((splitmix64(self.key, start as u64 / 2) >> 32) as u32);
+            (out, start) = (rest, start + 1);
+        }
+        // Output c + j of the stream keyed `key` is output j of the one keyed `key + c·γ`.
+        let key = self.key.wrapping_add((start as u64 / 2).wrapping_mul(GAMMA));
+        let mut blocks = out.chunks_exact_mut(BLOCK);
+        let mut counter = 0u64;
+        for block in &mut blocks {
+            let mut h = [0u64; BLOCK / 2];
+            for (j, h) in h.iter_mut().enumerate() {
+                *h = splitmix64(key, counter + j as u64);
+            }
+            for (pair, h) in block.chunks_exact_mut(2).zip(h) {
+                pair[0] = self.pick(h as u32);
+                pair[1] = self.pick((h >> 32) as u32);
+            }
+            counter += (BLOCK / 2) as u64;
+        }
+        for (j, pair) in blocks.into_remainder().chunks_mut(2).enumerate() {
+            let h = splitmix64(key, counter + j as u64);
+            pair[0] = self.pick(h as u32);
+            if let Some(second) = pair.get_mut(1) {
+                *second = self.pick((h >> 32) as u32);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn pick(&self, draw: u32) -> f32 {
+        if draw < self.threshold {
+            0.0
+        } else {
+            self.scale
+        }
+    }
+}
+
+vectorised! {
+    /// Fills `out` with the whole mask of `stream`.
+    fn fill(out: &mut [f32], stream: MaskStream) {
+        stream.fill_at(out, 0)
+    }
 }
 
 /// Elements per block: eight 64-bit outputs of two draws each, computed side by side.
 const BLOCK: usize = 16;
 
-#[inline(always)]
-fn fill_portable(out: &mut [f32], key: u64, threshold: u32, scale: f32) {
-    let pick = |draw: u32| if draw < threshold { 0.0 } else { scale };
-    let mut blocks = out.chunks_exact_mut(BLOCK);
-    let mut counter = 0u64;
-    for block in &mut blocks {
-        let mut h = [0u64; BLOCK / 2];
-        for (j, h) in h.iter_mut().enumerate() {
-            *h = splitmix64(key, counter + j as u64);
-        }
-        for (pair, h) in block.chunks_exact_mut(2).zip(h) {
-            pair[0] = pick(h as u32);
-            pair[1] = pick((h >> 32) as u32);
-        }
-        counter += (BLOCK / 2) as u64;
-    }
-    for (j, pair) in blocks.into_remainder().chunks_mut(2).enumerate() {
-        let h = splitmix64(key, counter + j as u64);
-        pair[0] = pick(h as u32);
-        if let Some(second) = pair.get_mut(1) {
-            *second = pick((h >> 32) as u32);
-        }
-    }
-}
+/// SplitMix64's increment: the odd integer nearest 2⁶⁴ / φ.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Output `i` of the SplitMix64 generator (Steele, Lea & Flood 2014) seeded with `key`.
 #[inline(always)]
 fn splitmix64(key: u64, i: u64) -> u64 {
-    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut z = key.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -108,7 +145,7 @@ mod tests {
         let n = 1 << 20;
         for p in [0.1, 0.5, 0.9] {
             let mut out = vec![0f32; n];
-            fill(&mut out, 42, p);
+            fill(&mut out, MaskStream::new(42, p));
             // Four standard deviations of the binomial fraction: sqrt(p(1-p)/n) <= 0.0005.
             let rate = kept(&out, p);
             assert!((rate - (1.0 - p)).abs() < 0.002, "p = {p}: kept {rate}");
@@ -127,18 +164,26 @@ mod tests {
         // Lengths around the vectorised block and the two-draw pairs: the remainder is the same
         // stream as the blocks.
         let mut long = vec![0f32; 100];
-        fill(&mut long, 7, 0.3);
+        fill(&mut long, MaskStream::new(7, 0.3));
         for len in [0, 1, 2, 15, 16, 17, 31, 33, 99] {
             let mut short = vec![0f32; len];
-            fill(&mut short, 7, 0.3);
+            fill(&mut short, MaskStream::new(7, 0.3));
             assert_eq!(short[..], long[..len], "length {len}");
         }
-        // Whatever instructions the CPU has, the same mask.
+        // Any stretch of it, from an even or an odd element, drawn on its own: what the
+        // attention kernel draws row by row.
+        for (start, len) in [(1, 0), (1, 1), (1, 2), (3, 16), (7, 33), (16, 17), (33, 60)] {
+            let mut part = vec![0f32; len];
+            MaskStream::new(7, 0.3).fill_at(&mut part, start);
+            assert_eq!(part[..], long[start..start + len], "elements {start}..+{len}");
+        }
+        // Whatever instructions the CPU has, the same mask: `fill_at` called here is compiled
+        // without AVX-512.
         let mut portable = vec![0f32; 100];
-        fill_portable(&mut portable, 7, (0.3f64 * 4_294_967_296.0).round() as u32, 1.0 / 0.7);
+        MaskStream::new(7, 0.3).fill_at(&mut portable, 0);
         assert_eq!(portable, long);
         let mut other_key = vec![0f32; 100];
-        fill(&mut other_key, 8, 0.3);
+        fill(&mut other_key, MaskStream::new(8, 0.3));
         assert_ne!(other_key, long);
     }
 

@@ -55,7 +55,7 @@ fn one_plus_minus_tanh(u: f32) -> (f32, f32) {
 }
 
 /// A contiguous f32 CPU tensor's values.
-fn values(t: &Tensor) -> &[f32] {
+pub(super) fn values(t: &Tensor) -> &[f32] {
     assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     // SAFETY: a contiguous f32 CPU tensor, borrowed (and so alive) for the slice's lifetime; the
     // kernels here only read it.
@@ -63,7 +63,7 @@ fn values(t: &Tensor) -> &[f32] {
 }
 
 /// A fresh (or exclusively owned) contiguous f32 CPU tensor's values, to write.
-fn values_mut(t: &mut Tensor) -> &mut [f32] {
+pub(super) fn values_mut(t: &mut Tensor) -> &mut [f32] {
     assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     // SAFETY: as above, and `t` is borrowed mutably for the slice's lifetime.
     unsafe { crate::dist::as_mut_slice(t) }
@@ -71,6 +71,8 @@ fn values_mut(t: &mut Tensor) -> &mut [f32] {
 
 /// A function whose body is compiled twice: for AVX-512 (called where the CPU has it) and
 /// portably. The body's loops are written to vectorise, so the AVX-512 build is the fast one.
+/// It includes AVX-512DQ and VL (every AVX-512 server CPU since Skylake has them) for the 64-bit
+/// multiplies of the dropout generator.
 macro_rules! vectorised {
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -78,12 +80,15 @@ macro_rules! vectorised {
             #[inline(always)]
             fn portable($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
+            #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
             unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                 portable($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
                 // SAFETY: the CPU has the features the function is compiled for.
                 return unsafe { avx512($($arg),*) };
             }
@@ -191,7 +196,7 @@ vectorised! {
 }
 
 #[inline(always)]
-fn sum(x: &[f32]) -> f32 {
+pub(super) fn sum(x: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -204,7 +209,7 @@ fn sum(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn sum_of_products(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn sum_of_products(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(a, b)| a * b).sum();
@@ -214,6 +219,20 @@ fn sum_of_products(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     tail + lanes.iter().sum::<f32>()
+}
+
+/// The largest of `x`, −∞ for none.
+#[inline(always)]
+pub(super) fn max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = l.max(x);
+        }
+    }
+    lanes.iter().fold(tail, |m, &l| m.max(l))
 }
 
 /// √(2/π) and the cubic's coefficient of GPT-2's GELU (Hendrycks & Gimpel 2016, eq. in §2).

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod dropout;
 pub mod gpt;
 mod kernels;
+mod softmax;
 mod xent;
 
 pub use decode::{greedy_decode, greedy_decode_uncached};

@@ -6,7 +6,7 @@
 //! Here each row (V = 8000 floats, 32 KB) is read once from memory and finished while it sits in
 //! the L1 cache: its maximum, then `exp(x − max)` written in place and summed, then the scale.
 
-use super::kernels::{exp, vectorised, LANES};
+use super::kernels::{exp, max, vectorised, LANES};
 use tch::{Device, Kind, Tensor};
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
@@ -35,15 +35,7 @@ vectorised! {
 fn row_in_place(row: &mut [f32], label: usize, scale: f32) -> f64 {
     assert!(label < row.len(), "label {label} outside a row of {}", row.len());
     let picked = row[label];
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l = l.max(x);
-        }
-    }
-    let max = lanes.iter().fold(tail, |m, &l| m.max(l));
+    let max = max(row);
     let mut sums = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {

@@ -9,17 +9,19 @@
 //!   column sums, the LayerNorm kernel), not produced and then added by `AccumulateGrad`;
 //! - LayerNorm and GELU run row-wise kernels ([`super::super::kernels`]); GELU's forward also
 //!   yields its derivative, so the backward evaluates no `tanh`;
-//! - attention's scale and causal mask are folded into one `baddbmm`, and q, k and v are split
-//!   into heads by one copy.
+//! - attention's causal softmax and dropout run as one row-wise kernel, forward and backward
+//!   ([`crate::model::softmax`]), which keeps the (B·nh, T, T) weights' passes through memory
+//!   few; q, k and v are split into heads by one copy.
 //!
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
 
-use super::{affine_backward, causal_mask, dense, Block, Gpt, LN_EPS};
+use super::{affine_backward, dense, Block, Gpt, LN_EPS};
 use crate::model::dropout::mask;
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
 };
+use crate::model::softmax::{causal_softmax_dropout, causal_softmax_dropout_backward};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -82,10 +84,9 @@ struct BlockSaved {
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    /// The softmax (B·nh, T, T), and after dropout.
+    /// The causal softmax (B·nh, T, T), and after dropout (none without).
     weights: Tensor,
-    dropped: Tensor,
-    attn_mask: Option<Tensor>,
+    dropped: Option<Tensor>,
     /// The heads' outputs, merged.
     y: Tensor,
     proj_mask: Option<Tensor>,
@@ -98,15 +99,8 @@ struct BlockSaved {
 }
 
 impl Block {
-    /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p` and the additive
-    /// causal mask `future` (T, T).
-    fn forward_saving(
-        &self,
-        x: &Tensor,
-        shape: Shape,
-        future: &Tensor,
-        p: f64,
-    ) -> (Tensor, BlockSaved) {
+    /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p`.
+    fn forward_saving(&self, x: &Tensor, shape: Shape, p: f64) -> (Tensor, BlockSaved) {
         let (attn, onednn) = (&self.attn, self.attn.onednn);
         let (n, c) = x.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
@@ -116,12 +110,11 @@ impl Block {
         let heads = qkv.view([b, t, 3, nh, hs]).permute([2, 0, 3, 1, 4]).contiguous(); // (3, B, nh, T, hs)
         let heads = heads.view([3, b * nh, t, hs]);
         let (q, k, v) = (heads.get(0), heads.get(1), heads.get(2)); // (B·nh, T, hs)
-        let scale = 1.0 / (hs as f64).sqrt();
-        let weights = future.baddbmm(&q, &k.transpose(1, 2), 1.0, scale).softmax(-1, Kind::Float);
-        let attn_mask = draw_mask(&weights.size(), p);
-        let dropped = masked(&weights, &attn_mask); // (B·nh, T, T)
-        let y =
-            dropped.bmm(&v).view([b, nh, t, hs]).permute([0, 2, 1, 3]).contiguous().view([n, c]);
+        let scale = 1.0 / (hs as f32).sqrt();
+        let mut weights = q.bmm(&k.transpose(1, 2)); // (B·nh, T, T), the softmax once done
+        let dropped = causal_softmax_dropout(&mut weights, scale, p);
+        let y = dropped.as_ref().unwrap_or(&weights).bmm(&v); // (B·nh, T, hs)
+        let y = y.view([b, nh, t, hs]).permute([0, 2, 1, 3]).contiguous().view([n, c]);
         let proj = dense(&attn.c_proj, &y, onednn);
         let proj_mask = draw_mask(&[n, c], p);
         let x1 = add_masked(x, &proj, &proj_mask);
@@ -141,7 +134,6 @@ impl Block {
             v,
             weights,
             dropped,
-            attn_mask,
             y,
             proj_mask,
             ln_2,
@@ -172,15 +164,11 @@ impl Block {
         let d_y = dense_backward(&attn.c_proj, &s.y, &d_proj, onednn);
         let d_y = d_y.view([b, t, nh, hs]).permute([0, 2, 1, 3]).contiguous().view([b * nh, t, hs]);
         let d_heads = Tensor::empty([3, b * nh, t, hs], (Kind::Float, Device::Cpu));
-        let _ = s.dropped.transpose(1, 2).bmm_out(&d_heads.get(2), &d_y); // d v
-        let mut d_weights = d_y.bmm(&s.v.transpose(1, 2)); // (B·nh, T, T)
-        if let Some(m) = &s.attn_mask {
-            let _ = d_weights.g_mul_(m);
-        }
-        let scale = 1.0 / (hs as f64).sqrt();
-        let mut d_scores =
-            Tensor::internal_softmax_backward_data(&d_weights, &s.weights, -1, Kind::Float);
-        let _ = d_scores.g_mul_scalar_(scale);
+        let dropped = s.dropped.as_ref().unwrap_or(&s.weights);
+        let _ = dropped.transpose(1, 2).bmm_out(&d_heads.get(2), &d_y); // d v
+        let mut d_scores = d_y.bmm(&s.v.transpose(1, 2)); // (B·nh, T, T), d dropped for now
+        let scale = 1.0 / (hs as f32).sqrt();
+        causal_softmax_dropout_backward(&mut d_scores, &s.weights, dropped, scale);
         let _ = d_scores.bmm_out(&d_heads.get(0), &s.k); // d q
         let _ = d_scores.transpose(1, 2).bmm_out(&d_heads.get(1), &s.q); // d k
         let d_qkv = d_heads.view([3, b, nh, t, hs]).permute([1, 3, 0, 2, 4]).contiguous(); // (B, T, 3, nh, hs)
@@ -209,10 +197,9 @@ impl Gpt {
         // draws the same mask as the (B, T, C) of the autograd path.
         let emb_mask = draw_mask(&[n, c], p);
         let mut x = masked(&embedded.view([n, c]), &emb_mask);
-        let future = causal_mask(t, t, Device::Cpu);
         let mut saved = Vec::with_capacity(self.h.len());
         for block in &self.h {
-            let (next, s) = block.forward_saving(&x, shape, &future, p);
+            let (next, s) = block.forward_saving(&x, shape, p);
             saved.push(s);
             x = next;
         }
