@@ -1,6 +1,8 @@
 //! GPT-2 as WORKLOAD.md specifies it, in `tch`: the model and the greedy decoder that runs it with
 //! a key/value cache. Distribution, losses over batches and optimisers live elsewhere.
 
+mod attention;
+mod blas;
 pub mod decode;
 pub mod dropout;
 pub mod gpt;

@@ -22,18 +22,16 @@ use tch::Tensor;
 
 /// Over `scores`, the (R, T, T) products `q · kᵀ` of R heads, writes the causal attention
 /// weights `softmax(scale · scores)` in place (row `i` over keys `0..=i`, zeros after) and
-/// returns them after dropout `p` (a new tensor), or none when `p` is 0.
-pub(super) fn causal_softmax_dropout(scores: &mut Tensor, scale: f32, p: f64) -> Option<Tensor> {
-    with_mask(scores, scale, (p > 0.0).then(|| MaskStream::draw(p)))
-}
-
-/// [`causal_softmax_dropout`] with the dropout mask `stream`, if any.
-fn with_mask(scores: &mut Tensor, scale: f32, stream: Option<MaskStream>) -> Option<Tensor> {
-    assert!(scale > 0.0, "the kernel takes the maximum before scaling");
+/// returns them after dropout with the mask `stream` (a new tensor), or none without one.
+pub(super) fn causal_softmax_dropout(
+    scores: &mut Tensor,
+    scale: f32,
+    stream: Option<MaskStream>,
+) -> Option<Tensor> {
     let t = square_rows(scores);
     let mut dropped = stream.map(|_| scores.empty_like());
     let out = dropped.as_mut().map(values_mut);
-    forward_rows(values_mut(scores), out, t, scale, stream);
+    forward_rows(values_mut(scores), out, t, scale, stream, 0);
     dropped
 }
 
@@ -60,22 +58,30 @@ fn square_rows(x: &Tensor) -> usize {
 }
 
 vectorised! {
-    fn forward_rows(
+    /// [`causal_softmax_dropout`] on (T, T) matrices in slices, `first` the element of the mask
+    /// stream where they start.
+    pub(super) fn forward_rows(
         scores: &mut [f32],
         dropped: Option<&mut [f32]>,
         t: usize,
         scale: f32,
         stream: Option<MaskStream>,
+        first: usize,
     ) {
+        assert!(scale > 0.0, "the maximum is taken before scaling");
         let mut mask = vec![0f32; t];
         let mut dropped = dropped.map(|d| d.chunks_exact_mut(t));
         for (r, row) in scores.chunks_exact_mut(t).enumerate() {
-            let (row, future) = row.split_at_mut(r % t + 1);
-            future.fill(0.0);
+            let seen = r % t + 1;
+            // Whole lanes, where the row has room (a ragged end per row would cost more than
+            // the work): the keys past `seen` enter as −∞, whose e^x (at most LANES · 1.6e-38)
+            // vanishes in a sum ≥ 1, and are zeroed after.
+            let width = seen.next_multiple_of(LANES).min(t);
+            row[seen..width].fill(f32::NEG_INFINITY);
             // softmax(scale · x) = exp(scale · (x − max x)) / Σ, for scale > 0.
-            let top = max(row);
+            let top = max(&row[..width]);
             let mut lanes = [0f32; LANES];
-            let mut chunks = row.chunks_exact_mut(LANES);
+            let mut chunks = row[..width].chunks_exact_mut(LANES);
             for chunk in &mut chunks {
                 for (l, x) in lanes.iter_mut().zip(chunk) {
                     *x = exp((*x - top) * scale);
@@ -88,30 +94,34 @@ vectorised! {
                 sum += *x;
             }
             let inverse = 1.0 / sum;
-            for x in row.iter_mut() {
+            for x in &mut row[..width] {
                 *x *= inverse;
             }
+            row[seen..].fill(0.0);
             if let (Some(rows), Some(stream)) = (dropped.as_mut(), stream) {
                 let out = rows.next().expect("as many rows as the scores");
-                let (out, future) = out.split_at_mut(row.len());
-                future.fill(0.0);
-                let mask = &mut mask[..row.len()];
-                stream.fill_at(mask, r * t);
-                for ((o, &w), &m) in out.iter_mut().zip(&*row).zip(&*mask) {
+                let mask = &mut mask[..width];
+                stream.fill_at(mask, first + r * t);
+                for ((o, &w), &m) in out.iter_mut().zip(&row[..width]).zip(&*mask) {
                     *o = w * m;
                 }
+                out[width..].fill(0.0);
             }
         }
     }
 }
 
 vectorised! {
-    fn backward_rows(d: &mut [f32], weights: &[f32], dropped: &[f32], t: usize, scale: f32) {
+    /// [`causal_softmax_dropout_backward`] on (T, T) matrices in slices.
+    pub(super) fn backward_rows(d: &mut [f32], weights: &[f32], dropped: &[f32], t: usize, scale: f32) {
         let rows = d.chunks_exact_mut(t).zip(weights.chunks_exact(t)).zip(dropped.chunks_exact(t));
         for (r, ((d, w), dropped)) in rows.enumerate() {
-            let (d, future) = d.split_at_mut(r % t + 1);
-            future.fill(0.0);
-            let (w, dropped) = (&w[..d.len()], &dropped[..d.len()]);
+            // Whole lanes, as in the forward: past `seen` the weights are 0, and so is `d` once
+            // zeroed.
+            let seen = r % t + 1;
+            let width = seen.next_multiple_of(LANES).min(t);
+            d[seen..].fill(0.0);
+            let (d, w, dropped) = (&mut d[..width], &w[..width], &dropped[..width]);
             let total = sum_of_products(d, dropped);
             for ((d, &w), &dropped) in d.iter_mut().zip(w).zip(dropped) {
                 *d = scale * (*d * dropped - w * total);
@@ -156,7 +166,7 @@ mod tests {
 
             let _guard = tch::no_grad_guard();
             let mut ours = scores.detach().copy();
-            let dropped = with_mask(&mut ours, scale, stream);
+            let dropped = causal_softmax_dropout(&mut ours, scale, stream);
             assert!(ours.allclose(&weights, 1e-6, 1e-6, false), "weights, t = {t}, p = {p}");
             assert_eq!(dropped.is_some(), p > 0.0);
             let dropped = dropped.unwrap_or_else(|| ours.shallow_clone());
@@ -174,7 +184,8 @@ mod tests {
         let (r, t) = (2, 20);
         let nan_future = Tensor::ones([r, t, t], OPTS).masked_fill(&future(t), f64::NAN);
         let mut weights = nan_future.copy();
-        let dropped = causal_softmax_dropout(&mut weights, 1.0, 0.5).expect("dropout");
+        let stream = Some(MaskStream::new(5, 0.5));
+        let dropped = causal_softmax_dropout(&mut weights, 1.0, stream).expect("dropout");
         let mut d = nan_future.copy();
         causal_softmax_dropout_backward(&mut d, &weights, &dropped, 1.0);
         for x in [&weights, &dropped, &d] {

@@ -9,19 +9,18 @@
 //!   column sums, the LayerNorm kernel), not produced and then added by `AccumulateGrad`;
 //! - LayerNorm and GELU run row-wise kernels ([`super::super::kernels`]); GELU's forward also
 //!   yields its derivative, so the backward evaluates no `tanh`;
-//! - attention's causal softmax and dropout run as one row-wise kernel, forward and backward
-//!   ([`crate::model::softmax`]), which keeps the (B·nh, T, T) weights' passes through memory
-//!   few; q, k and v are split into heads by one copy.
+//! - attention runs head by head while each head's (T, T) weights are in cache, with its causal
+//!   softmax and dropout as one row-wise kernel ([`crate::model::attention`]).
 //!
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
 
 use super::{affine_backward, dense, Block, Gpt, LN_EPS};
+use crate::model::attention::{self, Heads};
 use crate::model::dropout::mask;
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
 };
-use crate::model::softmax::{causal_softmax_dropout, causal_softmax_dropout_backward};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -80,13 +79,9 @@ struct Shape {
 struct BlockSaved {
     ln_1: LayerNormSaved,
     h1: Tensor,
-    /// (B·nh, T, hs) each, contiguous.
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    /// The causal softmax (B·nh, T, T), and after dropout (none without).
-    weights: Tensor,
-    dropped: Option<Tensor>,
+    /// `c_attn`'s output (N, 3C): q, k and v.
+    qkv: Tensor,
+    attention: attention::Saved,
     /// The heads' outputs, merged.
     y: Tensor,
     proj_mask: Option<Tensor>,
@@ -104,17 +99,10 @@ impl Block {
         let (attn, onednn) = (&self.attn, self.attn.onednn);
         let (n, c) = x.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
-        let hs = c / nh;
+        let heads = Heads { b, t, nh, hs: c / nh };
         let (h1, ln_1) = ln_forward(&self.ln_1, x);
         let qkv = dense(&attn.c_attn, &h1, onednn); // (N, 3C)
-        let heads = qkv.view([b, t, 3, nh, hs]).permute([2, 0, 3, 1, 4]).contiguous(); // (3, B, nh, T, hs)
-        let heads = heads.view([3, b * nh, t, hs]);
-        let (q, k, v) = (heads.get(0), heads.get(1), heads.get(2)); // (B·nh, T, hs)
-        let scale = 1.0 / (hs as f32).sqrt();
-        let mut weights = q.bmm(&k.transpose(1, 2)); // (B·nh, T, T), the softmax once done
-        let dropped = causal_softmax_dropout(&mut weights, scale, p);
-        let y = dropped.as_ref().unwrap_or(&weights).bmm(&v); // (B·nh, T, hs)
-        let y = y.view([b, nh, t, hs]).permute([0, 2, 1, 3]).contiguous().view([n, c]);
+        let (y, attention) = attention::forward(&qkv, heads, p); // (N, C)
         let proj = dense(&attn.c_proj, &y, onednn);
         let proj_mask = draw_mask(&[n, c], p);
         let x1 = add_masked(x, &proj, &proj_mask);
@@ -129,11 +117,8 @@ impl Block {
         let saved = BlockSaved {
             ln_1,
             h1,
-            q,
-            k,
-            v,
-            weights,
-            dropped,
+            qkv,
+            attention,
             y,
             proj_mask,
             ln_2,
@@ -149,9 +134,9 @@ impl Block {
     /// the block's parameter gradients on the way.
     fn backward(&self, s: &BlockSaved, shape: Shape, dx: &mut Tensor) {
         let (attn, mlp, onednn) = (&self.attn, &self.mlp, self.attn.onednn);
-        let (n, c) = dx.size2().expect("(N, C) rows");
+        let (_, c) = dx.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
-        let hs = c / nh;
+        let heads = Heads { b, t, nh, hs: c / nh };
         // x2 = x1 + dropout(c_proj(gelu(c_fc(ln_2(x1)))))
         let d_out = masked(dx, &s.mlp_mask);
         let mut d_gelu = dense_backward(&mlp.c_proj, &s.gelu, &d_out, onednn);
@@ -162,17 +147,8 @@ impl Block {
         // x1 = x + dropout(c_proj(attention(c_attn(ln_1(x)))))
         let d_proj = masked(dx, &s.proj_mask);
         let d_y = dense_backward(&attn.c_proj, &s.y, &d_proj, onednn);
-        let d_y = d_y.view([b, t, nh, hs]).permute([0, 2, 1, 3]).contiguous().view([b * nh, t, hs]);
-        let d_heads = Tensor::empty([3, b * nh, t, hs], (Kind::Float, Device::Cpu));
-        let dropped = s.dropped.as_ref().unwrap_or(&s.weights);
-        let _ = dropped.transpose(1, 2).bmm_out(&d_heads.get(2), &d_y); // d v
-        let mut d_scores = d_y.bmm(&s.v.transpose(1, 2)); // (B·nh, T, T), d dropped for now
-        let scale = 1.0 / (hs as f32).sqrt();
-        causal_softmax_dropout_backward(&mut d_scores, &s.weights, dropped, scale);
-        let _ = d_scores.bmm_out(&d_heads.get(0), &s.k); // d q
-        let _ = d_scores.transpose(1, 2).bmm_out(&d_heads.get(1), &s.q); // d k
-        let d_qkv = d_heads.view([3, b, nh, t, hs]).permute([1, 3, 0, 2, 4]).contiguous(); // (B, T, 3, nh, hs)
-        let d_h1 = dense_backward(&attn.c_attn, &s.h1, &d_qkv.view([n, 3 * c]), onednn);
+        let d_qkv = attention::backward(&s.attention, &s.qkv, heads, &d_y); // (N, 3C)
+        let d_h1 = dense_backward(&attn.c_attn, &s.h1, &d_qkv, onednn);
         ln_backward(&self.ln_1, &s.ln_1, &d_h1, dx);
     }
 }
