@@ -240,24 +240,34 @@ const GELU_BETA: f32 = 0.797_884_6;
 const GELU_KAPPA: f32 = 0.044_715;
 
 /// GELU with the tanh approximation, `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`, of
-/// a contiguous f32 CPU tensor, and its derivative at each element (for the backward pass to
-/// multiply by), both from one `tanh` per element.
-pub(super) fn gelu_with_derivative(x: &Tensor) -> (Tensor, Tensor) {
+/// a contiguous f32 CPU tensor plus `bias` along its last dimension, if any, and its derivative
+/// at each element (for the backward pass to multiply by), both from one `tanh` per element.
+pub(super) fn gelu_with_derivative(x: &Tensor, bias: Option<&Tensor>) -> (Tensor, Tensor) {
     let mut y = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
     let mut d = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
+    let cols = x.size().last().map_or(1, |&c| c as usize);
+    let zeros = vec![0f32; if bias.is_some() { 0 } else { cols }];
+    let bias = bias.map_or(&zeros[..], values);
+    assert_eq!(bias.len(), cols, "one bias per column");
     let (xs, ys, ds) = (values(x), values_mut(&mut y), values_mut(&mut d));
-    gelu_elements(xs, ys, ds);
+    gelu_rows(xs, bias, ys, ds);
     (y, d)
 }
 
 vectorised! {
-    fn gelu_elements(x: &[f32], y: &mut [f32], d: &mut [f32]) {
-        for ((&x, y), d) in x.iter().zip(y).zip(d) {
-            let x2 = x * x;
-            let (plus, minus) = one_plus_minus_tanh(GELU_BETA * (x + GELU_KAPPA * x2 * x));
-            let half_x = 0.5 * x;
-            *y = half_x * plus;
-            *d = 0.5 * plus + half_x * (plus * minus) * GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x2);
+    fn gelu_rows(x: &[f32], bias: &[f32], y: &mut [f32], d: &mut [f32]) {
+        let c = bias.len().max(1);
+        let rows = x.chunks_exact(c).zip(y.chunks_exact_mut(c)).zip(d.chunks_exact_mut(c));
+        for ((x, y), d) in rows {
+            for (((&x, &b), y), d) in x.iter().zip(bias).zip(y).zip(d) {
+                let x = x + b;
+                let x2 = x * x;
+                let (plus, minus) = one_plus_minus_tanh(GELU_BETA * (x + GELU_KAPPA * x2 * x));
+                let half_x = 0.5 * x;
+                *y = half_x * plus;
+                *d = 0.5 * plus
+                    + half_x * (plus * minus) * GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x2);
+            }
         }
     }
 }
@@ -324,8 +334,14 @@ mod tests {
         assert!(dw.allclose(&grads[1], 1e-4, 1e-5, false), "weight gradient, written over 7s");
         assert!(db.allclose(&grads[2], 1e-4, 1e-5, false), "bias gradient, written over 7s");
 
-        let (y, d) = gelu_with_derivative(&g.detach());
+        let (y, d) = gelu_with_derivative(&g.detach(), None);
         assert!(y.allclose(&expected_gelu, 1e-6, 1e-6, false), "GELU values");
+        // With a bias per column, added first.
+        let rows = Tensor::randn([6, 40], opts) * 3.0;
+        let bias = Tensor::randn([40], opts);
+        let (biased, _) = gelu_with_derivative(&rows, Some(&bias));
+        let expected_biased = (&rows + &bias).gelu("tanh");
+        assert!(biased.allclose(&expected_biased, 1e-6, 1e-6, false), "GELU of x + bias");
         // libtorch's f32 `tanh` puts 1 + tanh in steps of 6e-8 near −1, which the derivative
         // multiplies by ~9 around x = −5; ours computes 1 ± tanh without that cancellation.
         assert!(d.allclose(&gelu_grad[0], 1e-5, 2e-6, false), "GELU derivative");
