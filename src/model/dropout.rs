@@ -9,7 +9,7 @@
 //! key comes from torch's global generator, so `tch::manual_seed` still fixes every mask.
 //! GPUs keep libtorch's dropout (its fused kernel is fast there).
 
-use super::kernels::vectorised;
+use super::kernels::{values, values_mut, vectorised};
 use tch::{Device, Kind, Tensor};
 
 /// `x` with each element zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, when
@@ -114,6 +114,70 @@ vectorised! {
     }
 }
 
+/// `x · mask` for the mask of `stream` (`x` itself without one), the mask drawn as it is used
+/// and never stored: dropout, and the gradient through it.
+pub(super) fn times_mask(x: &Tensor, stream: Option<MaskStream>) -> Tensor {
+    let Some(stream) = stream else { return x.shallow_clone() };
+    let mut out = x.empty_like();
+    times_mask_elements(values(x), values_mut(&mut out), stream);
+    out
+}
+
+vectorised! {
+    fn times_mask_elements(x: &[f32], out: &mut [f32], stream: MaskStream) {
+        let mut mask = [0f32; 256];
+        for (i, (x, out)) in x.chunks(256).zip(out.chunks_mut(256)).enumerate() {
+            let mask = &mut mask[..x.len()];
+            stream.fill_at(mask, i * 256);
+            for ((o, &x), &m) in out.iter_mut().zip(x).zip(&*mask) {
+                *o = x * m;
+            }
+        }
+    }
+}
+
+/// `x + (y + bias) · mask`: the residual add after dropout of a layer's output `y` (N, C) whose
+/// bias (C) is still to be added (see `by_hand`'s `dense_unbiased`), with the mask of `stream`
+/// (none: no dropout) drawn in the same pass. One pass over three (N, C) matrices, where
+/// libtorch's `addmm` bias copy, the mask written and `addcmul` made four.
+pub(super) fn add_dropped(
+    x: &Tensor,
+    y: &Tensor,
+    bias: Option<&Tensor>,
+    stream: Option<MaskStream>,
+) -> Tensor {
+    let cols = x.size().last().map_or(1, |&c| c as usize);
+    assert!(x.size() == y.size(), "x and y of one shape");
+    let zeros = vec![0f32; if bias.is_some() { 0 } else { cols }];
+    let bias = bias.map_or(&zeros[..], values);
+    assert_eq!(bias.len(), cols, "one bias per column");
+    let mut out = x.empty_like();
+    add_dropped_rows(values(x), values(y), bias, values_mut(&mut out), stream);
+    out
+}
+
+vectorised! {
+    fn add_dropped_rows(
+        x: &[f32],
+        y: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        stream: Option<MaskStream>,
+    ) {
+        let c = bias.len().max(1);
+        let mut mask = vec![1f32; c];
+        let rows = x.chunks_exact(c).zip(y.chunks_exact(c)).zip(out.chunks_exact_mut(c));
+        for (r, ((x, y), out)) in rows.enumerate() {
+            if let Some(stream) = stream {
+                stream.fill_at(&mut mask, r * c);
+            }
+            for ((((o, &x), &y), &b), &m) in out.iter_mut().zip(x).zip(y).zip(bias).zip(&mask) {
+                *o = x + (y + b) * m;
+            }
+        }
+    }
+}
+
 /// Elements per block: eight 64-bit outputs of two draws each, computed side by side.
 const BLOCK: usize = 16;
 
@@ -185,6 +249,25 @@ mod tests {
         let mut other_key = vec![0f32; 100];
         fill(&mut other_key, MaskStream::new(8, 0.3));
         assert_ne!(other_key, long);
+    }
+
+    /// The fused kernels against the mask filled in whole and libtorch's arithmetic.
+    #[test]
+    fn times_mask_and_add_dropped_apply_the_streams_mask() {
+        let opts = (Kind::Float, Device::Cpu);
+        let (n, c) = (9, 40); // 360 elements: more than one of times_mask's chunks
+        let (x, y, bias) =
+            (Tensor::randn([n, c], opts), Tensor::randn([n, c], opts), Tensor::randn([c], opts));
+        let stream = MaskStream::new(3, 0.4);
+        let mut m = vec![0f32; (n * c) as usize];
+        fill(&mut m, stream);
+        let m = Tensor::from_slice(&m).view([n, c]);
+        assert!(times_mask(&x, Some(stream)).allclose(&(&x * &m), 0.0, 0.0, false));
+        assert!(times_mask(&x, None).equal(&x));
+        let expected = &x + (&y + &bias) * &m;
+        let ours = add_dropped(&x, &y, Some(&bias), Some(stream));
+        assert!(ours.allclose(&expected, 1e-6, 1e-6, false), "with bias and dropout");
+        assert!(add_dropped(&x, &y, None, None).allclose(&(&x + &y), 0.0, 0.0, false));
     }
 
     /// (That `tch::manual_seed` fixes the masks is checked end to end, where no other test

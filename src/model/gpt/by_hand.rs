@@ -17,31 +17,29 @@
 
 use super::{affine_backward, dense, Block, Gpt, LN_EPS};
 use crate::model::attention::{self, Heads};
-use crate::model::dropout::mask;
+use crate::model::dropout::{add_dropped, times_mask, MaskStream};
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
 };
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-/// A scaled dropout mask, or none where nothing is dropped.
-fn draw_mask(shape: &[i64], p: f64) -> Option<Tensor> {
-    (p > 0.0).then(|| mask(shape, p))
+/// A dropout mask's stream, or none where nothing is dropped.
+fn draw_mask(p: f64) -> Option<MaskStream> {
+    (p > 0.0).then(|| MaskStream::draw(p))
 }
 
-/// `x` times the mask, if there is one.
-fn masked(x: &Tensor, m: &Option<Tensor>) -> Tensor {
-    match m {
-        Some(m) => x * m,
-        None => x.shallow_clone(),
-    }
-}
-
-/// `x + y · mask`: a residual add after dropout.
-fn add_masked(x: &Tensor, y: &Tensor, m: &Option<Tensor>) -> Tensor {
-    match m {
-        Some(m) => x.addcmul(y, m),
-        None => x + y,
+/// `x · wᵀ` for `lin`, and its bias still to add. Through BLAS, `linear` copies the bias into the
+/// output before the product (`addmm`), a pass over the output that the kernel reading the
+/// product next makes unneeded by adding the bias itself; oneDNN adds it within its product.
+fn dense_unbiased<'a>(
+    lin: &'a nn::Linear,
+    x: &Tensor,
+    onednn: bool,
+) -> (Tensor, Option<&'a Tensor>) {
+    match onednn {
+        true => (dense(lin, x, onednn), None),
+        false => (x.mm(&lin.ws.tr()), lin.bs.as_ref()),
     }
 }
 
@@ -84,13 +82,13 @@ struct BlockSaved {
     attention: attention::Saved,
     /// The heads' outputs, merged.
     y: Tensor,
-    proj_mask: Option<Tensor>,
+    proj_mask: Option<MaskStream>,
     ln_2: LayerNormSaved,
     h2: Tensor,
     /// GELU's output and derivative, (N, 4C).
     gelu: Tensor,
     gelu_grad: Tensor,
-    mlp_mask: Option<Tensor>,
+    mlp_mask: Option<MaskStream>,
 }
 
 impl Block {
@@ -103,22 +101,17 @@ impl Block {
         let (h1, ln_1) = ln_forward(&self.ln_1, x);
         let qkv = dense(&attn.c_attn, &h1, onednn); // (N, 3C)
         let (y, attention) = attention::forward(&qkv, heads, p); // (N, C)
-        let proj = dense(&attn.c_proj, &y, onednn);
-        let proj_mask = draw_mask(&[n, c], p);
-        let x1 = add_masked(x, &proj, &proj_mask);
+        let (proj, bias) = dense_unbiased(&attn.c_proj, &y, onednn);
+        let proj_mask = draw_mask(p);
+        let x1 = add_dropped(x, &proj, bias, proj_mask);
 
         let mlp = &self.mlp;
         let (h2, ln_2) = ln_forward(&self.ln_2, &x1);
-        // Through BLAS, `linear` copies the bias into the output before the product (addmm):
-        // 4 MB per layer on the tiny preset, that the GELU kernel's own pass adds instead.
-        let (f, bias) = match onednn {
-            true => (dense(&mlp.c_fc, &h2, onednn), None),
-            false => (h2.mm(&mlp.c_fc.ws.tr()), mlp.c_fc.bs.as_ref()),
-        }; // (N, 4C)
+        let (f, bias) = dense_unbiased(&mlp.c_fc, &h2, onednn); // (N, 4C)
         let (gelu, gelu_grad) = gelu_with_derivative(&f, bias);
-        let out = dense(&mlp.c_proj, &gelu, onednn);
-        let mlp_mask = draw_mask(&[n, c], p);
-        let x2 = add_masked(&x1, &out, &mlp_mask);
+        let (out, bias) = dense_unbiased(&mlp.c_proj, &gelu, onednn);
+        let mlp_mask = draw_mask(p);
+        let x2 = add_dropped(&x1, &out, bias, mlp_mask);
         let saved = BlockSaved {
             ln_1,
             h1,
@@ -143,14 +136,14 @@ impl Block {
         let (Shape { b, t }, nh) = (shape, attn.n_head);
         let heads = Heads { b, t, nh, hs: c / nh };
         // x2 = x1 + dropout(c_proj(gelu(c_fc(ln_2(x1)))))
-        let d_out = masked(dx, &s.mlp_mask);
+        let d_out = times_mask(dx, s.mlp_mask);
         let mut d_gelu = dense_backward(&mlp.c_proj, &s.gelu, &d_out, onednn);
         let d_f = d_gelu.g_mul_(&s.gelu_grad);
         let d_h2 = dense_backward(&mlp.c_fc, &s.h2, &d_f, onednn);
         ln_backward(&self.ln_2, &s.ln_2, &d_h2, dx);
 
         // x1 = x + dropout(c_proj(attention(c_attn(ln_1(x)))))
-        let d_proj = masked(dx, &s.proj_mask);
+        let d_proj = times_mask(dx, s.proj_mask);
         let d_y = dense_backward(&attn.c_proj, &s.y, &d_proj, onednn);
         let d_qkv = attention::backward(&s.attention, &s.qkv, heads, &d_y); // (N, 3C)
         let d_h1 = dense_backward(&attn.c_attn, &s.h1, &d_qkv, onednn);
@@ -176,8 +169,8 @@ impl Gpt {
             self.wte.ws.index_select(0, &ids).view([b, t, c]) + self.wpe.ws.narrow(0, 0, t);
         // The mask's values depend only on the element's place in the stream, so (N, C) here
         // draws the same mask as the (B, T, C) of the autograd path.
-        let emb_mask = draw_mask(&[n, c], p);
-        let mut x = masked(&embedded.view([n, c]), &emb_mask);
+        let emb_mask = draw_mask(p);
+        let mut x = times_mask(&embedded.view([n, c]), emb_mask);
         let mut saved = Vec::with_capacity(self.h.len());
         for block in &self.h {
             let (next, s) = block.forward_saving(&x, shape, p);
@@ -194,7 +187,7 @@ impl Gpt {
         for (block, s) in self.h.iter().zip(&saved).rev() {
             block.backward(s, shape, &mut dx);
         }
-        let d_embedded = masked(&dx, &emb_mask); // (N, C)
+        let d_embedded = times_mask(&dx, emb_mask); // (N, C)
         let wpe_grad = self.wpe.ws.grad();
         let _ = wpe_grad.narrow(0, t, wpe_grad.size()[0] - t).zero_();
         let _ = d_embedded.view([b, t, c]).sum_intlist_out(
