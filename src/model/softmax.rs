@@ -17,7 +17,7 @@
 //!   `w'`, softmax's backward `w · (g − Σ g·w)` with `g = d · m` is `d · w' − w · Σ d · w'`.
 
 use super::dropout::MaskStream;
-use super::kernels::{exp, max, sum_of_products, values, values_mut, vectorised, LANES};
+use super::kernels::{exp, max, sum_of_products, total, values, values_mut, vectorised, LANES};
 use tch::Tensor;
 
 /// Over `scores`, the (R, T, T) products `q · kᵀ` of R heads, writes the causal attention
@@ -69,43 +69,45 @@ vectorised! {
         first: usize,
     ) {
         assert!(scale > 0.0, "the maximum is taken before scaling");
-        let mut mask = vec![0f32; t];
+        // Each row is worked on in a copy padded to whole lanes with −∞ (whose e^x, at most
+        // LANES · 1.6e-38, vanishes in a sum ≥ 1): rows of short batches are a few dozen keys,
+        // and a ragged end done one element at a time (a scalar `exp` each) cost more than the
+        // rest of the row.
+        let mut buf = vec![0f32; t.next_multiple_of(LANES)];
+        let mut mask = vec![0f32; t.next_multiple_of(LANES) + LANES];
         let mut dropped = dropped.map(|d| d.chunks_exact_mut(t));
         for (r, row) in scores.chunks_exact_mut(t).enumerate() {
             let seen = r % t + 1;
-            // Whole lanes, where the row has room (a ragged end per row would cost more than
-            // the work): the keys past `seen` enter as −∞, whose e^x (at most LANES · 1.6e-38)
-            // vanishes in a sum ≥ 1, and are zeroed after.
-            let width = seen.next_multiple_of(LANES).min(t);
-            row[seen..width].fill(f32::NEG_INFINITY);
+            let width = seen.next_multiple_of(LANES);
+            let buf = &mut buf[..width];
+            buf[..seen].copy_from_slice(&row[..seen]);
+            buf[seen..].fill(f32::NEG_INFINITY);
             // softmax(scale · x) = exp(scale · (x − max x)) / Σ, for scale > 0.
-            let top = max(&row[..width]);
+            let top = max(buf);
             let mut lanes = [0f32; LANES];
-            let mut chunks = row[..width].chunks_exact_mut(LANES);
-            for chunk in &mut chunks {
+            for chunk in buf.chunks_exact_mut(LANES) {
                 for (l, x) in lanes.iter_mut().zip(chunk) {
                     *x = exp((*x - top) * scale);
                     *l += *x;
                 }
             }
-            let mut sum = lanes.iter().sum::<f32>();
-            for x in chunks.into_remainder() {
-                *x = exp((*x - top) * scale);
-                sum += *x;
-            }
-            let inverse = 1.0 / sum;
-            for x in &mut row[..width] {
-                *x *= inverse;
+            let inverse = 1.0 / total(lanes);
+            for (w, &e) in row.iter_mut().zip(&buf[..seen]) {
+                *w = e * inverse;
             }
             row[seen..].fill(0.0);
             if let (Some(rows), Some(stream)) = (dropped.as_mut(), stream) {
                 let out = rows.next().expect("as many rows as the scores");
-                let mask = &mut mask[..width];
-                stream.fill_at(mask, first + r * t);
-                for ((o, &w), &m) in out.iter_mut().zip(&row[..width]).zip(&*mask) {
+                // Drawn from the even element at or before the row's first, in whole blocks.
+                let start = first + r * t;
+                let even = start - start % 2;
+                let mask = &mut mask[..width + LANES];
+                stream.fill_at(mask, even);
+                let mask = &mask[start - even..][..seen];
+                for ((o, &w), &m) in out.iter_mut().zip(&row[..seen]).zip(mask) {
                     *o = w * m;
                 }
-                out[width..].fill(0.0);
+                out[seen..].fill(0.0);
             }
         }
     }

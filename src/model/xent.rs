@@ -6,7 +6,7 @@
 //! Here each row (V = 8000 floats, 32 KB) is read once from memory and finished while it sits in
 //! the L1 cache: its maximum, then `exp(x − max)` written in place and summed, then the scale.
 
-use super::kernels::{exp, max, vectorised, LANES};
+use super::kernels::{exp, max, total, vectorised, LANES};
 use tch::{Device, Kind, Tensor};
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
@@ -48,7 +48,7 @@ fn row_in_place(row: &mut [f32], label: usize, scale: f32) -> f64 {
         *x = exp(*x - max);
         s + *x
     });
-    sum += sums.iter().sum::<f32>();
+    sum += total(sums);
     let factor = scale / sum;
     for x in row.iter_mut() {
         *x *= factor;

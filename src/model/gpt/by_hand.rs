@@ -95,7 +95,7 @@ impl Block {
     /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p`.
     fn forward_saving(&self, x: &Tensor, shape: Shape, p: f64) -> (Tensor, BlockSaved) {
         let (attn, onednn) = (&self.attn, self.attn.onednn);
-        let (n, c) = x.size2().expect("(N, C) rows");
+        let (_, c) = x.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
         let heads = Heads { b, t, nh, hs: c / nh };
         let (h1, ln_1) = ln_forward(&self.ln_1, x);

@@ -36,7 +36,7 @@ impl Gpt {
     /// On the CPU the pass is written out by hand (`by_hand`): no autograd graph, and each
     /// gradient written once. Elsewhere autograd runs it, after zeroing the gradients it adds
     /// to, with both ends of the tied `wte` done by hand: the LM head writes `wte`'s gradient
-    /// ([`Gpt::head_backward`]) and the embedding lookup then adds to it.
+    /// (`Gpt::head_backward`) and the embedding lookup then adds to it.
     pub fn forward_backward(
         &self,
         idx: &Tensor,
