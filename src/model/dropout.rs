@@ -9,7 +9,7 @@
 //! key comes from torch's global generator, so `tch::manual_seed` still fixes every mask.
 //! GPUs keep libtorch's dropout (its fused kernel is fast there).
 
-use super::kernels::{values, values_mut, vectorised};
+use super::kernels::{column_bias, values, values_mut, vectorised};
 use tch::{Device, Kind, Tensor};
 
 /// `x` with each element zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, when
@@ -146,13 +146,10 @@ pub(super) fn add_dropped(
     bias: Option<&Tensor>,
     stream: Option<MaskStream>,
 ) -> Tensor {
-    let cols = x.size().last().map_or(1, |&c| c as usize);
     assert!(x.size() == y.size(), "x and y of one shape");
-    let zeros = vec![0f32; if bias.is_some() { 0 } else { cols }];
-    let bias = bias.map_or(&zeros[..], values);
-    assert_eq!(bias.len(), cols, "one bias per column");
+    let bias = column_bias(x, bias);
     let mut out = x.empty_like();
-    add_dropped_rows(values(x), values(y), bias, values_mut(&mut out), stream);
+    add_dropped_rows(values(x), values(y), &bias, values_mut(&mut out), stream);
     out
 }
 

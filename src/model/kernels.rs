@@ -5,6 +5,7 @@
 //! SLEEF's 1-ulp `tanh`, ~7 % of a short-sequence step). Each loop is written to vectorise:
 //! reductions keep [`LANES`] independent accumulators, and the exponential is branch-free.
 
+use std::borrow::Cow;
 use tch::{Device, Kind, Tensor};
 
 /// Lanes of a running sum or maximum: independent accumulators, so the loops vectorise.
@@ -97,6 +98,15 @@ macro_rules! vectorised {
     };
 }
 pub(super) use vectorised;
+
+/// `bias`'s values, one per column of `x` (its last dimension), or zeros where there is none:
+/// for the kernels that add a product's bias on their own pass over it.
+pub(super) fn column_bias<'a>(x: &Tensor, bias: Option<&'a Tensor>) -> Cow<'a, [f32]> {
+    let cols = x.size().last().map_or(1, |&c| c as usize);
+    let bias = bias.map_or_else(|| Cow::Owned(vec![0f32; cols]), |b| Cow::Borrowed(values(b)));
+    assert_eq!(bias.len(), cols, "one bias per column");
+    bias
+}
 
 /// What [`layer_norm`] keeps for [`layer_norm_backward`]: the normalised rows `(x − μ) / σ`
 /// (N, C) and `1 / σ` per row (N).
@@ -266,12 +276,9 @@ const GELU_KAPPA: f32 = 0.044_715;
 pub(super) fn gelu_with_derivative(x: &Tensor, bias: Option<&Tensor>) -> (Tensor, Tensor) {
     let mut y = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
     let mut d = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
-    let cols = x.size().last().map_or(1, |&c| c as usize);
-    let zeros = vec![0f32; if bias.is_some() { 0 } else { cols }];
-    let bias = bias.map_or(&zeros[..], values);
-    assert_eq!(bias.len(), cols, "one bias per column");
+    let bias = column_bias(x, bias);
     let (xs, ys, ds) = (values(x), values_mut(&mut y), values_mut(&mut d));
-    gelu_rows(xs, bias, ys, ds);
+    gelu_rows(xs, &bias, ys, ds);
     (y, d)
 }
 
