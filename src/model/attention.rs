@@ -44,7 +44,7 @@ pub(super) struct Saved {
 /// `softmax(q·kᵀ/√hs + causal) · v` with dropout `p` on the weights, for the (N, 3C) rows `qkv`
 /// (q, k, v side by side, heads within each); returns the heads' outputs merged, (N, C).
 pub(super) fn forward(qkv: &Tensor, heads: Heads, p: f64) -> (Tensor, Saved) {
-    let stream = (p > 0.0).then(|| MaskStream::draw(p));
+    let stream = MaskStream::for_dropout(p);
     if blas::available() {
         forward_by_head(qkv, heads, stream)
     } else {

@@ -57,6 +57,11 @@ impl MaskStream {
         Self::new(key, p)
     }
 
+    /// [`MaskStream::draw`] for dropout `p`, or none where nothing is dropped (`p` = 0).
+    pub(super) fn for_dropout(p: f64) -> Option<Self> {
+        (p > 0.0).then(|| Self::draw(p))
+    }
+
     pub(super) fn new(key: u64, p: f64) -> Self {
         let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
         MaskStream { key, threshold, scale: (1.0 / (1.0 - p)) as f32 }

@@ -24,11 +24,6 @@ use crate::model::kernels::{
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-/// A dropout mask's stream, or none where nothing is dropped.
-fn draw_mask(p: f64) -> Option<MaskStream> {
-    (p > 0.0).then(|| MaskStream::draw(p))
-}
-
 /// `x · wᵀ` for `lin`, and its bias still to add. Through BLAS, `linear` copies the bias into the
 /// output before the product (`addmm`), a pass over the output that the kernel reading the
 /// product next makes unneeded by adding the bias itself; oneDNN adds it within its product.
@@ -102,7 +97,7 @@ impl Block {
         let qkv = dense(&attn.c_attn, &h1, onednn); // (N, 3C)
         let (y, attention) = attention::forward(&qkv, heads, p); // (N, C)
         let (proj, bias) = dense_unbiased(&attn.c_proj, &y, onednn);
-        let proj_mask = draw_mask(p);
+        let proj_mask = MaskStream::for_dropout(p);
         let x1 = add_dropped(x, &proj, bias, proj_mask);
 
         let mlp = &self.mlp;
@@ -110,7 +105,7 @@ impl Block {
         let (f, bias) = dense_unbiased(&mlp.c_fc, &h2, onednn); // (N, 4C)
         let (gelu, gelu_grad) = gelu_with_derivative(&f, bias);
         let (out, bias) = dense_unbiased(&mlp.c_proj, &gelu, onednn);
-        let mlp_mask = draw_mask(p);
+        let mlp_mask = MaskStream::for_dropout(p);
         let x2 = add_dropped(&x1, &out, bias, mlp_mask);
         let saved = BlockSaved {
             ln_1,
@@ -169,7 +164,7 @@ impl Gpt {
             self.wte.ws.index_select(0, &ids).view([b, t, c]) + self.wpe.ws.narrow(0, 0, t);
         // The mask's values depend only on the element's place in the stream, so (N, C) here
         // draws the same mask as the (B, T, C) of the autograd path.
-        let emb_mask = draw_mask(p);
+        let emb_mask = MaskStream::for_dropout(p);
         let mut x = times_mask(&embedded.view([n, c]), emb_mask);
         let mut saved = Vec::with_capacity(self.h.len());
         for block in &self.h {
