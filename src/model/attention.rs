@@ -13,8 +13,9 @@
 use super::blas::{self, Matrix};
 use super::dropout::MaskStream;
 use super::kernels::{values, values_mut};
-use super::softmax::forward_rows;
-use super::softmax::{backward_rows, causal_softmax_dropout, causal_softmax_dropout_backward};
+use super::softmax::{
+    backward_rows, causal_softmax_dropout, causal_softmax_dropout_backward, forward_rows,
+};
 use tch::{Device, Kind, Tensor};
 
 /// The shape of the attention: B sequences of T positions, nh heads of hs channels.
@@ -112,9 +113,9 @@ fn backward_by_head(saved: &Saved, qkv: &Tensor, heads: Heads, d_y: &Tensor) -> 
         blas::gemm(t, t, hs, dy, Matrix::new(v, 3 * c).t(), &mut scores, t);
         backward_rows(&mut scores, w, d, t, heads.scale());
         let ds = Matrix::new(&scores, t);
-        blas::gemm(t, hs, t, ds, Matrix::new(k, 3 * c), &mut dq[at..], 3 * c); // d q
+        // d q = d scores · k, d k = d scoresᵀ · q
+        blas::gemm(t, hs, t, ds, Matrix::new(k, 3 * c), &mut dq[at..], 3 * c);
         blas::gemm(t, hs, t, ds.t(), Matrix::new(q, 3 * c), &mut dq[at + c..], 3 * c);
-        // d k
     }
     d_qkv
 }

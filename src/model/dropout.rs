@@ -29,8 +29,7 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
 pub fn mask(shape: &[i64], p: f64) -> Tensor {
     let stream = MaskStream::draw(p);
     let mut out = Tensor::empty(shape, (Kind::Float, Device::Cpu));
-    // SAFETY: a fresh contiguous f32 CPU tensor that nothing else references yet.
-    fill(unsafe { crate::dist::as_mut_slice(&mut out) }, stream);
+    fill(values_mut(&mut out), stream);
     out
 }
 

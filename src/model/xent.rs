@@ -6,19 +6,16 @@
 //! Here each row (V = 8000 floats, 32 KB) is read once from memory and finished while it sits in
 //! the L1 cache: its maximum, then `exp(x − max)` written in place and summed, then the scale.
 
-use super::kernels::{exp, max, total, vectorised, LANES};
-use tch::{Device, Kind, Tensor};
+use super::kernels::{exp, max, total, values_mut, vectorised, LANES};
+use tch::Tensor;
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
 /// one-hot(label))` and returns the summed loss `Σ (log Σ exp(row) − row[label])`, in f64.
 pub fn loss_and_gradient_in_place(logits: &mut Tensor, labels: &[i64], scale: f32) -> f64 {
-    assert!(logits.device() == Device::Cpu && logits.kind() == Kind::Float);
-    assert!(logits.is_contiguous(), "a contiguous (n, V) matrix");
     let (n, v) = logits.size2().expect("an (n, V) matrix");
     assert_eq!(labels.len() as i64, n, "one label per row");
-    // SAFETY: a contiguous f32 CPU tensor, exclusively borrowed for this call.
-    let values = unsafe { crate::dist::as_mut_slice(logits) };
-    rows(values, v as usize, labels, scale)
+    // A contiguous f32 CPU matrix (checked there).
+    rows(values_mut(logits), v as usize, labels, scale)
 }
 
 vectorised! {
@@ -60,6 +57,7 @@ fn row_in_place(row: &mut [f32], label: usize, scale: f32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::{Device, Kind};
 
     #[test]
     fn matches_libtorch_log_softmax_and_its_gradient() {
