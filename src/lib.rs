@@ -18,6 +18,7 @@ pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod run;
+mod simd;
 pub mod train;
 
 /// mimalloc for the whole process, libtorch included (its `override` feature exports `malloc`

@@ -13,6 +13,7 @@
 //! bit-for-bit those of the replicated optimiser.
 
 use crate::dist::NodeBuffer;
+use crate::simd::{all_finite, vectorised};
 use std::ops::Range;
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
@@ -51,18 +52,34 @@ pub struct AdamW {
 /// the L1 cache when it is updated.
 const BLOCK: usize = 4096;
 
-/// Whether `values` holds no NaN and no infinity: `x · 0` is 0 for a finite `x` and NaN
-/// otherwise, summed lane by lane (16 independent sums, which the compiler vectorises).
-fn all_finite(values: &[f32]) -> bool {
-    let mut lanes = [0.0f32; 16];
-    let chunks = values.chunks_exact(16);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += x * 0.0;
+vectorised! {
+    /// The fused update of `p`, `m` and `v` with gradient `g` (`k`: decay, 1 − β1, 1 − β2, the
+    /// bias-corrected step size, √(1 − β2^t) and eps), block by block; with `check`, it stops
+    /// (`false`) at the first block of `g` holding a NaN or an infinity.
+    fn update_values(
+        p: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        g: &[f32],
+        k: [f32; 6],
+        check: bool,
+    ) -> bool {
+        let [decay, w1, w2, step_size, bias2_sqrt, eps] = k;
+        let blocks = p.chunks_mut(BLOCK).zip(m.chunks_mut(BLOCK)).zip(v.chunks_mut(BLOCK));
+        for (((p, m), v), g) in blocks.zip(g.chunks(BLOCK)) {
+            if check && !all_finite(g) {
+                return false;
+            }
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                // torch.optim.AdamW's order: decay, moments (lerp), bias-corrected step.
+                *p *= decay;
+                *m += w1 * (g - *m);
+                *v += w2 * (g * g - *v);
+                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+            }
         }
+        true
     }
-    lanes.iter().all(|&x| x == 0.0) && rest.iter().all(|x| x.is_finite())
 }
 
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
@@ -208,20 +225,7 @@ impl AdamW {
                 &std::slice::from_raw_parts(grad.data_ptr() as *const f32, grad.numel())[seg],
             )
         };
-        let blocks = p.chunks_mut(BLOCK).zip(m.chunks_mut(BLOCK)).zip(v.chunks_mut(BLOCK));
-        for (((p, m), v), g) in blocks.zip(g.chunks(BLOCK)) {
-            if check && !all_finite(g) {
-                return false;
-            }
-            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                // torch.optim.AdamW's order: decay, moments (lerp), bias-corrected step.
-                *p *= decay;
-                *m += w1 * (g - *m);
-                *v += w2 * (g * g - *v);
-                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
-            }
-        }
-        true
+        update_values(p, m, v, g, [decay, w1, w2, step_size, bias2_sqrt, eps], check)
     }
 
     /// The update as libtorch ops (any device).

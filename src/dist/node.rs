@@ -19,6 +19,7 @@
 //! the caller keeps `MPI_Allreduce`.
 
 use super::Mpi;
+use crate::simd::{all_finite, vectorised};
 use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Color, Communicator as _, SimpleCommunicator};
@@ -177,46 +178,34 @@ impl NodeBuffer {
     }
 }
 
-/// Sums `segments` element-wise in order and writes the sum into those `write` picks (by
-/// index); whether every sum is finite.
-fn sum_into(segments: &mut [&mut [f32]], write: impl Fn(usize) -> bool) -> bool {
-    let mut sum = [0f32; PIECE];
-    let mut finite = true;
-    let len = segments[0].len();
-    for start in (0..len).step_by(PIECE) {
-        let n = PIECE.min(len - start);
-        let sum = &mut sum[..n];
-        sum.copy_from_slice(&segments[0][start..start + n]);
-        for s in segments[1..].iter() {
-            add(sum, &s[start..start + n]);
+vectorised! {
+    /// Sums `segments` element-wise in order and writes the sum into those `write` picks (by
+    /// index); whether every sum is finite.
+    fn sum_into(segments: &mut [&mut [f32]], write: impl Fn(usize) -> bool) -> bool {
+        let mut sum = [0f32; PIECE];
+        let mut finite = true;
+        let len = segments[0].len();
+        for start in (0..len).step_by(PIECE) {
+            let n = PIECE.min(len - start);
+            let sum = &mut sum[..n];
+            sum.copy_from_slice(&segments[0][start..start + n]);
+            for s in segments[1..].iter() {
+                add(sum, &s[start..start + n]);
+            }
+            finite &= all_finite(sum);
+            for (_, s) in segments.iter_mut().enumerate().filter(|(r, _)| write(*r)) {
+                s[start..start + n].copy_from_slice(sum);
+            }
         }
-        finite &= all_finite(sum);
-        for (_, s) in segments.iter_mut().enumerate().filter(|(r, _)| write(*r)) {
-            s[start..start + n].copy_from_slice(sum);
-        }
+        finite
     }
-    finite
 }
 
+#[inline(always)]
 fn add(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += b;
     }
-}
-
-/// Whether no element of `x` is a NaN or an infinity: their exponent bits are all ones. The
-/// largest exponent over 16 independent lanes, so the loop vectorises.
-fn all_finite(x: &[f32]) -> bool {
-    const EXPONENT: u32 = 0x7f80_0000;
-    let mut lanes = [0u32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(0, |m, v| m.max(v.to_bits() & EXPONENT));
-    for c in chunks {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l = (*l).max(v.to_bits() & EXPONENT);
-        }
-    }
-    lanes.iter().fold(tail, |m, &l| m.max(l)) != EXPONENT
 }
 
 /// A shared window over `node` in which this rank holds `mine` f32 and local rank `r` holds

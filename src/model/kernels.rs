@@ -70,34 +70,7 @@ pub(super) fn values_mut(t: &mut Tensor) -> &mut [f32] {
     unsafe { crate::dist::as_mut_slice(t) }
 }
 
-/// A function whose body is compiled twice: for AVX-512 (called where the CPU has it) and
-/// portably. The body's loops are written to vectorise, so the AVX-512 build is the fast one.
-/// It includes AVX-512DQ and VL (every AVX-512 server CPU since Skylake has them) for the 64-bit
-/// multiplies of the dropout generator.
-macro_rules! vectorised {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn portable($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                portable($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { avx512($($arg),*) };
-            }
-            portable($($arg),*)
-        }
-    };
-}
-pub(super) use vectorised;
+pub(super) use crate::simd::vectorised;
 
 /// `bias`'s values, one per column of `x` (its last dimension), or zeros where there is none:
 /// for the kernels that add a product's bias on their own pass over it.
