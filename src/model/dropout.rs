@@ -9,7 +9,8 @@
 //! key comes from torch's global generator, so `tch::manual_seed` still fixes every mask.
 //! GPUs keep libtorch's dropout (its fused kernel is fast there).
 
-use super::kernels::{column_bias, values, values_mut, vectorised};
+use super::kernels::{column_bias, values, values_mut};
+use crate::simd::vectorised;
 use tch::{Device, Kind, Tensor};
 
 /// `x` with each element zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, when

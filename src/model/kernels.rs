@@ -5,6 +5,7 @@
 //! SLEEF's 1-ulp `tanh`, ~7 % of a short-sequence step). Each loop is written to vectorise:
 //! reductions keep [`LANES`] independent accumulators, and the exponential is branch-free.
 
+use crate::simd::vectorised;
 use std::borrow::Cow;
 use tch::{Device, Kind, Tensor};
 
@@ -69,8 +70,6 @@ pub(super) fn values_mut(t: &mut Tensor) -> &mut [f32] {
     // SAFETY: as above, and `t` is borrowed mutably for the slice's lifetime.
     unsafe { crate::dist::as_mut_slice(t) }
 }
-
-pub(super) use crate::simd::vectorised;
 
 /// `bias`'s values, one per column of `x` (its last dimension), or zeros where there is none:
 /// for the kernels that add a product's bias on their own pass over it.

@@ -17,7 +17,8 @@
 //!   `w'`, softmax's backward `w · (g − Σ g·w)` with `g = d · m` is `d · w' − w · Σ d · w'`.
 
 use super::dropout::MaskStream;
-use super::kernels::{exp, max, sum_of_products, total, values, values_mut, vectorised, LANES};
+use super::kernels::{exp, max, sum_of_products, total, values, values_mut, LANES};
+use crate::simd::vectorised;
 use tch::Tensor;
 
 /// Over `scores`, the (R, T, T) products `q · kᵀ` of R heads, writes the causal attention
