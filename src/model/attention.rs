@@ -16,6 +16,7 @@ use super::kernels::{values, values_mut};
 use super::softmax::{
     backward_rows, causal_softmax_dropout, causal_softmax_dropout_backward, forward_rows,
 };
+use crate::simd::vectorised;
 use tch::{Device, Kind, Tensor};
 
 /// The shape of the attention: B sequences of T positions, nh heads of hs channels.
@@ -34,12 +35,17 @@ impl Heads {
 }
 
 /// What the forward keeps for the backward.
-pub(super) struct Saved {
-    /// (B·nh, T, T): the weights, and after dropout (none without).
-    weights: Tensor,
-    dropped: Option<Tensor>,
-    /// Batched only: q, k and v split into heads, (B·nh, T, hs) each.
-    heads: Option<[Tensor; 3]>,
+pub(super) enum Saved {
+    /// Head by head: each head's causal weights packed row after row (row `i` its `i + 1` keys,
+    /// T·(T + 1)/2 floats a head), a dropped weight stored negated. The weights are ≥ 0, so the
+    /// sign bit is free to carry the mask, and the dropped weights are `|w| · keep` where the sign
+    /// is clear and 0 where it is set, the same product the forward made. A quarter of the
+    /// weights and dropped weights as two (T, T) matrices a head: at T = 128, 4 MB a layer of
+    /// the tiny preset's step instead of 16, written in the forward and read in the backward.
+    Packed { weights: Tensor, keep: f32 },
+    /// Batched: (B·nh, T, T) the weights, and after dropout (none without), and q, k and v split
+    /// into heads, (B·nh, T, hs) each.
+    Batched { weights: Tensor, dropped: Option<Tensor>, heads: [Tensor; 3] },
 }
 
 /// `softmax(q·kᵀ/√hs + causal) · v` with dropout `p` on the weights, for the (N, 3C) rows `qkv`
@@ -56,9 +62,11 @@ pub(super) fn forward(qkv: &Tensor, heads: Heads, p: f64) -> (Tensor, Saved) {
 /// The backward of [`forward`] for the gradient `d_y` (N, C) of its output: the gradient of
 /// `qkv`, (N, 3C).
 pub(super) fn backward(saved: &Saved, qkv: &Tensor, heads: Heads, d_y: &Tensor) -> Tensor {
-    match &saved.heads {
-        None => backward_by_head(saved, qkv, heads, d_y),
-        Some(split) => backward_batched(saved, split, heads, d_y),
+    match saved {
+        Saved::Packed { weights, keep } => backward_by_head(weights, *keep, qkv, heads, d_y),
+        Saved::Batched { weights, dropped, heads: split } => {
+            backward_batched(weights, dropped.as_ref(), split, heads, d_y)
+        }
     }
 }
 
@@ -73,51 +81,99 @@ fn forward_by_head(qkv: &Tensor, heads: Heads, stream: Option<MaskStream>) -> (T
     let Heads { b, t, nh, hs } = heads;
     let (n, c) = (b * t, nh * hs);
     let opts = (Kind::Float, Device::Cpu);
-    let mut weights = Tensor::empty([b * nh, t, t], opts);
-    let mut dropped = stream.map(|_| weights.empty_like());
+    let mut packed = Tensor::empty([b * nh * triangle(t as usize) as i64], opts);
     let mut y = Tensor::empty([n, c], opts);
     let qkv = values(qkv);
-    let (tt, t, hs, c) = ((t * t) as usize, t as usize, hs as usize, c as usize);
-    let (ws, ys) = (values_mut(&mut weights), values_mut(&mut y));
-    let mut ds = dropped.as_mut().map(values_mut);
+    let (tt, tri, t, hs, c) =
+        ((t * t) as usize, triangle(t as usize), t as usize, hs as usize, c as usize);
+    let (ps, ys) = (values_mut(&mut packed), values_mut(&mut y));
+    // One head's (T, T) weights and dropped weights, in the core's cache.
+    let mut w = vec![0f32; tt];
+    let mut dropped = stream.map(|_| vec![0f32; tt]);
     for (bi, h) in (0..b).flat_map(|bi| (0..nh).map(move |h| (bi, h))) {
         let (at, out, i) = offsets(heads, bi, h);
         let (q, k, v) = (&qkv[at..], &qkv[at + c..], &qkv[at + 2 * c..]);
-        let w = &mut ws[i * tt..(i + 1) * tt];
-        blas::gemm(t, t, hs, Matrix::new(q, 3 * c), Matrix::new(k, 3 * c).t(), w, t);
-        let d = ds.as_mut().map(|d| &mut d[i * tt..(i + 1) * tt]);
-        forward_rows(w, d, t, heads.scale(), stream, i * tt);
-        let d = ds.as_ref().map_or(&*w, |d| &d[i * tt..(i + 1) * tt]);
+        blas::gemm(t, t, hs, Matrix::new(q, 3 * c), Matrix::new(k, 3 * c).t(), &mut w, t);
+        forward_rows(&mut w, dropped.as_deref_mut(), t, heads.scale(), stream, i * tt);
+        let d = dropped.as_deref().unwrap_or(&w);
+        pack(&w, d, t, &mut ps[i * tri..(i + 1) * tri]);
         blas::gemm(t, hs, t, Matrix::new(d, t), Matrix::new(v, 3 * c), &mut ys[out..], c);
     }
-    (y, Saved { weights, dropped, heads: None })
+    let keep = stream.map_or(1.0, |stream| stream.keep());
+    (y, Saved::Packed { weights: packed, keep })
 }
 
-fn backward_by_head(saved: &Saved, qkv: &Tensor, heads: Heads, d_y: &Tensor) -> Tensor {
+fn backward_by_head(
+    packed: &Tensor,
+    keep: f32,
+    qkv: &Tensor,
+    heads: Heads,
+    d_y: &Tensor,
+) -> Tensor {
     let Heads { b, t, nh, hs } = heads;
     let (n, c) = (b * t, nh * hs);
     let mut d_qkv = Tensor::empty([n, 3 * c], (Kind::Float, Device::Cpu));
-    let (qkv, d_y, dq) = (values(qkv), values(d_y), values_mut(&mut d_qkv));
-    let weights = values(&saved.weights);
-    let dropped = saved.dropped.as_ref().map_or(weights, values);
-    let (tt, t, hs, c) = ((t * t) as usize, t as usize, hs as usize, c as usize);
-    let mut scores = vec![0f32; tt];
+    let (qkv, d_y, dq, ps) = (values(qkv), values(d_y), values_mut(&mut d_qkv), values(packed));
+    let (tt, tri, t, hs, c) =
+        ((t * t) as usize, triangle(t as usize), t as usize, hs as usize, c as usize);
+    // One head's weights and dropped weights unpacked (zero above the diagonal, which no
+    // unpacking writes), and its scores' gradient.
+    let (mut w, mut d, mut scores) = (vec![0f32; tt], vec![0f32; tt], vec![0f32; tt]);
     for (bi, h) in (0..b).flat_map(|bi| (0..nh).map(move |h| (bi, h))) {
         let (at, out, i) = offsets(heads, bi, h);
         let (q, k, v) = (&qkv[at..], &qkv[at + c..], &qkv[at + 2 * c..]);
-        let (w, d) = (&weights[i * tt..(i + 1) * tt], &dropped[i * tt..(i + 1) * tt]);
+        unpack(&ps[i * tri..(i + 1) * tri], keep, t, &mut w, &mut d);
         let dy = Matrix::new(&d_y[out..], c);
         // d v = droppedᵀ · d y
-        blas::gemm(t, hs, t, Matrix::new(d, t).t(), dy, &mut dq[at + 2 * c..], 3 * c);
+        blas::gemm(t, hs, t, Matrix::new(&d, t).t(), dy, &mut dq[at + 2 * c..], 3 * c);
         // d dropped = d y · vᵀ, then the scores' gradient in place
         blas::gemm(t, t, hs, dy, Matrix::new(v, 3 * c).t(), &mut scores, t);
-        backward_rows(&mut scores, w, d, t, heads.scale());
+        backward_rows(&mut scores, &w, &d, t, heads.scale());
         let ds = Matrix::new(&scores, t);
         // d q = d scores · k, d k = d scoresᵀ · q
         blas::gemm(t, hs, t, ds, Matrix::new(k, 3 * c), &mut dq[at..], 3 * c);
         blas::gemm(t, hs, t, ds.t(), Matrix::new(q, 3 * c), &mut dq[at + c..], 3 * c);
     }
     d_qkv
+}
+
+/// The number of keys a (T, T) causal matrix's rows see: T·(T + 1)/2.
+fn triangle(t: usize) -> usize {
+    t * (t + 1) / 2
+}
+
+const SIGN: u32 = 0x8000_0000;
+
+vectorised! {
+    /// Packs one head's (T, T) causal `weights` into `packed` (T·(T + 1)/2), each weight whose
+    /// `dropped` value is 0 negated (see [`Saved::Packed`]).
+    fn pack(weights: &[f32], dropped: &[f32], t: usize, packed: &mut [f32]) {
+        let mut start = 0;
+        for r in 0..t {
+            let (w, d) = (&weights[r * t..][..=r], &dropped[r * t..][..=r]);
+            for ((p, &w), &d) in packed[start..][..=r].iter_mut().zip(w).zip(d) {
+                *p = f32::from_bits(w.to_bits() | if d == 0.0 { SIGN } else { 0 });
+            }
+            start += r + 1;
+        }
+    }
+}
+
+vectorised! {
+    /// Unpacks one head of [`pack`] into its (T, T) weights and dropped weights, `keep` the
+    /// value of a kept mask element (1 without dropout); above the diagonal is left as it is.
+    fn unpack(packed: &[f32], keep: f32, t: usize, weights: &mut [f32], dropped: &mut [f32]) {
+        let mut start = 0;
+        for r in 0..t {
+            let (w, d) = (&mut weights[r * t..][..=r], &mut dropped[r * t..][..=r]);
+            for ((&p, w), d) in packed[start..][..=r].iter().zip(w).zip(d) {
+                let kept = p.to_bits() & SIGN == 0;
+                *w = p.abs();
+                *d = if kept { p * keep } else { 0.0 };
+            }
+            start += r + 1;
+        }
+    }
 }
 
 fn forward_batched(qkv: &Tensor, heads: Heads, stream: Option<MaskStream>) -> (Tensor, Saved) {
@@ -130,19 +186,25 @@ fn forward_batched(qkv: &Tensor, heads: Heads, stream: Option<MaskStream>) -> (T
     let dropped = causal_softmax_dropout(&mut weights, heads.scale(), stream);
     let y = dropped.as_ref().unwrap_or(&weights).bmm(&v); // (B·nh, T, hs)
     let y = y.view([b, nh, t, hs]).permute([0, 2, 1, 3]).contiguous().view([n, c]);
-    (y, Saved { weights, dropped, heads: Some([q, k, v]) })
+    (y, Saved::Batched { weights, dropped, heads: [q, k, v] })
 }
 
-fn backward_batched(saved: &Saved, split: &[Tensor; 3], heads: Heads, d_y: &Tensor) -> Tensor {
+fn backward_batched(
+    weights: &Tensor,
+    dropped: Option<&Tensor>,
+    split: &[Tensor; 3],
+    heads: Heads,
+    d_y: &Tensor,
+) -> Tensor {
     let Heads { b, t, nh, hs } = heads;
     let (n, c) = (b * t, nh * hs);
     let [q, k, v] = split;
     let d_y = d_y.view([b, t, nh, hs]).permute([0, 2, 1, 3]).contiguous().view([b * nh, t, hs]);
     let d_heads = Tensor::empty([3, b * nh, t, hs], (Kind::Float, Device::Cpu));
-    let dropped = saved.dropped.as_ref().unwrap_or(&saved.weights);
+    let dropped = dropped.unwrap_or(weights);
     let _ = dropped.transpose(1, 2).bmm_out(&d_heads.get(2), &d_y); // d v
     let mut d_scores = d_y.bmm(&v.transpose(1, 2)); // (B·nh, T, T), d dropped for now
-    causal_softmax_dropout_backward(&mut d_scores, &saved.weights, dropped, heads.scale());
+    causal_softmax_dropout_backward(&mut d_scores, weights, dropped, heads.scale());
     let _ = d_scores.bmm_out(&d_heads.get(0), k); // d q
     let _ = d_scores.transpose(1, 2).bmm_out(&d_heads.get(1), q); // d k
     let d_qkv = d_heads.view([3, b, nh, t, hs]).permute([1, 3, 0, 2, 4]).contiguous(); // (B, T, 3, nh, hs)
@@ -152,6 +214,20 @@ fn backward_batched(saved: &Saved, split: &[Tensor; 3], heads: Heads, d_y: &Tens
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One head's (T, T) weights and dropped weights from a [`Saved::Packed`], as (B·nh, T, T)
+    /// tensors.
+    fn unpacked(saved: &Saved, heads: Heads) -> (Tensor, Tensor) {
+        let Saved::Packed { weights: packed, keep } = saved else { panic!("head by head") };
+        let (r, t) = ((heads.b * heads.nh) as usize, heads.t as usize);
+        let (mut w, mut d) = (vec![0f32; r * t * t], vec![0f32; r * t * t]);
+        let chunks = w.chunks_exact_mut(t * t).zip(d.chunks_exact_mut(t * t));
+        for (i, (w, d)) in chunks.enumerate() {
+            unpack(&values(packed)[i * triangle(t)..][..triangle(t)], *keep, t, w, d);
+        }
+        let shape = [r as i64, heads.t, heads.t];
+        (Tensor::from_slice(&w).view(shape), Tensor::from_slice(&d).view(shape))
+    }
 
     /// Head by head and batched agree, forward and backward, with and without dropout (the
     /// same mask stream given to both).
@@ -172,15 +248,43 @@ mod tests {
             let (y2, s2) = forward_batched(&qkv, heads, stream);
             let p = stream.is_some();
             assert!(y1.allclose(&y2, 1e-5, 1e-6, false), "outputs, dropout {p}");
-            assert!(s1.weights.allclose(&s2.weights, 1e-5, 1e-7, false), "weights, dropout {p}");
-            assert_eq!(s1.dropped.is_some(), p);
-            if let (Some(d1), Some(d2)) = (&s1.dropped, &s2.dropped) {
-                assert!(d1.eq(0.0).equal(&d2.eq(0.0)), "the same weights dropped");
-                assert!(d1.allclose(d2, 1e-5, 1e-7, false), "dropped weights");
-            }
+            let Saved::Batched { weights, dropped, .. } = &s2 else { panic!("batched") };
+            let (w1, d1) = unpacked(&s1, heads);
+            assert!(w1.allclose(weights, 1e-5, 1e-7, false), "weights, dropout {p}");
+            let d2 = dropped.as_ref().unwrap_or(weights);
+            assert_eq!(dropped.is_some(), p);
+            assert!(d1.eq(0.0).equal(&d2.eq(0.0)), "the same weights dropped, dropout {p}");
+            assert!(d1.allclose(d2, 1e-5, 1e-7, false), "dropped weights, dropout {p}");
             let d1 = backward(&s1, &qkv, heads, &d_y);
             let d2 = backward(&s2, &qkv, heads, &d_y);
             assert!(d1.allclose(&d2, 1e-4, 1e-5, false), "gradients, dropout {p}");
+        }
+    }
+
+    /// Unpacking gives back, bit for bit, the weights and the dropped weights packed: dropped
+    /// and kept, zero weights among them (a kept 0 and a dropped 0 both unpack to 0), at sizes
+    /// on and off whole lanes.
+    #[test]
+    fn pack_then_unpack_is_exact() {
+        for (t, keep) in [(1, 1.0f32), (17, 1.25), (33, 1.0 / 0.9), (128, 2.0)] {
+            let mut w = vec![0f32; t * t];
+            let mut d = vec![0f32; t * t];
+            for r in 0..t {
+                for j in 0..=r {
+                    let x = (r * 31 + j * 7) % 13;
+                    // Some weights 0; every third element dropped.
+                    w[r * t + j] = if x == 0 { 0.0 } else { x as f32 / 13.0 + 1e-3 * j as f32 };
+                    d[r * t + j] = if (r + j) % 3 == 0 { 0.0 } else { w[r * t + j] * keep };
+                }
+            }
+            let mut packed = vec![f32::NAN; triangle(t)];
+            pack(&w, &d, t, &mut packed);
+            assert!(packed.iter().all(|p| !p.is_nan()), "every element written, t = {t}");
+            let (mut w2, mut d2) = (vec![0f32; t * t], vec![0f32; t * t]);
+            unpack(&packed, keep, t, &mut w2, &mut d2);
+            let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&w2), bits(&w), "weights, t = {t}");
+            assert_eq!(bits(&d2), bits(&d), "dropped weights, t = {t}");
         }
     }
 }

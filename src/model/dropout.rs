@@ -67,6 +67,11 @@ impl MaskStream {
         MaskStream { key, threshold, scale: (1.0 / (1.0 - p)) as f32 }
     }
 
+    /// What a kept element of the mask is: `1 / (1 - p)`.
+    pub(super) fn keep(&self) -> f32 {
+        self.scale
+    }
+
     /// Writes elements `start..start + out.len()` of the mask into `out`. Inlined into each
     /// caller, so that it vectorises with the caller's instructions.
     #[inline(always)]
