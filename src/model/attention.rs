@@ -12,7 +12,7 @@
 
 use super::blas::{self, Matrix};
 use super::dropout::MaskStream;
-use super::kernels::{values, values_mut};
+use super::kernels::{values, values_mut, LANES};
 use super::softmax::{
     backward_rows, causal_softmax_dropout, causal_softmax_dropout_backward, forward_rows,
 };
@@ -36,12 +36,13 @@ impl Heads {
 
 /// What the forward keeps for the backward.
 pub(super) enum Saved {
-    /// Head by head: each head's causal weights packed row after row (row `i` its `i + 1` keys,
-    /// T·(T + 1)/2 floats a head), a dropped weight stored negated. The weights are ≥ 0, so the
+    /// Head by head: each head's causal weights packed row after row (row `i` its `i + 1` keys
+    /// and the zeros after them to whole lanes, [`packed_len`] floats a head, about T²/2), a
+    /// dropped weight stored negated. The weights are ≥ 0, so the
     /// sign bit is free to carry the mask, and the dropped weights are `|w| · keep` where the sign
     /// is clear and 0 where it is set, the same product the forward made. A quarter of the
-    /// weights and dropped weights as two (T, T) matrices a head: at T = 128, 4 MB a layer of
-    /// the tiny preset's step instead of 16, written in the forward and read in the backward.
+    /// weights and dropped weights as two (T, T) matrices a head, written in the forward and
+    /// read in the backward: at T = 128, 2.4 MB a layer of the tiny preset's step instead of 8.4.
     Packed { weights: Tensor, keep: f32 },
     /// Batched: (B·nh, T, T) the weights, and after dropout (none without), and q, k and v split
     /// into heads, (B·nh, T, hs) each.
@@ -81,11 +82,11 @@ fn forward_by_head(qkv: &Tensor, heads: Heads, stream: Option<MaskStream>) -> (T
     let Heads { b, t, nh, hs } = heads;
     let (n, c) = (b * t, nh * hs);
     let opts = (Kind::Float, Device::Cpu);
-    let mut packed = Tensor::empty([b * nh * triangle(t as usize) as i64], opts);
+    let mut packed = Tensor::empty([b * nh * packed_len(t as usize) as i64], opts);
     let mut y = Tensor::empty([n, c], opts);
     let qkv = values(qkv);
     let (tt, tri, t, hs, c) =
-        ((t * t) as usize, triangle(t as usize), t as usize, hs as usize, c as usize);
+        ((t * t) as usize, packed_len(t as usize), t as usize, hs as usize, c as usize);
     let (ps, ys) = (values_mut(&mut packed), values_mut(&mut y));
     // One head's (T, T) weights and dropped weights, in the core's cache.
     let mut w = vec![0f32; tt];
@@ -115,7 +116,7 @@ fn backward_by_head(
     let mut d_qkv = Tensor::empty([n, 3 * c], (Kind::Float, Device::Cpu));
     let (qkv, d_y, dq, ps) = (values(qkv), values(d_y), values_mut(&mut d_qkv), values(packed));
     let (tt, tri, t, hs, c) =
-        ((t * t) as usize, triangle(t as usize), t as usize, hs as usize, c as usize);
+        ((t * t) as usize, packed_len(t as usize), t as usize, hs as usize, c as usize);
     // One head's weights and dropped weights unpacked (zero above the diagonal, which no
     // unpacking writes), and its scores' gradient.
     let (mut w, mut d, mut scores) = (vec![0f32; tt], vec![0f32; tt], vec![0f32; tt]);
@@ -137,41 +138,52 @@ fn backward_by_head(
     d_qkv
 }
 
-/// The number of keys a (T, T) causal matrix's rows see: T·(T + 1)/2.
-fn triangle(t: usize) -> usize {
-    t * (t + 1) / 2
+/// How much of row `r` of a (T, T) causal matrix is packed: the `r + 1` keys it sees, rounded
+/// up to whole lanes (zeros past the diagonal), so that packing and unpacking have no ragged
+/// ends, but never past the row.
+fn row_width(r: usize, t: usize) -> usize {
+    (r + 1).next_multiple_of(LANES).min(t)
+}
+
+/// The floats one head's (T, T) causal matrix takes packed: T·(T + 1)/2 and up to LANES − 1 more
+/// a row.
+fn packed_len(t: usize) -> usize {
+    (0..t).map(|r| row_width(r, t)).sum()
 }
 
 const SIGN: u32 = 0x8000_0000;
 
 vectorised! {
-    /// Packs one head's (T, T) causal `weights` into `packed` (T·(T + 1)/2), each weight whose
-    /// `dropped` value is 0 negated (see [`Saved::Packed`]).
+    /// Packs one head's (T, T) causal `weights` into `packed` ([`packed_len`]), each weight
+    /// whose `dropped` value is 0 negated (see [`Saved::Packed`]).
     fn pack(weights: &[f32], dropped: &[f32], t: usize, packed: &mut [f32]) {
         let mut start = 0;
         for r in 0..t {
-            let (w, d) = (&weights[r * t..][..=r], &dropped[r * t..][..=r]);
-            for ((p, &w), &d) in packed[start..][..=r].iter_mut().zip(w).zip(d) {
+            let width = row_width(r, t);
+            let (w, d) = (&weights[r * t..][..width], &dropped[r * t..][..width]);
+            for ((p, &w), &d) in packed[start..][..width].iter_mut().zip(w).zip(d) {
                 *p = f32::from_bits(w.to_bits() | if d == 0.0 { SIGN } else { 0 });
             }
-            start += r + 1;
+            start += width;
         }
     }
 }
 
 vectorised! {
     /// Unpacks one head of [`pack`] into its (T, T) weights and dropped weights, `keep` the
-    /// value of a kept mask element (1 without dropout); above the diagonal is left as it is.
+    /// value of a kept mask element (1 without dropout). Past each row's packed width (whole
+    /// lanes past the diagonal) the matrices are left as they are: zeros, where they were.
     fn unpack(packed: &[f32], keep: f32, t: usize, weights: &mut [f32], dropped: &mut [f32]) {
         let mut start = 0;
         for r in 0..t {
-            let (w, d) = (&mut weights[r * t..][..=r], &mut dropped[r * t..][..=r]);
-            for ((&p, w), d) in packed[start..][..=r].iter().zip(w).zip(d) {
+            let width = row_width(r, t);
+            let (w, d) = (&mut weights[r * t..][..width], &mut dropped[r * t..][..width]);
+            for ((&p, w), d) in packed[start..][..width].iter().zip(w).zip(d) {
                 let kept = p.to_bits() & SIGN == 0;
                 *w = p.abs();
                 *d = if kept { p * keep } else { 0.0 };
             }
-            start += r + 1;
+            start += width;
         }
     }
 }
@@ -223,7 +235,7 @@ mod tests {
         let (mut w, mut d) = (vec![0f32; r * t * t], vec![0f32; r * t * t]);
         let chunks = w.chunks_exact_mut(t * t).zip(d.chunks_exact_mut(t * t));
         for (i, (w, d)) in chunks.enumerate() {
-            unpack(&values(packed)[i * triangle(t)..][..triangle(t)], *keep, t, w, d);
+            unpack(&values(packed)[i * packed_len(t)..][..packed_len(t)], *keep, t, w, d);
         }
         let shape = [r as i64, heads.t, heads.t];
         (Tensor::from_slice(&w).view(shape), Tensor::from_slice(&d).view(shape))
@@ -277,7 +289,7 @@ mod tests {
                     d[r * t + j] = if (r + j) % 3 == 0 { 0.0 } else { w[r * t + j] * keep };
                 }
             }
-            let mut packed = vec![f32::NAN; triangle(t)];
+            let mut packed = vec![f32::NAN; packed_len(t)];
             pack(&w, &d, t, &mut packed);
             assert!(packed.iter().all(|p| !p.is_nan()), "every element written, t = {t}");
             let (mut w2, mut d2) = (vec![0f32; t * t], vec![0f32; t * t]);
