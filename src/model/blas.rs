@@ -76,6 +76,34 @@ fn span(rows: usize, cols: usize, ld: usize) -> usize {
 /// `c = a · b` for the row-major `m` × `k` `a` and `k` × `n` `b`, into the `m` × `n` `c` with
 /// leading dimension `ldc`. Panics without a BLAS ([`available`]) or where a slice is short.
 pub(super) fn gemm(m: usize, n: usize, k: usize, a: Matrix, b: Matrix, c: &mut [f32], ldc: usize) {
+    product(m, n, k, a, b, 0.0, c, ldc)
+}
+
+/// [`gemm`] adding `a · b` to what `c` holds.
+pub(super) fn gemm_add(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Matrix,
+    b: Matrix,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    product(m, n, k, a, b, 1.0, c, ldc)
+}
+
+/// `c = a · b + beta · c`, as [`gemm`].
+#[allow(clippy::too_many_arguments)] // BLAS's own
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Matrix,
+    b: Matrix,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     let stored = |x: &Matrix, rows, cols| if x.transposed { (cols, rows) } else { (rows, cols) };
     let (ar, ac) = stored(&a, m, k);
     let (br, bc) = stored(&b, k, n);
@@ -87,7 +115,7 @@ pub(super) fn gemm(m: usize, n: usize, k: usize, a: Matrix, b: Matrix, c: &mut [
     let flag = |x: &Matrix| if x.transposed { b'T' as c_char } else { b'N' as c_char };
     let (m, n, k) = (int(m), int(n), int(k));
     let (lda, ldb, ldc) = (int(a.ld.max(1)), int(b.ld.max(1)), int(ldc.max(1)));
-    let (alpha, beta) = (1f32, 0f32);
+    let alpha = 1f32;
     // Column-major BLAS sees a row-major matrix as its transpose, so the row-major c = a · b is
     // the column-major cᵀ = bᵀ · aᵀ: the operands swap.
     // SAFETY: the slices cover what the dimensions and leading dimensions address (asserted),
@@ -153,6 +181,9 @@ mod tests {
             let ours = Tensor::from_slice(&c).view([m_, 8]).narrow(1, 0, n_);
             assert!(ours.allclose(&expected, 1e-5, 1e-5, false), "transposed a {ta}, b {tb}");
             assert!(c.chunks(8).all(|row| row[n..].iter().all(|x| x.is_nan())), "past n untouched");
+            gemm_add(m, n, k, am, bm, &mut c, 8);
+            let twice = Tensor::from_slice(&c).view([m_, 8]).narrow(1, 0, n_);
+            assert!(twice.allclose(&(&expected * 2.0), 1e-5, 1e-5, false), "added, {ta}, {tb}");
         }
     }
 }

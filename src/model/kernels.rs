@@ -255,7 +255,8 @@ pub(super) fn gelu_with_derivative(x: &Tensor, bias: Option<&Tensor>) -> (Tensor
 }
 
 vectorised! {
-    fn gelu_rows(x: &[f32], bias: &[f32], y: &mut [f32], d: &mut [f32]) {
+    /// [`gelu_with_derivative`] on rows of `bias.len()` values in slices.
+    pub(super) fn gelu_rows(x: &[f32], bias: &[f32], y: &mut [f32], d: &mut [f32]) {
         let c = bias.len().max(1);
         let rows = x.chunks_exact(c).zip(y.chunks_exact_mut(c)).zip(d.chunks_exact_mut(c));
         for ((x, y), d) in rows {

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod dropout;
 pub mod gpt;
 mod kernels;
+mod mlp;
 mod softmax;
 mod xent;
 

@@ -9,6 +9,8 @@
 //!   column sums, the LayerNorm kernel), not produced and then added by `AccumulateGrad`;
 //! - LayerNorm and GELU run row-wise kernels ([`super::super::kernels`]); GELU's forward also
 //!   yields its derivative, so the backward evaluates no `tanh`;
+//! - the MLP runs a block of rows at a time, its (N, 4C) intermediates kept in cache
+//!   ([`crate::model::mlp`]);
 //! - attention runs head by head while each head's (T, T) weights are in cache, with its causal
 //!   softmax and dropout as one row-wise kernel ([`crate::model::attention`]).
 //!
@@ -21,6 +23,7 @@ use crate::model::dropout::{add_dropped, times_mask, MaskStream};
 use crate::model::kernels::{
     gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
 };
+use crate::model::{blas, mlp};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -81,12 +84,31 @@ struct BlockSaved {
     ln_2: LayerNormSaved,
     h2: Tensor,
     /// GELU's output and derivative, (N, 4C).
-    gelu: Tensor,
-    gelu_grad: Tensor,
+    gelus: mlp::Saved,
     mlp_mask: Option<MaskStream>,
 }
 
+/// Whether the MLP runs a block of rows at a time through BLAS ([`mlp`]): where there is one and
+/// the products are not oneDNN's.
+fn in_blocks(onednn: bool) -> bool {
+    !onednn && blas::available()
+}
+
 impl Block {
+    /// The MLP on the rows `h` (N, C): its output without `c_proj`'s bias, that bias (for the
+    /// residual's kernel to add), and what the backward needs.
+    fn mlp_forward(&self, h: &Tensor) -> (Tensor, Option<&Tensor>, mlp::Saved) {
+        let (mlp, onednn) = (&self.mlp, self.mlp.onednn);
+        if in_blocks(onednn) {
+            let (out, saved) = mlp::forward(&mlp.c_fc, &mlp.c_proj, h);
+            return (out, mlp.c_proj.bs.as_ref(), saved);
+        }
+        let (f, bias) = dense_unbiased(&mlp.c_fc, h, onednn); // (N, 4C)
+        let (gelu, gelu_grad) = gelu_with_derivative(&f, bias);
+        let (out, bias) = dense_unbiased(&mlp.c_proj, &gelu, onednn);
+        (out, bias, mlp::Saved { gelu, gelu_grad })
+    }
+
     /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p`.
     fn forward_saving(&self, x: &Tensor, shape: Shape, p: f64) -> (Tensor, BlockSaved) {
         let (attn, onednn) = (&self.attn, self.attn.onednn);
@@ -100,26 +122,12 @@ impl Block {
         let proj_mask = MaskStream::for_dropout(p);
         let x1 = add_dropped(x, &proj, bias, proj_mask);
 
-        let mlp = &self.mlp;
         let (h2, ln_2) = ln_forward(&self.ln_2, &x1);
-        let (f, bias) = dense_unbiased(&mlp.c_fc, &h2, onednn); // (N, 4C)
-        let (gelu, gelu_grad) = gelu_with_derivative(&f, bias);
-        let (out, bias) = dense_unbiased(&mlp.c_proj, &gelu, onednn);
+        let (out, bias, gelus) = self.mlp_forward(&h2);
         let mlp_mask = MaskStream::for_dropout(p);
         let x2 = add_dropped(&x1, &out, bias, mlp_mask);
-        let saved = BlockSaved {
-            ln_1,
-            h1,
-            qkv,
-            attention,
-            y,
-            proj_mask,
-            ln_2,
-            h2,
-            gelu,
-            gelu_grad,
-            mlp_mask,
-        };
+        let saved =
+            BlockSaved { ln_1, h1, qkv, attention, y, proj_mask, ln_2, h2, gelus, mlp_mask };
         (x2, saved)
     }
 
@@ -132,9 +140,13 @@ impl Block {
         let heads = Heads { b, t, nh, hs: c / nh };
         // x2 = x1 + dropout(c_proj(gelu(c_fc(ln_2(x1)))))
         let d_out = times_mask(dx, s.mlp_mask);
-        let mut d_gelu = dense_backward(&mlp.c_proj, &s.gelu, &d_out, onednn);
-        let d_f = d_gelu.g_mul_(&s.gelu_grad);
-        let d_h2 = dense_backward(&mlp.c_fc, &s.h2, &d_f, onednn);
+        let d_h2 = if in_blocks(onednn) {
+            mlp::backward(&mlp.c_fc, &mlp.c_proj, &s.h2, &s.gelus, &d_out)
+        } else {
+            let mut d_gelu = dense_backward(&mlp.c_proj, &s.gelus.gelu, &d_out, onednn);
+            let d_f = d_gelu.g_mul_(&s.gelus.gelu_grad);
+            dense_backward(&mlp.c_fc, &s.h2, &d_f, onednn)
+        };
         ln_backward(&self.ln_2, &s.ln_2, &d_h2, dx);
 
         // x1 = x + dropout(c_proj(attention(c_attn(ln_1(x)))))
