@@ -11,13 +11,14 @@
 //! ranks share and slow each other on. The batched path remains where libtorch has no `sgemm_`.
 
 use super::blas::{self, Matrix};
+use super::blocked::{block_rows, DenseBackward};
 use super::dropout::MaskStream;
 use super::kernels::{values, values_mut, LANES};
 use super::softmax::{
     backward_rows, causal_softmax_dropout, causal_softmax_dropout_backward, forward_rows,
 };
 use crate::simd::vectorised;
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// The shape of the attention: B sequences of T positions, nh heads of hs channels.
 #[derive(Clone, Copy)]
@@ -111,31 +112,120 @@ fn backward_by_head(
     heads: Heads,
     d_y: &Tensor,
 ) -> Tensor {
-    let Heads { b, t, nh, hs } = heads;
-    let (n, c) = (b * t, nh * hs);
+    let (n, c) = (heads.b * heads.t, heads.nh * heads.hs);
     let mut d_qkv = Tensor::empty([n, 3 * c], (Kind::Float, Device::Cpu));
-    let (qkv, d_y, dq, ps) = (values(qkv), values(d_y), values_mut(&mut d_qkv), values(packed));
-    let (tt, tri, t, hs, c) =
-        ((t * t) as usize, packed_len(t as usize), t as usize, hs as usize, c as usize);
-    // One head's weights and dropped weights unpacked (zero above the diagonal, which no
-    // unpacking writes), and its scores' gradient.
-    let (mut w, mut d, mut scores) = (vec![0f32; tt], vec![0f32; tt], vec![0f32; tt]);
-    for (bi, h) in (0..b).flat_map(|bi| (0..nh).map(move |h| (bi, h))) {
-        let (at, out, i) = offsets(heads, bi, h);
-        let (q, k, v) = (&qkv[at..], &qkv[at + c..], &qkv[at + 2 * c..]);
-        unpack(&ps[i * tri..(i + 1) * tri], keep, t, &mut w, &mut d);
-        let dy = Matrix::new(&d_y[out..], c);
-        // d v = droppedᵀ · d y
-        blas::gemm(t, hs, t, Matrix::new(&d, t).t(), dy, &mut dq[at + 2 * c..], 3 * c);
-        // d dropped = d y · vᵀ, then the scores' gradient in place
-        blas::gemm(t, t, hs, dy, Matrix::new(v, 3 * c).t(), &mut scores, t);
-        backward_rows(&mut scores, &w, &d, t, heads.scale());
-        let ds = Matrix::new(&scores, t);
-        // d q = d scores · k, d k = d scoresᵀ · q
-        blas::gemm(t, hs, t, ds, Matrix::new(k, 3 * c), &mut dq[at..], 3 * c);
-        blas::gemm(t, hs, t, ds.t(), Matrix::new(q, 3 * c), &mut dq[at + c..], 3 * c);
+    let (qkv, d_y, packed, dq) = (values(qkv), values(d_y), values(packed), values_mut(&mut d_qkv));
+    let mut scratch = HeadScratch::new(heads.t as usize);
+    for (bi, h) in (0..heads.b).flat_map(|bi| (0..heads.nh).map(move |h| (bi, h))) {
+        backward_head(packed, keep, qkv, heads, d_y, (bi, h), dq, 0, &mut scratch);
     }
     d_qkv
+}
+
+/// [`backward`] on through `c_attn`, the dense layer that made `qkv` from the rows `h` (N, C),
+/// a group of sequences at a time: each group's (rows, 3C) gradient of `qkv` is made in a buffer
+/// that stays in the core's cache and used there for `c_attn`'s gradients ([`super::blocked`]),
+/// never written to memory whole. Writes `c_attn`'s weight and bias gradients over theirs and
+/// returns `h`'s, (N, C). Head by head only ([`Saved::Packed`], wherever there is a BLAS).
+pub(super) fn backward_through_dense(
+    saved: &Saved,
+    qkv: &Tensor,
+    heads: Heads,
+    d_y: &Tensor,
+    c_attn: &nn::Linear,
+    h: &Tensor,
+) -> Tensor {
+    let rows = block_rows(3 * (heads.nh * heads.hs) as usize);
+    let group = (rows / heads.t.max(1) as usize).max(1);
+    backward_through_dense_in_groups(saved, qkv, heads, d_y, c_attn, h, group)
+}
+
+/// [`backward_through_dense`] `group` sequences at a time.
+fn backward_through_dense_in_groups(
+    saved: &Saved,
+    qkv: &Tensor,
+    heads: Heads,
+    d_y: &Tensor,
+    c_attn: &nn::Linear,
+    h: &Tensor,
+    group: usize,
+) -> Tensor {
+    let Saved::Packed { weights: packed, keep } = saved else {
+        panic!("attention in blocks runs head by head, where there is a BLAS")
+    };
+    let Heads { b, t, nh, hs } = heads;
+    let (n, c) = ((b * t) as usize, (nh * hs) as usize);
+    let mut d_h = Tensor::empty([n as i64, c as i64], (Kind::Float, Device::Cpu));
+    let (qkv, d_y, packed, hs_) = (values(qkv), values(d_y), values(packed), values(h));
+    let dhs = values_mut(&mut d_h);
+    let t = t as usize;
+    let mut d_qkv = vec![0f32; group.min(b as usize) * t * 3 * c];
+    let mut scratch = HeadScratch::new(t);
+    let mut dense = DenseBackward::new(c_attn);
+    for first in (0..b as usize).step_by(group) {
+        let sequences = group.min(b as usize - first);
+        let (rows, row0) = (sequences * t, first * t);
+        let d_qkv = &mut d_qkv[..rows * 3 * c];
+        for bi in first..first + sequences {
+            for h in 0..nh {
+                let at = (bi as i64, h);
+                backward_head(packed, *keep, qkv, heads, d_y, at, d_qkv, row0, &mut scratch);
+            }
+        }
+        dense.add(d_qkv, &hs_[row0 * c..][..rows * c], &mut dhs[row0 * c..][..rows * c]);
+    }
+    dense.finish();
+    d_h
+}
+
+/// One head's (T, T) weights and dropped weights unpacked (zero above the diagonal, which no
+/// unpacking writes), and its scores' gradient.
+struct HeadScratch {
+    weights: Vec<f32>,
+    dropped: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl HeadScratch {
+    fn new(t: usize) -> Self {
+        HeadScratch {
+            weights: vec![0.0; t * t],
+            dropped: vec![0.0; t * t],
+            scores: vec![0.0; t * t],
+        }
+    }
+}
+
+/// The backward of head `h` of sequence `b` (`at`): writes the gradient of its q, k and v into
+/// their columns of `d_qkv`, the (·, 3C) rows from row `row0` of the whole.
+#[allow(clippy::too_many_arguments)]
+fn backward_head(
+    packed: &[f32],
+    keep: f32,
+    qkv: &[f32],
+    heads: Heads,
+    d_y: &[f32],
+    at: (i64, i64),
+    d_qkv: &mut [f32],
+    row0: usize,
+    s: &mut HeadScratch,
+) {
+    let (t, hs, c) = (heads.t as usize, heads.hs as usize, (heads.nh * heads.hs) as usize);
+    let (at, out, i) = offsets(heads, at.0, at.1);
+    let (q, k, v) = (&qkv[at..], &qkv[at + c..], &qkv[at + 2 * c..]);
+    let dq = &mut d_qkv[at - row0 * 3 * c..];
+    let tri = packed_len(t);
+    unpack(&packed[i * tri..(i + 1) * tri], keep, t, &mut s.weights, &mut s.dropped);
+    let dy = Matrix::new(&d_y[out..], c);
+    // d v = droppedᵀ · d y
+    blas::gemm(t, hs, t, Matrix::new(&s.dropped, t).t(), dy, &mut dq[2 * c..], 3 * c);
+    // d dropped = d y · vᵀ, then the scores' gradient in place
+    blas::gemm(t, t, hs, dy, Matrix::new(v, 3 * c).t(), &mut s.scores, t);
+    backward_rows(&mut s.scores, &s.weights, &s.dropped, t, heads.scale());
+    let ds = Matrix::new(&s.scores, t);
+    // d q = d scores · k, d k = d scoresᵀ · q
+    blas::gemm(t, hs, t, ds, Matrix::new(k, 3 * c), dq, 3 * c);
+    blas::gemm(t, hs, t, ds.t(), Matrix::new(q, 3 * c), &mut dq[c..], 3 * c);
 }
 
 /// How much of row `r` of a (T, T) causal matrix is packed: the `r + 1` keys it sees, rounded
@@ -270,6 +360,44 @@ mod tests {
             let d1 = backward(&s1, &qkv, heads, &d_y);
             let d2 = backward(&s2, &qkv, heads, &d_y);
             assert!(d1.allclose(&d2, 1e-4, 1e-5, false), "gradients, dropout {p}");
+        }
+    }
+
+    /// Through `c_attn` a group of sequences at a time, as [`backward`] and then `c_attn`'s
+    /// backward in libtorch over all rows: groups that divide the sequences, one that does not,
+    /// and one group of all.
+    #[test]
+    fn through_dense_in_groups_matches_whole_matrices() {
+        if !blas::available() {
+            eprintln!("no sgemm_ in this libtorch: only the batched path runs");
+            return;
+        }
+        let heads = Heads { b: 6, t: 11, nh: 2, hs: 8 };
+        let (n, c) = (heads.b * heads.t, heads.nh * heads.hs);
+        let opts = (Kind::Float, Device::Cpu);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let c_attn = nn::linear(vs.root() / "c_attn", c, 3 * c, Default::default());
+        // Gradients to write into.
+        Tensor::zeros([1, c], opts).apply(&c_attn).sum(Kind::Float).backward();
+        let _guard = tch::no_grad_guard();
+        let h = Tensor::randn([n, c], opts);
+        let qkv = h.apply(&c_attn);
+        let d_y = Tensor::randn([n, c], opts);
+        let (_, saved) = forward_by_head(&qkv, heads, Some(MaskStream::new(7, 0.2)));
+        let d_qkv = backward(&saved, &qkv, heads, &d_y);
+        let expected_h = d_qkv.mm(&c_attn.ws);
+        let expected_w = d_qkv.tr().mm(&h);
+        let expected_b = d_qkv.sum_dim_intlist(0, false, Kind::Float);
+        for group in [1, 2, 4, 6] {
+            let _ = c_attn.ws.grad().fill_(f64::NAN); // written over, never read
+            let _ = c_attn.bs.as_ref().unwrap().grad().fill_(f64::NAN);
+            let d_h =
+                backward_through_dense_in_groups(&saved, &qkv, heads, &d_y, &c_attn, &h, group);
+            assert!(d_h.allclose(&expected_h, 1e-5, 1e-5, false), "input gradient, group {group}");
+            let w = c_attn.ws.grad();
+            assert!(w.allclose(&expected_w, 1e-5, 1e-5, false), "weight gradient, group {group}");
+            let b = c_attn.bs.as_ref().unwrap().grad();
+            assert!(b.allclose(&expected_b, 1e-5, 1e-5, false), "bias gradient, group {group}");
         }
     }
 

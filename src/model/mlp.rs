@@ -11,12 +11,11 @@
 //! GELU's output and derivative, which the backward needs, go to memory. With one rank per core,
 //! that memory traffic is what the ranks share and slow each other on.
 //! - `c_fc`'s bias is added by the GELU kernel, and its gradient summed while the output gradient
-//!   is made (in f32 within a block, the blocks' sums then added).
-//! - `c_fc`'s weight gradient accumulates block by block (BLAS's `beta = 1`): a different order
-//!   of the same sum as one product over all rows.
+//!   is made; its gradients are summed over the blocks ([`super::blocked`]).
 //! - `c_proj`'s weight and bias gradients read the whole of GELU's output once, as one product.
 
 use super::blas::{self, Matrix};
+use super::blocked::{block_rows, DenseBackward};
 use super::kernels::{gelu_rows, values, values_mut};
 use crate::simd::vectorised;
 use tch::{nn, Device, Kind, Tensor};
@@ -25,18 +24,6 @@ use tch::{nn, Device, Kind, Tensor};
 pub(super) struct Saved {
     pub gelu: Tensor,
     pub gelu_grad: Tensor,
-}
-
-/// Bytes of a block's (rows, 4C) intermediate: a quarter of a 2 MB L2, leaving room for the
-/// operands it meets. Against whole matrices, on the tiny preset's 2048-row steps, one rank alone
-/// ran 1.6 % faster and each of two ranks side by side 2.5 % faster (5 alternating runs); blocks
-/// of 128 KB, 1 MB and 2 MB were not better, within this VM's noise.
-const BLOCK_BYTES: usize = 512 * 1024;
-
-/// Rows per block for `hidden` (4C) values a row: 256 for the tiny preset, at least 32 so that
-/// the products stay efficient for wide models.
-fn block_rows(hidden: usize) -> usize {
-    (BLOCK_BYTES / (4 * hidden.max(1))).max(32)
 }
 
 /// The parameters: `c_fc` (4C, C) and its bias, `c_proj` (C, 4C).
@@ -116,34 +103,23 @@ fn backward_in_blocks(
         let _ = d_out.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
     }
     let mut d_h = Tensor::empty([n, c], (Kind::Float, Device::Cpu));
-    let (mut w_grad, mut b_grad) = (fc.ws.grad(), fc.bs.as_ref().expect("c_fc with a bias").grad());
     let (n, c, hidden) = (n as usize, c as usize, fc.ws.size()[0] as usize);
-    let (w_fc, _, w_proj) = weights(fc, proj);
+    let w_proj = values(&proj.ws);
     let (hs, dos, derivative) = (values(h), values(d_out), values(&saved.gelu_grad));
-    let (wg, dhs) = (values_mut(&mut w_grad), values_mut(&mut d_h));
-    if n == 0 {
-        wg.fill(0.0);
-    }
+    let dhs = values_mut(&mut d_h);
+    let mut c_fc = DenseBackward::new(fc);
     let mut d_f = vec![0f32; rows.min(n) * hidden];
-    let (mut sums, mut block_sums) = (vec![0f32; hidden], vec![0f32; hidden]);
-    for (i, start) in (0..n).step_by(rows).enumerate() {
+    for start in (0..n).step_by(rows) {
         let m = rows.min(n - start);
         let d_f = &mut d_f[..m * hidden];
         // d GELU = d out · c_proj, then times GELU's derivative: d f
         let d_out = Matrix::new(&dos[start * c..], c);
         blas::gemm(m, hidden, c, d_out, Matrix::new(w_proj, hidden), d_f, hidden);
-        block_sums.fill(0.0);
-        times_and_column_sums(d_f, &derivative[start * hidden..][..m * hidden], &mut block_sums);
-        sums.iter_mut().zip(&block_sums).for_each(|(s, b)| *s += b);
-        // c_fc's weight gradient d fᵀ · h, summed over the blocks; h's gradient d f · c_fc
-        let (d_f, h) = (Matrix::new(d_f, hidden), Matrix::new(&hs[start * c..], c));
-        match i {
-            0 => blas::gemm(hidden, c, m, d_f.t(), h, wg, c),
-            _ => blas::gemm_add(hidden, c, m, d_f.t(), h, wg, c),
-        }
-        blas::gemm(m, c, hidden, d_f, Matrix::new(w_fc, c), &mut dhs[start * c..], c);
+        let derivative = &derivative[start * hidden..][..m * hidden];
+        times_and_column_sums(d_f, derivative, c_fc.block_sums());
+        c_fc.add_summed(d_f, &hs[start * c..][..m * c], &mut dhs[start * c..][..m * c]);
     }
-    values_mut(&mut b_grad).copy_from_slice(&sums);
+    c_fc.finish();
     d_h
 }
 

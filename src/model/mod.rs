@@ -3,6 +3,7 @@
 
 mod attention;
 mod blas;
+mod blocked;
 pub mod decode;
 pub mod dropout;
 pub mod gpt;

@@ -88,8 +88,8 @@ struct BlockSaved {
     mlp_mask: Option<MaskStream>,
 }
 
-/// Whether the MLP runs a block of rows at a time through BLAS ([`mlp`]): where there is one and
-/// the products are not oneDNN's.
+/// Whether the MLP and `c_attn`'s backward run a block of rows at a time through BLAS ([`mlp`],
+/// [`attention::backward_through_dense`]): where there is one and the products are not oneDNN's.
 fn in_blocks(onednn: bool) -> bool {
     !onednn && blas::available()
 }
@@ -152,8 +152,19 @@ impl Block {
         // x1 = x + dropout(c_proj(attention(c_attn(ln_1(x)))))
         let d_proj = times_mask(dx, s.proj_mask);
         let d_y = dense_backward(&attn.c_proj, &s.y, &d_proj, onednn);
-        let d_qkv = attention::backward(&s.attention, &s.qkv, heads, &d_y); // (N, 3C)
-        let d_h1 = dense_backward(&attn.c_attn, &s.h1, &d_qkv, onednn);
+        let d_h1 = if in_blocks(onednn) {
+            attention::backward_through_dense(
+                &s.attention,
+                &s.qkv,
+                heads,
+                &d_y,
+                &attn.c_attn,
+                &s.h1,
+            )
+        } else {
+            let d_qkv = attention::backward(&s.attention, &s.qkv, heads, &d_y); // (N, 3C)
+            dense_backward(&attn.c_attn, &s.h1, &d_qkv, onednn)
+        };
         ln_backward(&self.ln_1, &s.ln_1, &d_h1, dx);
     }
 }
