@@ -156,7 +156,7 @@ fn backward_through_dense_in_groups(
     let Heads { b, t, nh, hs } = heads;
     let (n, c) = ((b * t) as usize, (nh * hs) as usize);
     let mut d_h = Tensor::empty([n as i64, c as i64], (Kind::Float, Device::Cpu));
-    let (qkv, d_y, packed, hs_) = (values(qkv), values(d_y), values(packed), values(h));
+    let (qkv, d_y, packed, inputs) = (values(qkv), values(d_y), values(packed), values(h));
     let dhs = values_mut(&mut d_h);
     let t = t as usize;
     let mut d_qkv = vec![0f32; group.min(b as usize) * t * 3 * c];
@@ -172,7 +172,7 @@ fn backward_through_dense_in_groups(
                 backward_head(packed, *keep, qkv, heads, d_y, at, d_qkv, row0, &mut scratch);
             }
         }
-        dense.add(d_qkv, &hs_[row0 * c..][..rows * c], &mut dhs[row0 * c..][..rows * c]);
+        dense.add(d_qkv, &inputs[row0 * c..][..rows * c], &mut dhs[row0 * c..][..rows * c]);
     }
     dense.finish();
     d_h
