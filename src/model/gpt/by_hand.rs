@@ -9,8 +9,9 @@
 //!   column sums, the LayerNorm kernel), not produced and then added by `AccumulateGrad`;
 //! - LayerNorm and GELU run row-wise kernels ([`super::super::kernels`]); GELU's forward also
 //!   yields its derivative, so the backward evaluates no `tanh`;
-//! - the MLP runs a block of rows at a time, its (N, 4C) intermediates kept in cache
-//!   ([`crate::model::mlp`]);
+//! - the MLP, and `c_attn`'s backward behind the heads', run a block of rows at a time, their
+//!   (N, 4C) and (N, 3C) intermediates kept in cache ([`crate::model::mlp`],
+//!   [`crate::model::attention::backward_through_dense`]);
 //! - attention runs head by head while each head's (T, T) weights are in cache, with its causal
 //!   softmax and dropout as one row-wise kernel ([`crate::model::attention`]).
 //!
