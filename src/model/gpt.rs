@@ -85,11 +85,18 @@ fn affine_backward(
         }
         strided(Tensor::mkldnn_linear_backward_input(x.size(), &dy, w))
     } else {
-        let _ = dy.tr().mm_out(&w_grad, x);
-        if let Some(b) = b {
-            let _ = dy.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
-        }
+        write_parameter_grads(x, dy, w, b);
         dy.mm(w)
+    }
+}
+
+/// Writes the gradients of `x · wᵀ + b`'s parameters for the output gradient `dy` (N, out) of
+/// the rows `x` (N, in) over whatever they held: `dyᵀ · x` into `w`'s, `dy`'s column sums into
+/// `b`'s.
+pub(super) fn write_parameter_grads(x: &Tensor, dy: &Tensor, w: &Tensor, b: Option<&Tensor>) {
+    let _ = dy.tr().mm_out(&w.grad(), x);
+    if let Some(b) = b {
+        let _ = dy.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
     }
 }
 

@@ -16,6 +16,7 @@
 
 use super::blas::{self, Matrix};
 use super::blocked::{block_rows, DenseBackward};
+use super::gpt::write_parameter_grads;
 use super::kernels::{gelu_rows, values, values_mut};
 use crate::simd::vectorised;
 use tch::{nn, Device, Kind, Tensor};
@@ -24,12 +25,6 @@ use tch::{nn, Device, Kind, Tensor};
 pub(super) struct Saved {
     pub gelu: Tensor,
     pub gelu_grad: Tensor,
-}
-
-/// The parameters: `c_fc` (4C, C) and its bias, `c_proj` (C, 4C).
-fn weights<'a>(fc: &'a nn::Linear, proj: &'a nn::Linear) -> (&'a [f32], &'a [f32], &'a [f32]) {
-    let bias = fc.bs.as_ref().expect("c_fc with a bias");
-    (values(&fc.ws), values(bias), values(&proj.ws))
 }
 
 /// `GELU(h · c_fcᵀ + b) · c_projᵀ` for the (N, C) rows `h`, without `c_proj`'s bias (the caller
@@ -52,7 +47,8 @@ fn forward_in_blocks(
         (Tensor::empty([n, hidden], opts), Tensor::empty([n, hidden], opts));
     let mut out = Tensor::empty([n, c], opts);
     let (n, c, hidden) = (n as usize, c as usize, hidden as usize);
-    let (w_fc, b_fc, w_proj) = weights(fc, proj);
+    let b_fc = values(fc.bs.as_ref().expect("c_fc with a bias"));
+    let (w_fc, w_proj) = (values(&fc.ws), values(&proj.ws)); // (4C, C), (C, 4C)
     let (hs, gs, ds, os) =
         (values(h), values_mut(&mut gelu), values_mut(&mut gelu_grad), values_mut(&mut out));
     let mut f = vec![0f32; rows.min(n) * hidden];
@@ -98,10 +94,7 @@ fn backward_in_blocks(
     rows: usize,
 ) -> Tensor {
     let (n, c) = h.size2().expect("(N, C) rows");
-    let _ = d_out.tr().mm_out(&proj.ws.grad(), &saved.gelu);
-    if let Some(b) = &proj.bs {
-        let _ = d_out.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
-    }
+    write_parameter_grads(&saved.gelu, d_out, &proj.ws, proj.bs.as_ref());
     let mut d_h = Tensor::empty([n, c], (Kind::Float, Device::Cpu));
     let (n, c, hidden) = (n as usize, c as usize, fc.ws.size()[0] as usize);
     let w_proj = values(&proj.ws);
