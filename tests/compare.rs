@@ -159,6 +159,82 @@ fn reference_runs_scale_against_their_own_one_device_run_and_are_compared_with_o
     assert!(close(&versus[1]["tokens_per_sec"]["point"], 2.0, 1e-9), "{}", versus[1]);
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("dp-bench against the PyTorch reference"));
+    // The reference's records do not split its time as dp-bench's do (DDP's all-reduce runs
+    // inside its backward): no shortfall for it, one for dp-bench's 2-rank run — negative, as
+    // its efficiency is 2.
+    assert!(ddp.get("shortfall").is_none(), "{ddp}");
+    let ours = speedup.iter().find(|x| x["id"] == "ws2_bs32").unwrap();
+    assert!(close(&ours["shortfall"]["total"]["point"], -1.0, 1e-9), "{ours}");
+}
+
+#[test]
+fn the_shortfall_from_linear_is_split_into_what_the_records_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    // One rank: 90 % compute, 5 % data, the rest unaccounted; the machine drifts by epoch.
+    let one: Vec<f64> = [9.0, 1.0, 1.3, 0.9, 1.6].to_vec();
+    fake_run(&d("ws1"), Preset::Tiny, &[&one]);
+    edit_records(&d("ws1"), |rec| {
+        let t = rec.training_time;
+        (rec.compute_time, rec.data_time, rec.allreduce_time, rec.wait_time) =
+            (0.9 * t, 0.05 * t, 0.0, 0.0);
+    });
+    // Two ranks, each on as many positions as the one rank: efficiency 0.9. Side by side their
+    // compute takes 4 % longer, the batches as long; 1 % of their time they wait, 2 % they sum.
+    let two: Vec<f64> = one.iter().map(|t| t / 0.9).collect();
+    fake_run(&d("ws2"), Preset::Tiny, &[&two, &two]);
+    edit_records(&d("ws2"), |rec| {
+        let (t, alone) = (rec.training_time, 0.9 * rec.training_time);
+        (rec.compute_time, rec.data_time, rec.allreduce_time, rec.wait_time) =
+            (0.9 * 1.04 * alone, 0.05 * alone, 0.02 * t, 0.01 * t);
+    });
+    started(&d("ws1"), |e| 100.0 * e as f64);
+    started(&d("ws2"), |e| 100.0 * e as f64 + 50.0);
+    let shortfall = |name: &str| {
+        let out = d(name);
+        let o = compare(&[&d("ws1"), &d("ws2")], &out);
+        assert!(o.status.success());
+        let s = read_json(&out.join("summary.json"))["speedup"][0]["shortfall"].clone();
+        (s, std::fs::read_to_string(out.join("table.md")).unwrap(), o)
+    };
+    let (s, table, o) = shortfall("paired");
+    let terminal = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        terminal.contains("short of linear: 10.0% of the ranks' time = compute 3.2% + waiting 1.0% + all-reduce 2.0% + data 0.0% + other 3.8%"),
+        "{terminal}"
+    );
+    let html = std::fs::read_to_string(d("paired/report/index.html")).unwrap();
+    assert!(
+        html.contains("<table id=shortfall>") && html.contains("<td>ws2_bs32</td><td>10.0%"),
+        "{html}"
+    );
+    assert_eq!(s["pairs"], 4, "{s}");
+    // compute (0.936 − 0.9) × 0.9; other: the run's 1 − 0.8424 − 0.01 − 0.02 − 0.045 against
+    // the one rank's 0.05 × 0.9.
+    let expected =
+        [("total", 0.1), ("compute", 0.0324), ("wait", 0.01), ("allreduce", 0.02), ("data", 0.0)];
+    for (part, value) in expected.into_iter().chain([("other", 0.0376)]) {
+        assert!(close(&s[part]["point"], value, 1e-9), "{part}: {s}");
+        // The same split in every pair: no width.
+        assert!(close(&s[part]["upper"], value, 1e-9), "{part}: {s}");
+    }
+    assert!(
+        table.contains("| `ws2_bs32` | 10.0 % [10.0, 10.0] | 3.2 % [3.2, 3.2] | 1.0 % [1.0, 1.0] | 2.0 % [2.0, 2.0] | 0.0 % [0.0, 0.0] | 3.8 % [3.8, 3.8] |"),
+        "{table}"
+    );
+    // More positions on the two ranks (dynamic padding deals them unevenly): the one rank's
+    // time is scaled up to them, 2.2 / 2 × 0.9 of the run's, so 1 % short of linear.
+    edit_records(&d("ws2"), |rec| rec.tokens = 1100);
+    let (s, _, _) = shortfall("positions");
+    assert!(close(&s["total"]["point"], 0.01, 1e-9), "{s}");
+    assert!(close(&s["compute"]["point"], (0.936 - 1.1 * 0.9) * 0.9, 1e-9), "{s}");
+    // Runs that did not take turns: the same split from the means, without an interval.
+    edit_records(&d("ws2"), |rec| rec.started_at = None);
+    let (s, table, _) = shortfall("unpaired");
+    assert_eq!(s["pairs"], 0, "{s}");
+    assert!(close(&s["total"]["point"], 0.01, 1e-9), "{s}");
+    assert!(s["total"]["lower"].is_null(), "{s}");
+    assert!(table.contains("(from the means of the runs)"), "{table}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use super::stats::{self, Estimate, Summary as Stats};
 use super::summary::{
-    ConfigSummary, Samples, SpeedupSummary, Summary, TimeSummary, VersusSummary, SCHEMA,
+    ConfigSummary, Samples, Shortfall, SpeedupSummary, Summary, TimeSummary, VersusSummary, SCHEMA,
 };
 use crate::config::{Config, Partition};
 use crate::metrics::{EpochRecord, RunInfo, RUN_FILE};
@@ -132,6 +132,7 @@ impl RunData {
             training_time: per(&|e| e.iter().map(|r| r.training_time).sum::<f64>() / n),
             training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),
             tokens_per_sec: per(&|e| e.iter().map(|r| r.tokens_per_sec).sum()),
+            tokens: per(&|e| e.iter().map(|r| r.tokens as f64).sum()),
             compute_time: per(&|e| e.iter().map(|r| r.compute_time).sum::<f64>() / n),
             allreduce_time: per(&|e| e.iter().map(|r| r.allreduce_time).sum::<f64>() / n),
             data_time: per(&|e| e.iter().map(|r| r.data_time).sum::<f64>() / n),
@@ -353,5 +354,77 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
             upper: tps.upper / n,
         },
         paired_epochs: if paired { cs.training_time.len() } else { 0 },
+        shortfall: shortfall_of(reference, c, paired, level),
     }
+}
+
+/// Epoch `i` of `x`, mean over ranks: its time, then the parts the records split it into —
+/// compute, waiting, all-reduce, data, and the rest.
+fn epoch_parts(x: &Samples, i: usize) -> [f64; 6] {
+    let t = x.training_time[i];
+    let [c, w, a, d] =
+        [&x.compute_time, &x.wait_time, &x.allreduce_time, &x.data_time].map(|v| v[i]);
+    [t, c, w, a, d, t - c - w - a - d]
+}
+
+/// [`Shortfall`] of `c` against `reference` (both dp-bench's), epoch pair by epoch pair when
+/// `paired`, from the means otherwise. `None` when a record lacks the split or the positions.
+fn shortfall_of(
+    reference: &ConfigSummary,
+    c: &ConfigSummary,
+    paired: bool,
+    level: f64,
+) -> Option<Shortfall> {
+    let ours = |x: &ConfigSummary| x.run.implementation == crate::metrics::IMPLEMENTATION;
+    let complete = |x: &Samples| {
+        let n = x.training_time.len();
+        [&x.tokens, &x.compute_time, &x.wait_time, &x.allreduce_time, &x.data_time]
+            .iter()
+            .all(|v| v.len() == n && v.iter().all(|&v| v.is_finite()))
+            && x.tokens.iter().chain(&x.training_time).all(|&v| v > 0.0)
+    };
+    let (rs, cs) = (&reference.samples, &c.samples);
+    if !(ours(reference) && ours(c) && complete(rs) && complete(cs)) {
+        return None;
+    }
+    let (nr, nc) = (reference.world_size as f64, c.world_size as f64);
+    // One pair: the reference's rank-seconds scaled to the run's positions, against the run's.
+    let shares = |(r, tr): ([f64; 6], f64), (x, tx): ([f64; 6], f64)| {
+        let scale = tx / tr;
+        std::array::from_fn::<f64, 6, _>(|k| (nc * x[k] - scale * nr * r[k]) / (nc * x[0]))
+    };
+    let pairs: Vec<[f64; 6]> = if paired {
+        (0..cs.training_time.len())
+            .map(|j| shares((epoch_parts(rs, j), rs.tokens[j]), (epoch_parts(cs, j), cs.tokens[j])))
+            .collect()
+    } else {
+        let means = |x: &Samples| {
+            let per_epoch: Vec<[f64; 6]> =
+                (0..x.training_time.len()).map(|i| epoch_parts(x, i)).collect();
+            (
+                std::array::from_fn(|k| {
+                    stats::mean(&per_epoch.iter().map(|p| p[k]).collect::<Vec<_>>())
+                }),
+                stats::mean(&x.tokens),
+            )
+        };
+        vec![shares(means(rs), means(cs))]
+    };
+    let part = |k: usize| {
+        let values: Vec<f64> = pairs.iter().map(|p| p[k]).collect();
+        let s = Stats::of(&values, level);
+        match paired {
+            true => Estimate { point: s.mean, lower: s.lower, upper: s.upper },
+            false => Estimate { point: s.mean, lower: f64::NAN, upper: f64::NAN },
+        }
+    };
+    Some(Shortfall {
+        pairs: if paired { pairs.len() } else { 0 },
+        total: part(0),
+        compute: part(1),
+        wait: part(2),
+        allreduce: part(3),
+        data: part(4),
+        other: part(5),
+    })
 }

@@ -18,6 +18,9 @@ pub struct Samples {
     pub training_time_max: Vec<f64>,
     /// Sum over ranks of `tokens_per_sec`.
     pub tokens_per_sec: Vec<f64>,
+    /// Input positions of the epoch, summed over ranks (padding included).
+    #[serde(default)]
+    pub tokens: Vec<f64>,
     pub compute_time: Vec<f64>,
     pub allreduce_time: Vec<f64>,
     /// Batch collation time (mean over ranks).
@@ -90,6 +93,54 @@ pub struct SpeedupSummary {
     /// (`stats::paired_ratio`); 0 when they come from the two runs' means (Fieller).
     #[serde(default)]
     pub paired_epochs: usize,
+    /// Where the run falls short of linear scaling; dp-bench's own runs only (their records
+    /// split each epoch's time; the reference's would put its overlapped communication under
+    /// compute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<Shortfall>,
+}
+
+/// Where a run of N ranks falls short of linear scaling against its one-rank reference: the
+/// rank-seconds it spends beyond the reference's time for the same work (scaled by the positions
+/// each trained), split by what the epoch records time, each as a share of the run's
+/// rank-seconds. The parts add up to `total`, which is one minus the efficiency in time (the
+/// table's efficiency is in summed tokens/s, the same up to the ranks' unequal epoch times).
+/// Per epoch pair and then the mean with its Student-t interval when the runs took turns
+/// (`pairs` > 0); from the means of the two runs, without an interval, otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Shortfall {
+    pub pairs: usize,
+    pub total: Estimate,
+    /// Forward, backward and optimiser: what the ranks computing side by side take beyond what
+    /// one rank alone takes (the machine's shared caches and memory; less any work the ranks
+    /// split, such as a sharded optimiser update).
+    pub compute: Estimate,
+    /// Blocked at the step's barrier for the slowest rank (imbalance, jitter).
+    pub wait: Estimate,
+    /// Summing the gradients.
+    pub allreduce: Estimate,
+    /// Preparing batches.
+    pub data: Estimate,
+    /// The rest of the epoch's time.
+    pub other: Estimate,
+}
+
+impl Shortfall {
+    /// What the reports say about the split, after the sentence that introduces it.
+    pub const NOTE: &'static str = "Compute is the forward, backward and optimiser taking longer \
+        side by side than alone (the machine's shared caches and memory), less the optimiser work \
+        the ranks split; waiting is the time at each step's barrier for the slowest rank.";
+
+    /// The parts, named as the reports name them, in the order they add up.
+    pub fn parts(&self) -> [(&'static str, Estimate); 5] {
+        [
+            ("compute", self.compute),
+            ("waiting", self.wait),
+            ("all-reduce", self.allreduce),
+            ("data", self.data),
+            ("other", self.other),
+        ]
+    }
 }
 
 /// A configuration's change against a saved baseline.

@@ -3,7 +3,7 @@
 
 use crate::bench::plot::{fmt_rate, fmt_seconds};
 use crate::bench::stats::Estimate;
-use crate::bench::summary::{BaselineChange, ConfigSummary, Summary};
+use crate::bench::summary::{BaselineChange, ConfigSummary, Shortfall, Summary};
 use base64::Engine;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -96,6 +96,40 @@ fn summary_table(summary: &Summary, out: &mut String) {
         }
         out.push_str("</tbody></table>");
     }
+    shortfall_table(summary, out);
+}
+
+/// Where each of dp-bench's multi-rank runs falls short of linear scaling, when any does.
+fn shortfall_table(summary: &Summary, out: &mut String) {
+    let rows: Vec<_> =
+        summary.speedup.iter().filter_map(|s| Some((s, s.shortfall.as_ref()?))).collect();
+    let Some((_, first)) = rows.first() else { return };
+    let _ = write!(
+        out,
+        "<h2>Where the multi-rank runs fall short of linear scaling</h2><p>The rank-seconds each \
+         run spends beyond its 1-rank run's time for the same input positions, split as the \
+         epoch records split time, in % of the run's rank-seconds{}. {}</p>\
+         <table id=shortfall><thead><tr><th>configuration</th><th>short of linear</th>",
+        match first.pairs {
+            0 => " (from the means of the runs)".to_string(),
+            n => format!(" (mean over {n} epoch pairs, with its interval)"),
+        },
+        esc(Shortfall::NOTE)
+    );
+    for (name, _) in first.parts() {
+        let _ = write!(out, "<th>{name}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    let percent =
+        |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{:.1}%", v * 100.0));
+    for (s, f) in rows {
+        let _ = write!(out, "<tr><td>{}</td><td>{}</td>", esc(&s.id), percent(&f.total));
+        for (_, e) in f.parts() {
+            let _ = write!(out, "<td>{}</td>", percent(&e));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
 }
 
 fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {

@@ -4,7 +4,7 @@
 
 use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds};
 use crate::bench::stats::Estimate;
-use crate::bench::summary::{ConfigSummary, Summary};
+use crate::bench::summary::{ConfigSummary, Shortfall, Summary};
 use std::path::Path;
 
 /// The line after which the generated table starts.
@@ -109,7 +109,39 @@ pub fn render(summary: &Summary) -> String {
         out.pop();
         out += ".\n";
     }
+    shortfall_table(summary, &mut out);
     out
+}
+
+/// `point [lower, upper]` of a share, in percent.
+fn percent(e: &Estimate) -> String {
+    // Rounded first, so that a share just under zero shows as 0.0, not -0.0.
+    let one = |v: f64| format!("{:.1}", (v * 1000.0).round() / 10.0 + 0.0);
+    format!("{} % [{}, {}]", one(e.point), fmt_finite(e.lower, &one), fmt_finite(e.upper, &one))
+}
+
+/// Where each of dp-bench's multi-rank runs falls short of linear scaling, when any does.
+fn shortfall_table(summary: &Summary, out: &mut String) {
+    let rows: Vec<_> =
+        summary.speedup.iter().filter_map(|s| Some((s, s.shortfall.as_ref()?))).collect();
+    let Some((_, first)) = rows.first() else { return };
+    let over = match first.pairs {
+        0 => "from the means of the runs".to_string(),
+        n => format!("mean over the {n} epoch pairs, 95 % CI"),
+    };
+    *out += &format!(
+        "\nWhere dp-bench's multi-rank runs fall short of linear scaling: the rank-seconds each \
+         spends beyond its 1-rank run's time for the same input positions, split as the epoch \
+         records split time, in % of the run's rank-seconds ({over}). {}\n\n",
+        Shortfall::NOTE
+    );
+    let parts = first.parts().map(|(name, _)| name);
+    *out += &format!("| configuration | short of linear | {} |\n", parts.join(" | "));
+    *out += &format!("| --- | --- |{}\n", " --- |".repeat(parts.len()));
+    for (s, f) in rows {
+        let cells: Vec<String> = f.parts().iter().map(|(_, e)| percent(e)).collect();
+        *out += &format!("| `{}` | {} | {} |\n", s.id, percent(&f.total), cells.join(" | "));
+    }
 }
 
 /// `doc` with the lines between its `BEGIN` and `END` marker lines replaced by `table`. The

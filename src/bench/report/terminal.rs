@@ -57,6 +57,16 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                     n => format!("  ({n} epoch pairs)"),
                 },
             );
+            if let Some(f) = &s.shortfall {
+                let share = |e: &Estimate| format!("{:.1}%", e.point * 100.0);
+                let parts: Vec<String> =
+                    f.parts().iter().map(|(name, e)| format!("{name} {}", share(e))).collect();
+                out += &format!(
+                    "{pad}short of linear: {} of the ranks' time = {}\n",
+                    share(&f.total),
+                    parts.join(" + ")
+                );
+            }
         }
         if let Some(ch) = changes.iter().find(|ch| ch.id == c.id) {
             let name = baseline.unwrap_or("baseline");
