@@ -41,6 +41,13 @@ pub struct EpochRecord {
     pub tokens_per_sec: f64,
     pub target_tokens: u64,
     pub target_tokens_per_sec: f64,
+    /// Floating-point operations of this rank's matrix products in the epoch (forward and
+    /// backward, from the batches' shapes; see `GptConfig::step_flops`), and per second of
+    /// `training_time`. Absent in older records and the PyTorch reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops_per_sec: Option<f64>,
     /// Mean training loss over the epoch, weighted by target tokens over all ranks.
     pub train_loss: f64,
     /// Forward, backward and optimiser time within `training_time`.

@@ -262,6 +262,8 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             tokens_per_sec: stats.tokens as f64 / stats.training_time,
             target_tokens: stats.target_tokens,
             target_tokens_per_sec: stats.target_tokens as f64 / stats.training_time,
+            flops: Some(stats.flops),
+            flops_per_sec: Some(stats.flops / stats.training_time),
             train_loss: stats.train_loss,
             compute_time: stats.compute_time,
             allreduce_time: stats.allreduce_time,

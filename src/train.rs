@@ -89,6 +89,9 @@ pub struct EpochStats {
     pub paused_time: f64,
     pub tokens: u64,
     pub target_tokens: u64,
+    /// Floating-point operations of the epoch's matrix products on this rank
+    /// (`GptConfig::step_flops`).
+    pub flops: f64,
     /// Mean training loss over the epoch, over all ranks.
     pub train_loss: f64,
     pub param_checksum: f64,
@@ -353,6 +356,8 @@ impl<'a> Trainer<'a> {
             stats.wait_time += times.wait;
             stats.tokens += batch.tokens as u64;
             stats.target_tokens += batch.target_tokens as u64;
+            stats.flops +=
+                self.model.config.step_flops(batch.examples, seq_len, batch.target_tokens);
             global_targets_total += global_targets;
             on_step();
         }

@@ -87,6 +87,8 @@ fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[f64]
                 tokens_per_sec: 1000.0 / t,
                 target_tokens: 100,
                 target_tokens_per_sec: 100.0 / t,
+                flops: None,
+                flops_per_sec: None,
                 train_loss: 5.0,
                 compute_time: 0.8 * t,
                 allreduce_time: 0.1 * t,

@@ -32,6 +32,9 @@ const RECORD_KEYS: &[&str] = &[
 fn two_ranks_write_complete_and_identical_metrics() {
     let dir = tempfile::tempdir().unwrap();
     run_ok(mpirun(2).args(small_run(dir.path())));
+    let run = read_json(&dir.path().join("run.json"));
+    let dim = |key: &str| run["dims"][key].as_f64().unwrap();
+    let (c, layers, vocab) = (dim("n_embd"), dim("n_layer"), run["vocab_size"].as_f64().unwrap());
     for epoch in 0..2 {
         let (r0, r1) = (results(dir.path(), 0, epoch), results(dir.path(), 1, epoch));
         for (rank, r) in [(0, &r0), (1, &r1)] {
@@ -52,6 +55,15 @@ fn two_ranks_write_complete_and_identical_metrics() {
                 + r["data_time"].as_f64().unwrap();
             assert!(r["max_rss_mb"].as_f64().unwrap() > 10.0);
             assert!(parts <= time, "compute + all-reduce exceed the epoch time");
+            // The matrix products' operations, from the record's own counts: every sequence
+            // padded to 128, so attention's squares are 128 × the positions.
+            let (tokens, targets) = (4096.0, r["target_tokens"].as_f64().unwrap());
+            let flops = layers * (72.0 * c * c * tokens + 12.0 * 128.0 * c * tokens)
+                + 6.0 * c * vocab * targets;
+            let recorded = r["flops"].as_f64().unwrap();
+            assert!((recorded / flops - 1.0).abs() < 1e-12, "{recorded} against {flops}");
+            let rate = r["flops_per_sec"].as_f64().unwrap();
+            assert!((rate * time / flops - 1.0).abs() < 1e-9);
             let bleu = r["bleu"].as_f64().unwrap();
             assert!((0.0..=100.0).contains(&bleu));
             assert!(r["validation_loss"].as_f64().unwrap().is_finite());
@@ -68,7 +80,6 @@ fn two_ranks_write_complete_and_identical_metrics() {
         results(dir.path(), 0, 0)["param_checksum"],
         results(dir.path(), 0, 1)["param_checksum"]
     );
-    let run = read_json(&dir.path().join("run.json"));
     assert_eq!(run["config"]["world_size"], 2);
     assert_eq!(run["hosts"].as_array().unwrap().len(), 2);
     assert!(run["libtorch_version"].as_str().unwrap().starts_with("2.11.0"));

@@ -3,11 +3,13 @@
 //! `--padding dynamic --bucket-by-length`, each as its own run, side by side and taking turns
 //! epoch by epoch as `data_parallel`'s configurations do; the report gives each epoch time with
 //! its interval and how many times faster than fixed padding each variant is (epoch j of each
-//! paired).
+//! paired), and how many times less floating-point work its matrix products do: the speedup
+//! padding less would give if every operation took as long as under fixed padding.
 
 use super::analysis::{took_turns, RunData};
 use super::runner::{bound_launcher, criterion_dir};
 use super::stats::{self, Estimate};
+use super::summary::Samples;
 use super::turns::{run_in_turns, Turn, TurnArgs};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -100,6 +102,25 @@ pub struct PaddingResult {
     pub speedup_over_fixed: Estimate,
     /// Epoch pairs the speedup comes from (the runs took turns); 0: from the means (Fieller).
     pub paired_epochs: usize,
+    /// Floating-point operations of an epoch's matrix products (mean over the measured epochs;
+    /// `GptConfig::step_flops`), and their rate over the epoch time.
+    pub flops: f64,
+    pub flops_per_sec: f64,
+    /// Fixed padding's operations ÷ this variant's: the speedup that padding less would give if
+    /// every operation took as long as under fixed padding.
+    pub work_ratio: f64,
+}
+
+/// Mean over `run`'s measured epochs of their floating-point operations, summed over ranks
+/// (`None` for records that do not count them).
+fn epoch_flops(run: &RunData, measured: &[usize]) -> Option<f64> {
+    let per_epoch = run
+        .epochs
+        .iter()
+        .filter(|ranks| measured.contains(&ranks[0].epoch))
+        .map(|ranks| ranks.iter().map(|r| r.flops).sum::<Option<f64>>())
+        .collect::<Option<Vec<f64>>>()?;
+    (!per_epoch.is_empty()).then(|| stats::mean(&per_epoch))
 }
 
 /// Runs the variants and reports; `binary` is `dp-bench`, `root` the project root.
@@ -163,6 +184,12 @@ pub fn run_padding_bench(
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let fixed = runs[0].1.samples(args.warmup)?;
+    let work = |run: &RunData, samples: &Samples| {
+        epoch_flops(run, &samples.epochs).ok_or_else(|| {
+            anyhow::anyhow!("{}: the epoch records do not count operations", run.dir.display())
+        })
+    };
+    let fixed_flops = work(&runs[0].1, &fixed)?;
     let mut results = Vec::new();
     for (name, run) in &runs {
         let samples = run.samples(args.warmup)?;
@@ -171,6 +198,7 @@ pub fn run_padding_bench(
             .then(|| stats::paired_ratio(&fixed.training_time, t, level))
             .flatten();
         let last = &run.epochs.last().expect("measured epochs")[0];
+        let flops = work(run, &samples)?;
         let result = PaddingResult {
             variant: name.clone(),
             epoch_time: stats::Summary::of(t, level),
@@ -180,6 +208,9 @@ pub fn run_padding_bench(
             speedup_over_fixed: paired
                 .unwrap_or_else(|| stats::ratio_estimate(&fixed.training_time, t, level)),
             paired_epochs: if paired.is_some() { t.len() } else { 0 },
+            flops,
+            flops_per_sec: flops / stats::mean(t),
+            work_ratio: fixed_flops / flops,
         };
         println!("{}", render(&result));
         results.push(result);
@@ -198,7 +229,8 @@ fn render(r: &PaddingResult) -> String {
         n => format!(" ({n} epoch pairs)"),
     };
     format!(
-        "padding/{:<16} time: [{:.2} s {:.2} s {:.2} s]  speedup over fixed: [{:.2}× {:.2}× {:.2}×]{pairs}\n{:24}{} input positions per epoch ({} targets), train loss {:.4}",
-        r.variant, s.lower, s.mean, s.upper, x.lower, x.point, x.upper, "", r.positions, r.target_tokens, r.train_loss
+        "padding/{:<16} time: [{:.2} s {:.2} s {:.2} s]  speedup over fixed: [{:.2}× {:.2}× {:.2}×]{pairs}\n{:24}{} input positions per epoch ({} targets), train loss {:.4}\n{:24}matrix products: {:.0} GFLOP per epoch, {:.1} GFLOP/s; fixed's ÷ these: {:.2}×",
+        r.variant, s.lower, s.mean, s.upper, x.lower, x.point, x.upper, "", r.positions, r.target_tokens, r.train_loss,
+        "", r.flops / 1e9, r.flops_per_sec / 1e9, r.work_ratio
     )
 }
