@@ -180,6 +180,7 @@ fn the_shortfall_from_linear_is_split_into_what_the_records_time() {
         let t = rec.training_time;
         (rec.compute_time, rec.data_time, rec.allreduce_time, rec.wait_time) =
             (0.9 * t, 0.05 * t, 0.0, 0.0);
+        rec.flops = Some(130e9 * t);
     });
     // Two ranks, each on as many positions as the one rank: efficiency 0.9. Side by side their
     // compute takes 4 % longer, the batches as long; 1 % of their time they wait, 2 % they sum.
@@ -189,6 +190,7 @@ fn the_shortfall_from_linear_is_split_into_what_the_records_time() {
         let (t, alone) = (rec.training_time, 0.9 * rec.training_time);
         (rec.compute_time, rec.data_time, rec.allreduce_time, rec.wait_time) =
             (0.9 * 1.04 * alone, 0.05 * alone, 0.02 * t, 0.01 * t);
+        rec.flops = Some(117e9 * t);
     });
     started(&d("ws1"), |e| 100.0 * e as f64);
     started(&d("ws2"), |e| 100.0 * e as f64 + 50.0);
@@ -205,7 +207,11 @@ fn the_shortfall_from_linear_is_split_into_what_the_records_time() {
         terminal.contains("short of linear: 10.0% of the ranks' time = compute 3.2% + waiting 1.0% + all-reduce 2.0% + data 0.0% + other 3.8%"),
         "{terminal}"
     );
+    // The records count their matrix products' operations: the rate a rank.
+    assert!(terminal.contains("of the epoch, matrix products 130.0 GFLOP/s a rank"), "{terminal}");
+    assert!(terminal.contains("of the epoch, matrix products 117.0 GFLOP/s a rank"), "{terminal}");
     let html = std::fs::read_to_string(d("paired/report/index.html")).unwrap();
+    assert!(html.contains("counted from the batches' shapes): 117.0 GFLOP/s a rank"), "{html}");
     assert!(
         html.contains("<table id=shortfall>") && html.contains("<td>ws2_bs32</td><td>10.0%"),
         "{html}"

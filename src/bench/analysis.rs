@@ -133,6 +133,11 @@ impl RunData {
             training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),
             tokens_per_sec: per(&|e| e.iter().map(|r| r.tokens_per_sec).sum()),
             tokens: per(&|e| e.iter().map(|r| r.tokens as f64).sum()),
+            flops: measured
+                .iter()
+                .map(|e| e.iter().map(|r| r.flops).sum::<Option<f64>>())
+                .collect::<Option<_>>()
+                .unwrap_or_default(),
             compute_time: per(&|e| e.iter().map(|r| r.compute_time).sum::<f64>() / n),
             allreduce_time: per(&|e| e.iter().map(|r| r.allreduce_time).sum::<f64>() / n),
             data_time: per(&|e| e.iter().map(|r| r.data_time).sum::<f64>() / n),

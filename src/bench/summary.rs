@@ -21,6 +21,10 @@ pub struct Samples {
     /// Input positions of the epoch, summed over ranks (padding included).
     #[serde(default)]
     pub tokens: Vec<f64>,
+    /// Floating-point operations of the epoch's matrix products, summed over ranks; empty when
+    /// the records do not count them (older runs, the PyTorch reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flops: Vec<f64>,
     pub compute_time: Vec<f64>,
     pub allreduce_time: Vec<f64>,
     /// Batch collation time (mean over ranks).
@@ -73,6 +77,18 @@ pub struct ConfigSummary {
     pub run_dir: String,
     pub samples: Samples,
     pub run: RunInfo,
+}
+
+impl ConfigSummary {
+    /// The rate of one rank's matrix products over the measured epochs (operations ÷ the
+    /// ranks' time), when the records count them.
+    pub fn flops_per_rank_per_sec(&self) -> Option<f64> {
+        let s = &self.samples;
+        (!s.flops.is_empty()).then(|| {
+            let time: f64 = s.training_time.iter().sum::<f64>() * self.world_size as f64;
+            s.flops.iter().sum::<f64>() / time
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -190,6 +190,14 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
         o.high_severe,
         id = esc(&c.id),
     );
+    if let Some(rate) = c.flops_per_rank_per_sec() {
+        let _ = write!(
+            out,
+            "<p>Matrix products (forward and backward, counted from the batches' shapes): {:.1} \
+             GFLOP/s a rank.</p>",
+            rate / 1e9
+        );
+    }
     out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th><th>compute</th><th>wait</th><th>all-reduce</th><th>batching</th>");
     for r in 0..c.world_size {
         let _ = write!(out, "<th>rank {r}</th>");

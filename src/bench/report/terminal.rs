@@ -35,8 +35,11 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             triple(r.lower, r.mean, r.upper, &fmt_rate),
         );
         let o = &t.outliers;
+        let rate = c
+            .flops_per_rank_per_sec()
+            .map_or(String::new(), |r| format!(", matrix products {:.1} GFLOP/s a rank", r / 1e9));
         out += &format!(
-            "{pad}{} measured epochs, max-rank time {}, all-reduce {:.1}% of the epoch, {} outliers ({} mild, {} severe)\n",
+            "{pad}{} measured epochs, max-rank time {}, all-reduce {:.1}% of the epoch{rate}, {} outliers ({} mild, {} severe)\n",
             c.epochs_measured,
             fmt_seconds(c.training_time.max_rank_mean),
             c.allreduce_share * 100.0,
