@@ -31,7 +31,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
     }
     if let Some(doc) = &args.update_doc {
-        report::markdown::check_doc(doc).map_err(UsageError::from_err)?;
+        report::markdown::check_doc(doc, report::markdown::DocTable::DATA_PARALLEL)
+            .map_err(UsageError::from_err)?;
     }
     let runs = args
         .dirs
@@ -55,7 +56,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let page = report::write_all(&summary, &changes, name.as_deref(), &outputs)?;
     println!("report: {}", page.display());
     if let Some(doc) = &args.update_doc {
-        report::markdown::update_doc(doc, &summary)?;
+        let table = report::markdown::render(&summary);
+        report::markdown::update_doc(doc, report::markdown::DocTable::DATA_PARALLEL, &table)?;
         println!("table: {}", doc.display());
     }
     Ok(())

@@ -528,3 +528,38 @@ fn html_report_renders_in_headless_chromium() {
     assert!(dom.contains("data-table-rows=\"2\""), "summary table did not render");
     assert!(dom.contains("ws2_bs32"));
 }
+
+#[test]
+fn the_padding_table_gives_each_variant_its_speedup_and_its_work_ratio() {
+    use dp_bench::bench::{analysis::RunData, padding};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    // Each variant's epochs drift alike (×1.1, ×0.9) and take turns; its operations and
+    // positions are the same every epoch.
+    let variants = [
+        ("fixed", 4.0, 2.0e12, 640_000),
+        ("dynamic", 2.0, 1.0e12, 243_480),
+        ("dynamic_buckets", 1.6, 0.8e12, 145_848),
+    ];
+    for (k, &(name, t, flops, positions)) in variants.iter().enumerate() {
+        fake_run(&d(name), Preset::Tiny, &[&[9.0, t, 1.1 * t, 0.9 * t]]);
+        edit_records(&d(name), |rec| (rec.flops, rec.tokens) = (Some(flops), positions));
+        started(&d(name), |e| 100.0 * e as f64 + 10.0 * k as f64);
+    }
+    let runs: Vec<(String, RunData)> =
+        variants.iter().map(|v| (v.0.to_string(), RunData::load(&d(v.0)).unwrap())).collect();
+    let results = padding::analyse(&runs, 1, 0.95).unwrap();
+    let buckets = &results[2];
+    assert_eq!(buckets.paired_epochs, 3);
+    assert!((buckets.speedup_over_fixed.point - 2.5).abs() < 1e-9, "{buckets:?}");
+    assert!((buckets.work_ratio - 2.5).abs() < 1e-12, "{buckets:?}");
+    // 0.8 TFLOP over a mean epoch of 1.6 s.
+    assert!((buckets.flops_per_sec - 0.5e12).abs() < 1.0, "{buckets:?}");
+    assert!((results[1].work_ratio - 2.0).abs() < 1e-12);
+    let table = padding::table(&results, &runs[0].1, 0.95);
+    assert!(table.contains("3 measured epochs per variant, the variants taking turns"), "{table}");
+    let row = "| **2.50×** [2.50, 2.50] | 145,848 | 800 GFLOP | 500.0 GFLOP/s | 2.50× | 5.0000 |";
+    assert!(table.contains("| `dynamic_buckets` | 1.60 s ["), "{table}");
+    assert!(table.contains(row), "{table}");
+    assert!(table.contains("| 640,000 | 2,000 GFLOP | 500.0 GFLOP/s | — | 5.0000 |"), "{table}");
+}

@@ -7,6 +7,8 @@
 //! padding less would give if every operation took as long as under fixed padding.
 
 use super::analysis::{took_turns, RunData};
+use super::plot::fmt_finite;
+use super::report::markdown::{check_doc, update_doc, DocTable};
 use super::runner::{bound_launcher, criterion_dir};
 use super::stats::{self, Estimate};
 use super::summary::Samples;
@@ -52,6 +54,10 @@ pub struct PaddingArgs {
     /// Launcher [env: DP_BENCH_MPIRUN]
     #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
     pub mpirun: String,
+    /// Replace the table between the `<!-- dp-bench padding table: begin/end -->` lines of this
+    /// Markdown file (e.g. BENCHMARKS.md) with this run's (also in target/criterion/padding/table.md)
+    #[arg(long, value_name = "FILE")]
+    pub update_doc: Option<PathBuf>,
     /// Run only variants whose name contains this text (fixed always runs: it is the baseline)
     pub filter: Option<String>,
     /// Passed by `cargo bench`; ignored.
@@ -80,6 +86,9 @@ impl PaddingArgs {
             self.warmup
         );
         anyhow::ensure!(self.batch > 0, "--batch must be positive");
+        if let Some(doc) = &self.update_doc {
+            check_doc(doc, DocTable::PADDING)?;
+        }
         anyhow::ensure!(
             self.confidence > 0.0 && self.confidence < 1.0,
             "--confidence must be in (0, 1)"
@@ -93,6 +102,8 @@ impl PaddingArgs {
 pub struct PaddingResult {
     pub variant: String,
     pub epoch_time: stats::Summary,
+    /// Epochs the statistics come from (after the warm-up).
+    pub measured_epochs: usize,
     /// Input positions per epoch (padding included).
     pub positions: u64,
     pub target_tokens: u64,
@@ -182,8 +193,29 @@ pub fn run_padding_bench(
         .iter()
         .map(|(name, _)| Ok((name.to_string(), RunData::load(&dir(name))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let results = analyse(&runs, args.warmup, args.confidence)?;
+    for result in &results {
+        println!("{}", render(result));
+    }
+    crate::metrics::write_json(&out_dir.join("summary.json"), &results)?;
+    println!("summary: {}", out_dir.join("summary.json").display());
+    let doc_table = table(&results, &runs[0].1, args.confidence);
+    crate::metrics::write_atomic(&out_dir.join("table.md"), doc_table.as_bytes())?;
+    if let Some(doc) = &args.update_doc {
+        update_doc(doc, DocTable::PADDING, &doc_table)?;
+        println!("table: {}", doc.display());
+    }
+    Ok(results)
+}
 
-    let fixed = runs[0].1.samples(args.warmup)?;
+/// Each variant's statistics from its run (`runs[0]` is fixed padding, the baseline), after
+/// `warmup` epochs, with intervals at `level`.
+pub fn analyse(
+    runs: &[(String, RunData)],
+    warmup: usize,
+    level: f64,
+) -> anyhow::Result<Vec<PaddingResult>> {
+    let fixed = runs[0].1.samples(warmup)?;
     let work = |run: &RunData, samples: &Samples| {
         epoch_flops(run, &samples.epochs).ok_or_else(|| {
             anyhow::anyhow!("{}: the epoch records do not count operations", run.dir.display())
@@ -191,9 +223,9 @@ pub fn run_padding_bench(
     };
     let fixed_flops = work(&runs[0].1, &fixed)?;
     let mut results = Vec::new();
-    for (name, run) in &runs {
-        let samples = run.samples(args.warmup)?;
-        let (t, level) = (&samples.training_time, args.confidence);
+    for (name, run) in runs {
+        let samples = run.samples(warmup)?;
+        let t = &samples.training_time;
         let paired = took_turns(&fixed, &samples)
             .then(|| stats::paired_ratio(&fixed.training_time, t, level))
             .flatten();
@@ -202,6 +234,7 @@ pub fn run_padding_bench(
         let result = PaddingResult {
             variant: name.clone(),
             epoch_time: stats::Summary::of(t, level),
+            measured_epochs: t.len(),
             positions: last.tokens,
             target_tokens: last.target_tokens,
             train_loss: last.train_loss,
@@ -212,12 +245,90 @@ pub fn run_padding_bench(
             flops_per_sec: flops / stats::mean(t),
             work_ratio: fixed_flops / flops,
         };
-        println!("{}", render(&result));
         results.push(result);
     }
-    crate::metrics::write_json(&out_dir.join("summary.json"), &results)?;
-    println!("summary: {}", out_dir.join("summary.json").display());
     Ok(results)
+}
+
+/// `v` with thousands separated by commas.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    if v < 0.0 && digits != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// The results as BENCHMARKS.md shows them: what ran where, then one row per variant; `fixed`
+/// is the fixed-padding run, whose `run.json` describes the machine.
+pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
+    let (run, c) = (&fixed.info, fixed.config());
+    let cpu = if run.cpu.is_empty() { "an unrecorded CPU" } else { &run.cpu };
+    let pairs = results.iter().map(|r| r.paired_epochs).max().unwrap_or(0);
+    let turns = match pairs {
+        0 => "compared by their means (Fieller)".to_string(),
+        n => format!(
+            "taking turns, so the speedups pair epoch j of each ({n} pairs, Student-t on the log \
+             ratios)"
+        ),
+    };
+    let mut out = format!(
+        "Measured {} on {cpu} (host `{}`): libtorch {}, one rank, {} intra-op thread{}, CPU matrix \
+         products through {}; preset {}, {} training examples of {}, batch {}, {} measured epochs \
+         per variant, the variants {turns}. Intervals: {:.0} %.\n\n",
+        run.start_time.get(..10).unwrap_or(&run.start_time),
+        run.host,
+        run.libtorch_version,
+        run.threads_per_rank,
+        if run.threads_per_rank == 1 { "" } else { "s" },
+        c.cpu_matmul,
+        c.preset,
+        c.train_examples,
+        c.dataset,
+        c.batch_size,
+        results.first().map_or(0, |r| r.measured_epochs),
+        level * 100.0,
+    );
+    out += &format!(
+        "| padding | epoch time ({0:.0} % CI) | × faster than fixed ({0:.0} % CI) | input positions \
+         | matrix products per epoch | their rate | fixed's operations ÷ these | train loss, last \
+         epoch |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        level * 100.0
+    );
+    let two = |v: f64| format!("{v:.2}");
+    for r in results {
+        let (s, x) = (&r.epoch_time, &r.speedup_over_fixed);
+        let fixed = r.variant == "fixed";
+        let speedup = match fixed {
+            true => "—".to_string(),
+            false => format!(
+                "**{:.2}×** [{}, {}]",
+                x.point,
+                fmt_finite(x.lower, &two),
+                fmt_finite(x.upper, &two)
+            ),
+        };
+        out += &format!(
+            "| `{}` | {:.2} s [{}, {}] | {speedup} | {} | {} GFLOP | {:.1} GFLOP/s | {} | {:.4} |\n",
+            r.variant,
+            s.mean,
+            fmt_finite(s.lower, &two),
+            fmt_finite(s.upper, &two),
+            thousands(r.positions as f64),
+            thousands(r.flops / 1e9),
+            r.flops_per_sec / 1e9,
+            if fixed { "—".to_string() } else { format!("{:.2}×", r.work_ratio) },
+            r.train_loss,
+        );
+    }
+    out
 }
 
 /// One variant as criterion prints a benchmark.

@@ -134,7 +134,7 @@ impl BenchArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.turns.validate()?;
         if let Some(doc) = &self.update_doc {
-            report::markdown::check_doc(doc)?;
+            report::markdown::check_doc(doc, report::markdown::DocTable::DATA_PARALLEL)?;
         }
         for (flag, epochs) in
             [("--epochs", self.epochs()), ("--reference-epochs", self.reference_epochs())]
@@ -391,7 +391,8 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         if args.update_doc.is_some() { " (the document's table is left as it was)" } else { "" }
     );
     if let Some(doc) = &args.update_doc {
-        report::markdown::update_doc(doc, &summary)?;
+        let table = report::markdown::render(&summary);
+        report::markdown::update_doc(doc, report::markdown::DocTable::DATA_PARALLEL, &table)?;
         println!("table: {}", doc.display());
     }
     Ok(summary)

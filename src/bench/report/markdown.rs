@@ -1,16 +1,34 @@
 //! The side-by-side table of a `Summary` in Markdown (what BENCHMARKS.md shows), and the splice
-//! that puts it into a document between two marker lines, so that one command regenerates the
-//! table: `cargo bench --bench data_parallel -- --update-doc BENCHMARKS.md`.
+//! that puts a bench's table into a document between two marker lines, so that one command
+//! regenerates it: `cargo bench --bench data_parallel -- --update-doc BENCHMARKS.md` (and the
+//! padding bench's the same way).
 
 use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds};
 use crate::bench::stats::Estimate;
 use crate::bench::summary::{ConfigSummary, Shortfall, Summary};
 use std::path::Path;
 
-/// The line after which the generated table starts.
-pub const BEGIN: &str = "<!-- dp-bench data_parallel table: begin -->";
-/// The line before which it ends.
-pub const END: &str = "<!-- dp-bench data_parallel table: end -->";
+/// A generated table's place in a document: after the line `<!-- dp-bench NAME table: begin -->`
+/// and before `<!-- dp-bench NAME table: end -->`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocTable(&'static str);
+
+impl DocTable {
+    /// `cargo bench --bench data_parallel`'s side-by-side table ([`render`]).
+    pub const DATA_PARALLEL: DocTable = DocTable("data_parallel");
+    /// `cargo bench --bench padding`'s table.
+    pub const PADDING: DocTable = DocTable("padding");
+
+    /// The line after which the table starts.
+    pub fn begin(self) -> String {
+        format!("<!-- dp-bench {} table: begin -->", self.0)
+    }
+
+    /// The line before which it ends.
+    pub fn end(self) -> String {
+        format!("<!-- dp-bench {} table: end -->", self.0)
+    }
+}
 
 /// `point [lower, upper]`, a bound that could not be computed shown as `?`.
 fn interval(point: f64, lower: f64, upper: f64, f: &dyn Fn(f64) -> String) -> String {
@@ -144,9 +162,10 @@ fn shortfall_table(summary: &Summary, out: &mut String) {
     }
 }
 
-/// `doc` with the lines between its `BEGIN` and `END` marker lines replaced by `table`. The
-/// markers stay, so the next run replaces the table again; everything else is kept as it is.
-pub fn splice(doc: &str, table: &str) -> Result<String, String> {
+/// `doc` with the lines between `at`'s marker lines replaced by `table`. The markers stay, so
+/// the next run replaces the table again; everything else is kept as it is.
+pub fn splice(doc: &str, at: DocTable, table: &str) -> Result<String, String> {
+    let (begin, end) = (at.begin(), at.end());
     let line_at = |marker: &str| {
         let mut offset = 0;
         for line in doc.split_inclusive('\n') {
@@ -157,12 +176,12 @@ pub fn splice(doc: &str, table: &str) -> Result<String, String> {
         }
         None
     };
-    let missing = || format!("has no lines `{BEGIN}` and `{END}`: add them where the table goes");
-    let (Some((_, begin_end)), Some((end_start, _))) = (line_at(BEGIN), line_at(END)) else {
+    let missing = || format!("has no lines `{begin}` and `{end}`: add them where the table goes");
+    let (Some((_, begin_end)), Some((end_start, _))) = (line_at(&begin), line_at(&end)) else {
         return Err(missing());
     };
     if end_start < begin_end {
-        return Err(format!("has `{END}` before `{BEGIN}`"));
+        return Err(format!("has `{end}` before `{begin}`"));
     }
     let mut table = table.to_string();
     if !table.ends_with('\n') {
@@ -172,22 +191,22 @@ pub fn splice(doc: &str, table: &str) -> Result<String, String> {
 }
 
 /// The document at `path` read and spliced with `table`; errors name the file.
-fn spliced(path: &Path, table: &str) -> anyhow::Result<String> {
+fn spliced(path: &Path, at: DocTable, table: &str) -> anyhow::Result<String> {
     let doc = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    splice(&doc, table).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))
+    splice(&doc, at, table).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))
 }
 
-/// Checks, before any work, that `path` is a readable document with the markers.
-pub fn check_doc(path: &Path) -> anyhow::Result<()> {
-    spliced(path, "").map(drop).map_err(|e| anyhow::anyhow!("--update-doc: {e}"))
+/// Checks, before any work, that `path` is a readable document with `at`'s markers.
+pub fn check_doc(path: &Path, at: DocTable) -> anyhow::Result<()> {
+    spliced(path, at, "").map(drop).map_err(|e| anyhow::anyhow!("--update-doc: {e}"))
 }
 
-/// Replaces the table in the document at `path` (written whole to a temporary name and renamed,
-/// so an interrupted write leaves the old document). A document without markers is an error and
-/// is left untouched.
-pub fn update_doc(path: &Path, summary: &Summary) -> anyhow::Result<()> {
-    let new = spliced(path, &render(summary))?;
+/// Replaces `at`'s table in the document at `path` with `table` (written whole to a temporary
+/// name and renamed, so an interrupted write leaves the old document). A document without the
+/// markers is an error and is left untouched.
+pub fn update_doc(path: &Path, at: DocTable, table: &str) -> anyhow::Result<()> {
+    let new = spliced(path, at, table)?;
     crate::metrics::write_atomic(path, new.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
@@ -198,19 +217,31 @@ mod tests {
 
     #[test]
     fn splice_replaces_only_between_the_markers_and_keeps_them() {
-        let doc = format!("# Title\nbefore\n{BEGIN}\nold table\nold line\n{END}\nafter\n");
-        let new = splice(&doc, "| new |").unwrap();
-        assert_eq!(new, format!("# Title\nbefore\n{BEGIN}\n| new |\n{END}\nafter\n"));
+        let at = DocTable::DATA_PARALLEL;
+        let (b, e) = (at.begin(), at.end());
+        assert_eq!(b, "<!-- dp-bench data_parallel table: begin -->");
+        let doc = format!("# Title\nbefore\n{b}\nold table\nold line\n{e}\nafter\n");
+        let new = splice(&doc, at, "| new |").unwrap();
+        assert_eq!(new, format!("# Title\nbefore\n{b}\n| new |\n{e}\nafter\n"));
         // A second splice gives the same document: the markers survived.
-        assert_eq!(splice(&new, "| new |").unwrap(), new);
+        assert_eq!(splice(&new, at, "| new |").unwrap(), new);
+        // Another table's markers in the same document are another place.
+        let (pb, pe) = (DocTable::PADDING.begin(), DocTable::PADDING.end());
+        let both = format!("{new}{pb}\nold\n{pe}\n");
+        let padded = splice(&both, DocTable::PADDING, "| p |").unwrap();
+        assert_eq!(padded, format!("{new}{pb}\n| p |\n{pe}\n"));
     }
 
     #[test]
     fn splice_refuses_documents_without_markers_or_in_the_wrong_order() {
-        assert!(splice("# no markers\n", "x").unwrap_err().contains("has no lines"));
-        assert!(splice(&format!("{BEGIN}\n"), "x").unwrap_err().contains("has no lines"));
-        let swapped = format!("{END}\ntext\n{BEGIN}\n");
-        assert!(splice(&swapped, "x").unwrap_err().contains("before"));
+        let at = DocTable::DATA_PARALLEL;
+        let (b, e) = (at.begin(), at.end());
+        assert!(splice("# no markers\n", at, "x").unwrap_err().contains("has no lines"));
+        assert!(splice(&format!("{b}\n"), at, "x").unwrap_err().contains("has no lines"));
+        let swapped = format!("{e}\ntext\n{b}\n");
+        assert!(splice(&swapped, at, "x").unwrap_err().contains("before"));
+        let other = format!("{}\n{}\n", DocTable::PADDING.begin(), DocTable::PADDING.end());
+        assert!(splice(&other, at, "x").unwrap_err().contains("has no lines"));
     }
 
     #[test]
