@@ -558,6 +558,7 @@ fn the_padding_table_gives_each_variant_its_speedup_and_its_work_ratio() {
     assert!((results[1].work_ratio - 2.0).abs() < 1e-12);
     let table = padding::table(&results, &runs[0].1, 0.95);
     assert!(table.contains("3 measured epochs per variant, the variants taking turns"), "{table}");
+    assert!(table.contains("5000 training examples of synthetic, batch 16"), "{table}");
     let row = "| **2.50×** [2.50, 2.50] | 145,848 | 800 GFLOP | 500.0 GFLOP/s | 2.50× | 5.0000 |";
     assert!(table.contains("| `dynamic_buckets` | 1.60 s ["), "{table}");
     assert!(table.contains(row), "{table}");

@@ -250,6 +250,12 @@ pub fn analyse(
     Ok(results)
 }
 
+/// A corpus as a document names it: its file or directory name (`multi30k`), not the path
+/// on the machine that ran it.
+fn corpus_name(dataset: &str) -> &str {
+    Path::new(dataset).file_name().and_then(|n| n.to_str()).unwrap_or(dataset)
+}
+
 /// `v` with thousands separated by commas.
 fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.abs());
@@ -291,7 +297,7 @@ pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
         c.cpu_matmul,
         c.preset,
         c.train_examples,
-        c.dataset,
+        corpus_name(&c.dataset.to_string()),
         c.batch_size,
         results.first().map_or(0, |r| r.measured_epochs),
         level * 100.0,
