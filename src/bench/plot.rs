@@ -303,6 +303,12 @@ pub fn fmt_finite(v: f64, f: &dyn Fn(f64) -> String) -> String {
     }
 }
 
+/// A share as a percentage with one decimal, without the sign of a share that rounds to zero
+/// from below (`0.0`, not `-0.0`).
+pub fn fmt_share(v: f64) -> String {
+    format!("{:.1}", (v * 1000.0).round() / 10.0 + 0.0)
+}
+
 /// Seconds with a sensible number of digits.
 pub fn fmt_seconds(v: f64) -> String {
     if v >= 100.0 {
@@ -363,4 +369,17 @@ pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
         both(dir, "epoch_timeline", &|b| on_backend!(b, |root| draw_timeline(root, summary)))?,
         both(dir, "time_breakdown", &|b| on_backend!(b, |root| draw_breakdown(root, summary)))?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_round_to_a_tenth_of_a_percent_without_a_negative_zero() {
+        assert_eq!(fmt_share(0.0376), "3.8");
+        assert_eq!(fmt_share(-0.0486), "-4.9");
+        assert_eq!(fmt_share(-0.0004), "0.0");
+        assert_eq!(fmt_share(0.0), "0.0");
+    }
 }

@@ -1,7 +1,7 @@
 //! The HTML report: one self-contained page (figures inlined as data URIs, no network) with the
 //! summary table, the figures, per-configuration details and the run metadata.
 
-use crate::bench::plot::{fmt_rate, fmt_seconds};
+use crate::bench::plot::{fmt_rate, fmt_seconds, fmt_share};
 use crate::bench::stats::Estimate;
 use crate::bench::summary::{BaselineChange, ConfigSummary, Shortfall, Summary};
 use base64::Engine;
@@ -121,7 +121,7 @@ fn shortfall_table(summary: &Summary, out: &mut String) {
     }
     out.push_str("</tr></thead><tbody>");
     let percent =
-        |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{:.1}%", v * 100.0));
+        |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{}%", fmt_share(v)));
     for (s, f) in rows {
         let _ = write!(out, "<tr><td>{}</td><td>{}</td>", esc(&s.id), percent(&f.total));
         for (_, e) in f.parts() {

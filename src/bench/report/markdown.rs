@@ -3,7 +3,7 @@
 //! regenerates it: `cargo bench --bench data_parallel -- --update-doc BENCHMARKS.md` (and the
 //! padding bench's the same way).
 
-use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds};
+use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds, fmt_share};
 use crate::bench::stats::Estimate;
 use crate::bench::summary::{ConfigSummary, Shortfall, Summary};
 use std::path::Path;
@@ -133,9 +133,8 @@ pub fn render(summary: &Summary) -> String {
 
 /// `point [lower, upper]` of a share, in percent.
 fn percent(e: &Estimate) -> String {
-    // Rounded first, so that a share just under zero shows as 0.0, not -0.0.
-    let one = |v: f64| format!("{:.1}", (v * 1000.0).round() / 10.0 + 0.0);
-    format!("{} % [{}, {}]", one(e.point), fmt_finite(e.lower, &one), fmt_finite(e.upper, &one))
+    let (one, point) = (|v| fmt_share(v), fmt_share(e.point));
+    format!("{point} % [{}, {}]", fmt_finite(e.lower, &one), fmt_finite(e.upper, &one))
 }
 
 /// Where each of dp-bench's multi-rank runs falls short of linear scaling, when any does.

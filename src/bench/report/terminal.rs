@@ -1,7 +1,7 @@
 //! Criterion-style terminal lines: one block per configuration with the interval of the mean
 //! epoch time and throughput, then speedup and baseline verdicts.
 
-use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds};
+use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds, fmt_share};
 use crate::bench::stats::{Change, Estimate};
 use crate::bench::summary::{BaselineChange, Summary};
 
@@ -61,7 +61,7 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                 },
             );
             if let Some(f) = &s.shortfall {
-                let share = |e: &Estimate| format!("{:.1}%", e.point * 100.0);
+                let share = |e: &Estimate| format!("{}%", fmt_share(e.point));
                 let parts: Vec<String> =
                     f.parts().iter().map(|(name, e)| format!("{name} {}", share(e))).collect();
                 out += &format!(
