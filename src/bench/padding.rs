@@ -122,18 +122,6 @@ pub struct PaddingResult {
     pub work_ratio: f64,
 }
 
-/// Mean over `run`'s measured epochs of their floating-point operations, summed over ranks
-/// (`None` for records that do not count them).
-fn epoch_flops(run: &RunData, measured: &[usize]) -> Option<f64> {
-    let per_epoch = run
-        .epochs
-        .iter()
-        .filter(|ranks| measured.contains(&ranks[0].epoch))
-        .map(|ranks| ranks.iter().map(|r| r.flops).sum::<Option<f64>>())
-        .collect::<Option<Vec<f64>>>()?;
-    (!per_epoch.is_empty()).then(|| stats::mean(&per_epoch))
-}
-
 /// Runs the variants and reports; `binary` is `dp-bench`, `root` the project root.
 pub fn run_padding_bench(
     args: &PaddingArgs,
@@ -216,10 +204,15 @@ pub fn analyse(
     level: f64,
 ) -> anyhow::Result<Vec<PaddingResult>> {
     let fixed = runs[0].1.samples(warmup)?;
+    // Mean over the measured epochs of their operations.
     let work = |run: &RunData, samples: &Samples| {
-        epoch_flops(run, &samples.epochs).ok_or_else(|| {
-            anyhow::anyhow!("{}: the epoch records do not count operations", run.dir.display())
-        })
+        let flops = &samples.flops;
+        anyhow::ensure!(
+            !flops.is_empty(),
+            "{}: the epoch records do not count operations",
+            run.dir.display()
+        );
+        Ok(stats::mean(flops))
     };
     let fixed_flops = work(&runs[0].1, &fixed)?;
     let mut results = Vec::new();
