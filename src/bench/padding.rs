@@ -250,17 +250,14 @@ fn corpus_name(dataset: &str) -> &str {
 }
 
 /// `v` with thousands separated by commas.
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.abs());
+fn thousands(v: u64) -> String {
+    let digits = v.to_string();
     let mut out = String::new();
     for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(d);
-    }
-    if v < 0.0 && digits != "0" {
-        out.insert(0, '-');
     }
     out
 }
@@ -304,8 +301,8 @@ pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
     let two = |v: f64| format!("{v:.2}");
     for r in results {
         let (s, x) = (&r.epoch_time, &r.speedup_over_fixed);
-        let fixed = r.variant == "fixed";
-        let speedup = match fixed {
+        let is_fixed = r.variant == "fixed";
+        let speedup = match is_fixed {
             true => "—".to_string(),
             false => format!(
                 "**{:.2}×** [{}, {}]",
@@ -320,10 +317,10 @@ pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
             s.mean,
             fmt_finite(s.lower, &two),
             fmt_finite(s.upper, &two),
-            thousands(r.positions as f64),
-            thousands(r.flops / 1e9),
+            thousands(r.positions),
+            thousands((r.flops / 1e9).round() as u64),
             r.flops_per_sec / 1e9,
-            if fixed { "—".to_string() } else { format!("{:.2}×", r.work_ratio) },
+            if is_fixed { "—".to_string() } else { format!("{:.2}×", r.work_ratio) },
             r.train_loss,
         );
     }
