@@ -232,6 +232,14 @@ pub struct TrainArgs {
     /// every core an N-rank run uses, not only the first
     #[arg(long, value_name = "N", requires = "turn_examples")]
     pub rotate_cores: Option<usize>,
+    /// Every MPI rank trains this run as a one-rank run of its own, talking to no other:
+    /// `mpirun -n N dp-bench --independent …` trains N independent copies side by side, copy R
+    /// into WORKDIR/copyR. They share the host's caches, memory bandwidth and power as N ranks
+    /// do but exchange nothing, so their summed throughput ÷ N × one rank's alone is the most
+    /// data-parallel training can reach on those cores. `dp-bench compare` reads WORKDIR as one
+    /// run of N ranks (`ws{N}_bs{N·B}_independent`) and gives each N-rank run's share of it
+    #[arg(long, conflicts_with = "world_size")]
+    pub independent: bool,
 }
 
 impl TrainArgs {
@@ -239,7 +247,7 @@ impl TrainArgs {
     pub fn into_config(self, mpi_size: usize, local_ranks: usize) -> Config {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Config {
-            world_size: self.world_size.unwrap_or(mpi_size),
+            world_size: self.world_size.unwrap_or(if self.independent { 1 } else { mpi_size }),
             batch_size: self.batch_size,
             n_epochs: self.n_epochs,
             learning_rate: self.learning_rate,
@@ -268,6 +276,8 @@ impl TrainArgs {
             epoch_gate: self.epoch_gate,
             turn_examples: self.turn_examples,
             rotate_cores: self.rotate_cores.unwrap_or(0),
+            copies: if self.independent { mpi_size } else { 1 },
+            copy: 0,
         }
     }
 }
@@ -333,11 +343,35 @@ fn train_main(args: TrainArgs) -> ExitCode {
     let (local_rank, local_ranks) = (host_comm.rank() as usize, host_comm.size() as usize);
     let comm = Mpi { world };
     let rank = comm.rank();
+    let independent = args.independent;
     let config = args.into_config(comm.size(), local_ranks);
-    match train(&config, &comm, local_rank) {
+    let trained = match independent {
+        false => train(&config, &comm, local_rank),
+        true => train_copy(config, &comm, local_rank),
+    };
+    match trained {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e, rank),
     }
+}
+
+/// `--independent`: this rank's copy of the one-rank run, alone, into its copy's directory, once
+/// rank 0 has made WORKDIR ready for the copies.
+fn train_copy(
+    mut config: Config,
+    world: &dyn Communicator,
+    local_rank: usize,
+) -> anyhow::Result<()> {
+    if config.copies < 2 {
+        return Err(UsageError::from_err(crate::config::ConfigError::IndependentAlone));
+    }
+    config.validate().map_err(UsageError::from_err)?;
+    crate::run::on_root(world, || {
+        crate::metrics::prepare_copies_dir(&config).map_err(UsageError::from_err)
+    })?;
+    config.copy = world.rank();
+    config.workdir = Config::copy_dir(&config.workdir, config.copy);
+    train(&config, &crate::dist::Solo, local_rank)
 }
 
 fn train(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Model size presets from WORKLOAD.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -306,6 +306,17 @@ pub struct Config {
     /// stay).
     #[serde(skip)]
     pub rotate_cores: usize,
+    /// Independent copies of this one-rank run side by side, one per MPI rank, none talking to
+    /// another (`--independent`, each into [`Config::copy_dir`]); 1 for an ordinary run.
+    #[serde(default = "one_copy")]
+    pub copies: usize,
+    /// Which of the `copies` this process trains (its MPI rank); 0 in an ordinary run.
+    #[serde(skip)]
+    pub copy: usize,
+}
+
+fn one_copy() -> usize {
+    1
 }
 
 /// A configuration that cannot run, with the fix in the message.
@@ -345,6 +356,10 @@ pub enum ConfigError {
     ZeroTurnExamples,
     #[error("--rotate-cores moves one thread of one rank between cores: it needs --world-size 1 and --threads 1")]
     RotateNotAlone,
+    #[error("--independent trains one copy of a one-rank run per MPI rank: launch at least 2 (`mpirun -n 2 dp-bench --independent …`)")]
+    IndependentAlone,
+    #[error("--independent copies a one-rank run, each rank on its own core: drop --world-size and --rotate-cores")]
+    IndependentNotOneRank,
 }
 
 impl Config {
@@ -357,6 +372,17 @@ impl Config {
 
     pub fn local_batch_size(&self) -> usize {
         self.batch_size / self.world_size
+    }
+
+    /// The run directory of copy `copy` of an `--independent` run into `workdir`.
+    pub fn copy_dir(workdir: &Path, copy: usize) -> PathBuf {
+        workdir.join(format!("copy{copy}"))
+    }
+
+    /// The rank this process stands at epoch gates as: its own, or in a set of independent
+    /// copies (each rank 0 of a run of its own) its copy, so the copies wait as one run's ranks.
+    pub fn gate_rank(&self, rank: usize) -> usize {
+        rank + self.copy
     }
 
     /// The preset's dimensions with any custom ones (`--n-layer` …) in their place.
@@ -430,6 +456,9 @@ impl Config {
         if self.rotate_cores > 0 && (self.world_size != 1 || self.threads != 1) {
             return Err(ConfigError::RotateNotAlone);
         }
+        if self.copies > 1 && (self.world_size != 1 || self.rotate_cores > 0) {
+            return Err(ConfigError::IndependentNotOneRank);
+        }
         Ok(())
     }
 
@@ -479,6 +508,8 @@ pub(crate) mod tests {
             epoch_gate: None,
             turn_examples: None,
             rotate_cores: 0,
+            copies: 1,
+            copy: 0,
         }
     }
 
@@ -528,5 +559,13 @@ pub(crate) mod tests {
         c.threads = 0;
         assert_eq!(c.validate(), Err(ConfigError::ZeroThreads));
         assert!(tiny_config().validate_world(2).is_err());
+        // Independent copies copy a one-rank run, each staying on its own core.
+        let mut c = tiny_config();
+        c.copies = 2;
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!((c.gate_rank(0), Config { copy: 1, ..c.clone() }.gate_rank(0)), (0, 1));
+        for broken in [Config { world_size: 2, ..c.clone() }, Config { rotate_cores: 2, ..c }] {
+            assert_eq!(broken.validate(), Err(ConfigError::IndependentNotOneRank));
+        }
     }
 }

@@ -189,6 +189,8 @@ pub enum WorkdirError {
     Unknown { path: PathBuf, reason: String },
     #[error("nothing to resume in {path}: it holds no {RUN_FILE}; run without --resume")]
     NothingToResume { path: PathBuf },
+    #[error("workdir {path} holds an ordinary run's results, which would hide the copies of --independent (in its copy0, copy1, …) from `dp-bench compare`: pass another --workdir, or --overwrite to replace them")]
+    NotForCopies { path: PathBuf },
 }
 
 /// The keys on which two configurations differ, as `key: old → new`.
@@ -260,6 +262,32 @@ pub fn prepare_workdir(config: &Config, keep_through: Option<usize>) -> Result<(
     Ok(())
 }
 
+/// Makes `config.workdir` ready for `--independent` copies (rank 0 only), each of which then
+/// prepares its own [`Config::copy_dir`] as any run does: creates it, and refuses it when it
+/// holds an ordinary run's `run.json` or records, which `dp-bench compare` would read instead of
+/// the copies — unless `--overwrite`, which removes them.
+pub fn prepare_copies_dir(config: &Config) -> Result<(), WorkdirError> {
+    let dir = &config.workdir;
+    let io = |source| WorkdirError::Io { path: dir.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let ordinary: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name == RUN_FILE || result_file_epoch(&name).is_some()
+        })
+        .map(|e| e.path())
+        .collect();
+    if !ordinary.is_empty() && !config.overwrite {
+        return Err(WorkdirError::NotForCopies { path: dir.clone() });
+    }
+    for f in ordinary {
+        std::fs::remove_file(&f).map_err(io)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +320,34 @@ mod tests {
         other.overwrite = true;
         prepare_workdir(&other, None).unwrap();
         assert!(!dir.path().join("rank0_results_epoch0.json").exists());
+    }
+
+    #[test]
+    fn copies_replace_an_ordinary_run_only_with_overwrite_and_keep_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config_in(dir.path());
+        fake_run(&c);
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        c.copies = 2;
+        let err = prepare_copies_dir(&c).unwrap_err().to_string();
+        assert!(err.contains("ordinary run's results") && err.contains("--overwrite"), "{err}");
+        assert!(
+            dir.path().join(RUN_FILE).exists()
+                && dir.path().join("rank0_results_epoch0.json").exists()
+        );
+        c.overwrite = true;
+        prepare_copies_dir(&c).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["notes.txt"], "the run's files go, nothing else");
+        // A fresh or already-copied directory needs nothing.
+        c.overwrite = false;
+        prepare_copies_dir(&c).unwrap();
+        c.workdir = dir.path().join("new");
+        prepare_copies_dir(&c).unwrap();
+        assert!(c.workdir.is_dir());
     }
 
     #[test]

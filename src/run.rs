@@ -20,7 +20,7 @@ pub const MODEL_FILE: &str = "model.safetensors";
 
 /// Runs `f` on rank 0 and shares its outcome: an error there becomes an error on every rank, so
 /// no rank waits in a collective for a rank that gave up.
-fn on_root<T>(
+pub(crate) fn on_root<T>(
     comm: &dyn Communicator,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<Option<T>> {
@@ -84,10 +84,14 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
     let device = device_of(config, local_rank)?;
     let dir = &config.workdir;
 
-    let progress = Progress::new(rank == 0);
+    // Of independent copies, the first speaks for all.
+    let progress = Progress::new(rank == 0 && config.copy == 0);
+    let ranks = match config.copies {
+        1 => format!("{} ranks", config.world_size),
+        n => format!("{n} independent copies of 1 rank"),
+    };
     progress.note(&format!(
-        "dp-bench: {} ranks, global batch {}, preset {}, dataset {}, {} epochs → {}",
-        config.world_size,
+        "dp-bench: {ranks}, global batch {}, preset {}, dataset {}, {} epochs → {}",
         config.batch_size,
         config.preset,
         config.dataset,
@@ -183,11 +187,12 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
                 0 => vec![],
                 n => crate::gate::usable_cores().into_iter().take(n).collect(),
             },
+            gate_rank: config.gate_rank(rank),
         }
     });
     for epoch in first_epoch..config.n_epochs {
         if let Some(gate) = &config.epoch_gate {
-            crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), rank)?;
+            crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), config.gate_rank(rank))?;
         }
         let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
         let mut step = 0;

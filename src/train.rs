@@ -42,7 +42,8 @@ pub enum EpochError {
 }
 
 /// Stops within an epoch, where runs take turns (`crate::gate`): before every `steps`-th step
-/// (not the first), each rank waits at the gate of that part of the epoch in `dir`. With
+/// (not the first), each rank waits at the gate of that part of the epoch in `dir`, as
+/// `gate_rank` (`Config::gate_rank`). With
 /// `rotate_cores` (one rank), part `p` of epoch `e` runs on `rotate_cores[(e · parts + p) mod
 /// len]`, so the run visits those cores in turn.
 #[derive(Debug, Clone)]
@@ -50,6 +51,7 @@ pub struct Turns {
     pub dir: std::path::PathBuf,
     pub steps: usize,
     pub rotate_cores: Vec<usize>,
+    pub gate_rank: usize,
 }
 
 impl Turns {
@@ -323,7 +325,7 @@ impl<'a> Trainer<'a> {
                 synchronize(device);
                 let stopped = Instant::now();
                 let stop = crate::gate::Stop { epoch, part: k / turns.steps };
-                crate::gate::wait(&turns.dir, stop, rank).map_err(EpochError::Gate)?;
+                crate::gate::wait(&turns.dir, stop, turns.gate_rank).map_err(EpochError::Gate)?;
                 turns.pin(epoch, stop.part, parts)?;
                 self.comm.barrier();
                 stats.paused_time += stopped.elapsed().as_secs_f64();

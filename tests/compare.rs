@@ -34,6 +34,8 @@ fn config(world_size: usize, preset: Preset) -> Config {
         epoch_gate: None,
         turn_examples: None,
         rotate_cores: 0,
+        copies: 1,
+        copy: 0,
         padding: dp_bench::config::Padding::Fixed,
         bucket_by_length: false,
         cpu_matmul: dp_bench::config::CpuMatmul::Onednn,
@@ -127,6 +129,18 @@ fn in_rounds(dir: &Path, per_round: usize) {
 /// Sets when each of `fake_run`'s epochs started: epoch e at `at(e)`, every rank alike.
 fn started(dir: &Path, at: impl Fn(usize) -> f64) {
     edit_records(dir, |rec| rec.started_at = Some(at(rec.epoch)));
+}
+
+/// Independent copies of a one-rank run (`dp-bench --independent`): copy c trained epoch e in
+/// `times[c][e]` seconds on 1000 tokens, as `fake_run`'s rank would.
+fn fake_copies(dir: &Path, times: &[&[f64]]) {
+    for (copy, t) in times.iter().enumerate() {
+        let d = dir.join(format!("copy{copy}"));
+        fake_run(&d, Preset::Tiny, &[t]);
+        let mut info = read_json(&d.join("run.json"));
+        info["config"]["copies"] = times.len().into();
+        write_json(&d.join("run.json"), &info).unwrap();
+    }
 }
 
 fn compare(dirs: &[&Path], out: &Path) -> std::process::Output {
@@ -243,6 +257,74 @@ fn the_shortfall_from_linear_is_split_into_what_the_records_time() {
     assert!(close(&s["total"]["point"], 0.01, 1e-9), "{s}");
     assert!(s["total"]["lower"].is_null(), "{s}");
     assert!(table.contains("(from the means of the runs)"), "{table}");
+}
+
+#[test]
+fn independent_one_rank_runs_are_read_as_one_run_and_give_each_run_its_share_of_the_ceiling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    // The machine drifts by epoch. Two ranks reach 0.9 of linear; two independent one-rank runs
+    // side by side, which exchange nothing, each take 1/0.95 of one rank's time alone.
+    let one: Vec<f64> = [9.0, 1.0, 1.3, 0.9, 1.6].to_vec();
+    let two: Vec<f64> = one.iter().map(|t| t / 0.9).collect();
+    let copy: Vec<f64> = one.iter().map(|t| t / 0.95).collect();
+    fake_run(&d("ws1"), Preset::Tiny, &[&one]);
+    fake_run(&d("ws2"), Preset::Tiny, &[&two, &two]);
+    fake_copies(&d("ind"), &[&copy, &copy]);
+    started(&d("ws1"), |e| 100.0 * e as f64);
+    started(&d("ws2"), |e| 100.0 * e as f64 + 50.0);
+    for c in ["ind/copy0", "ind/copy1"] {
+        started(&d(c), |e| 100.0 * e as f64 + 25.0);
+    }
+    let o = compare(&[&d("ws1"), &d("ws2"), &d("ind")], &d("out"));
+    assert!(o.status.success());
+    let summary = read_json(&d("out/summary.json"));
+    let ids: Vec<&str> =
+        summary["configs"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["ws1_bs16", "ws2_bs32", "ws2_bs32_independent"]);
+    let ind = &summary["configs"][2];
+    assert_eq!(
+        (ind["world_size"].as_u64(), ind["global_batch_size"].as_u64()),
+        (Some(2), Some(32))
+    );
+    let speedup = |id: &str| {
+        summary["speedup"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone()
+    };
+    // The copies' efficiency is the ceiling; the run's share of it is paired epoch by epoch.
+    let ceiling = speedup("ws2_bs32_independent");
+    assert!(close(&ceiling["efficiency"], 0.95, 1e-9), "{ceiling}");
+    assert!(ceiling["of_independent"].is_null(), "{ceiling}");
+    let share = speedup("ws2_bs32")["of_independent"].clone();
+    assert_eq!(share["id"], "ws2_bs32_independent");
+    for bound in ["point", "lower", "upper"] {
+        assert!(close(&share["tokens_per_sec"][bound], 0.9 / 0.95, 1e-9), "{share}");
+    }
+    let terminal = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        terminal.contains("of what the cores allow: [0.947× 0.947× 0.947×] of the throughput of ws2_bs32_independent"),
+        "{terminal}"
+    );
+    assert!(terminal.contains("2 independent 1-rank runs side by side, no communication"));
+    let table = std::fs::read_to_string(d("out/table.md")).unwrap();
+    assert!(
+        table.contains("`ws2_bs32` ÷ `ws2_bs32_independent` **0.947×** [0.947, 0.947]"),
+        "{table}"
+    );
+    assert!(table.contains("| `ws2_bs32_independent` | dp-bench, independent 1-rank runs | 2 |"));
+    let html = std::fs::read_to_string(d("out/report/index.html")).unwrap();
+    assert!(html.contains("<table id=ceiling>") && html.contains("<td>ws2_bs32_independent</td>"));
+    // A copy that stopped early, or that trained another workload, is refused by name.
+    std::fs::remove_file(d("ind/copy1").join(EpochRecord::file_name(0, 4))).unwrap();
+    let o = compare(&[&d("ws1"), &d("ind")], &d("short"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("copy1: epoch 4 lacks the record"), "{err}");
+    fake_copies(&d("ind"), &[&copy, &copy]);
+    let mut info = read_json(&d("ind/copy1/run.json"));
+    info["config"]["preset"] = "small".into();
+    write_json(&d("ind/copy1/run.json"), &info).unwrap();
+    let o = compare(&[&d("ws1"), &d("ind")], &d("other"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("they differ in configuration"), "{err}");
 }
 
 #[test]

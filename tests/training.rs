@@ -253,6 +253,57 @@ fn the_same_seed_twice_gives_identical_metrics_except_times() {
 }
 
 #[test]
+fn independent_copies_each_train_the_one_rank_run_exactly() {
+    let (one, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_ok(std::process::Command::new(binary()).args(small_run(one.path())));
+    let out = run_ok(mpirun(2).arg("--independent").args(small_run(copies.path())));
+    // The first copy speaks for both.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.matches("2 independent copies of 1 rank").count(), 1, "{said}");
+    assert!(!copies.path().join("run.json").exists(), "the copies' directory is not a run");
+    for copy in 0..2 {
+        let dir = copies.path().join(format!("copy{copy}"));
+        assert_eq!(read_json(&dir.join("run.json"))["config"]["copies"], 2);
+        for epoch in 0..2 {
+            let (x, y) = (results(one.path(), 0, epoch), results(&dir, 0, epoch));
+            assert_eq!(without_timings(x), without_timings(y), "copy {copy} epoch {epoch}");
+        }
+        assert_eq!(
+            std::fs::read(one.path().join("model.safetensors")).unwrap(),
+            std::fs::read(dir.join("model.safetensors")).unwrap()
+        );
+    }
+    // `compare` reads the copies as one run of two ranks, each on the one-rank run's batch.
+    let report = copies.path().join("report");
+    run_ok(
+        std::process::Command::new(binary())
+            .args(["compare", "--warmup", "0"])
+            .arg(one.path())
+            .arg(copies.path())
+            .arg("--out")
+            .arg(&report),
+    );
+    let summary = read_json(&report.join("summary.json"));
+    let c = &summary["configs"][1];
+    assert_eq!(c["id"], "ws2_bs32_independent", "{c}");
+    assert_eq!((c["world_size"].as_u64(), c["local_batch_size"].as_u64()), (Some(2), Some(16)));
+    assert_eq!(summary["speedup"][0]["id"], "ws2_bs32_independent");
+    // An ordinary run's directory is not overwritten by copies unless asked, nor one rank copied.
+    let refused = run(mpirun(2).arg("--independent").args(small_run(one.path())));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("holds an ordinary run's results") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(one.path().join("run.json").exists() && !one.path().join("copy0").exists());
+    let alone = run(mpirun(1).arg("--independent").args(small_run(copies.path())));
+    assert!(!alone.status.success());
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert!(err.contains("launch at least 2"), "{err}");
+}
+
+#[test]
 fn plain_binary_runs_as_one_rank_on_multi30k() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(binary());

@@ -5,7 +5,8 @@
 
 use super::stats::{self, Estimate, Summary as Stats};
 use super::summary::{
-    ConfigSummary, Samples, Shortfall, SpeedupSummary, Summary, TimeSummary, VersusSummary, SCHEMA,
+    ConfigSummary, OfIndependent, Samples, Shortfall, SpeedupSummary, Summary, TimeSummary,
+    VersusSummary, SCHEMA,
 };
 use crate::config::{Config, Partition};
 use crate::metrics::{EpochRecord, RunInfo, RUN_FILE};
@@ -44,7 +45,67 @@ fn corrupt(path: &Path, reason: impl ToString) -> AnalysisError {
 }
 
 impl RunData {
+    /// The run in `dir`; or, where `dir` holds the copies of an `--independent` run instead,
+    /// those copies as one run ([`RunData::merge_copies`]).
     pub fn load(dir: &Path) -> Result<Self, AnalysisError> {
+        if !dir.join(RUN_FILE).is_file() && Config::copy_dir(dir, 0).join(RUN_FILE).is_file() {
+            let first = Self::load_one(&Config::copy_dir(dir, 0))?;
+            let mut copies = vec![first];
+            for copy in 1..copies[0].config().copies {
+                copies.push(Self::load_one(&Config::copy_dir(dir, copy))?);
+            }
+            return Self::merge_copies(dir, copies);
+        }
+        Self::load_one(dir)
+    }
+
+    /// N independent copies of a one-rank run (`dp-bench --independent`) as one run of N
+    /// ranks, each taking the one-rank run's batch: copy r's records become rank r's, so the
+    /// analysis sums their throughput and averages their time as it does a run's ranks'. The
+    /// copies must be of one configuration and have the same epochs.
+    pub fn merge_copies(dir: &Path, copies: Vec<RunData>) -> Result<Self, AnalysisError> {
+        let n = copies.len();
+        let first = &copies[0];
+        for other in &copies[1..] {
+            if other.config() != first.config() {
+                let json = |r: &RunData| serde_json::to_string(r.config()).unwrap_or_default();
+                return Err(AnalysisError::Inconsistent {
+                    a: first.dir.clone(),
+                    b: other.dir.clone(),
+                    what: "configuration",
+                    va: json(first),
+                    vb: json(other),
+                });
+            }
+        }
+        // An interrupted copy lacks the epoch after its last, as a run's rank would.
+        let fewest = (0..n).min_by_key(|&r| copies[r].epochs.len()).unwrap_or(0);
+        let epochs = copies[fewest].epochs.len();
+        if copies.iter().any(|c| c.epochs.len() != epochs) {
+            return Err(AnalysisError::MissingRecord {
+                dir: copies[fewest].dir.clone(),
+                epoch: epochs,
+                rank: 0,
+            });
+        }
+        let mut info = first.info.clone();
+        info.config.world_size = n;
+        info.config.batch_size *= n;
+        let epochs = (0..epochs)
+            .map(|e| {
+                (0..n)
+                    .map(|r| {
+                        let mut record = copies[r].epochs[e][0].clone();
+                        (record.rank, record.world_size) = (r, n);
+                        record
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(RunData { dir: dir.to_path_buf(), info, epochs })
+    }
+
+    fn load_one(dir: &Path) -> Result<Self, AnalysisError> {
         let run_file = dir.join(RUN_FILE);
         if !run_file.is_file() {
             return Err(AnalysisError::NotARun(dir.to_path_buf()));
@@ -199,6 +260,9 @@ pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
     Ok(())
 }
 
+/// What ends the id of independent copies of a one-rank run (`dp-bench --independent`).
+pub const INDEPENDENT: &str = "_independent";
+
 /// `ws{N}_bs{B}`, or `ws{N}_bs{B}_{partition}` for a multi-rank run split otherwise than the
 /// first configuration of its kind (which keeps the plain id): the bench names the
 /// configurations of `--partition adaptive,balanced` so, and `config_ids` reads them back so.
@@ -210,13 +274,14 @@ pub fn config_id(world_size: usize, batch_size: usize, other_split: Option<Parti
 }
 
 /// [`config_id`] of each run (`ws2_bs32_adaptive` for a multi-rank dp-bench run split otherwise
-/// than the first such run), with `_t{T}` when the runs differ in threads per rank, prefixed by
-/// the implementation when it is a reference (`pytorch-ddp_ws2_bs32`).
+/// than the first such run, `ws2_bs32_independent` for independent copies of a one-rank run),
+/// with `_t{T}` when the runs differ in threads per rank, prefixed by the implementation when
+/// it is a reference (`pytorch-ddp_ws2_bs32`).
 pub fn config_ids(runs: &[RunData]) -> Vec<String> {
     let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
     let split = |r: &RunData| {
         let ours = r.info.implementation == crate::metrics::IMPLEMENTATION;
-        (ours && r.config().world_size > 1).then(|| r.config().partition)
+        (ours && r.config().world_size > 1 && r.config().copies == 1).then(|| r.config().partition)
     };
     let plain = runs.iter().find_map(split);
     runs.iter()
@@ -224,6 +289,9 @@ pub fn config_ids(runs: &[RunData]) -> Vec<String> {
             let c = r.config();
             let other_split = split(r).filter(|&p| Some(p) != plain);
             let mut id = config_id(c.world_size, c.batch_size, other_split);
+            if c.copies > 1 {
+                id += INDEPENDENT;
+            }
             if r.info.implementation != crate::metrics::IMPLEMENTATION {
                 id = format!("{}_{id}", r.info.implementation);
             }
@@ -279,7 +347,9 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         .enumerate()
         .filter_map(|(i, c)| {
             let r = one_device(&c.run.implementation).filter(|&r| r != i)?;
-            Some(speedup_of(&configs[r], c, level))
+            let mut s = speedup_of(&configs[r], c, level);
+            s.of_independent = independent_of(&configs, c).map(|ind| share_of(c, ind, level));
+            Some(s)
         })
         .collect();
     let versus = configs
@@ -288,6 +358,7 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         .filter_map(|theirs| {
             let ours = configs.iter().find(|o| {
                 o.run.implementation == crate::metrics::IMPLEMENTATION
+                    && !o.is_independent()
                     && (o.world_size, o.global_batch_size, o.threads)
                         == (theirs.world_size, theirs.global_batch_size, theirs.threads)
             })?;
@@ -315,6 +386,32 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         speedup,
         versus,
     })
+}
+
+/// The independent copies of a one-rank run (`dp-bench --independent`) that are as many as
+/// `c`'s ranks, with as many threads, when `c` is a multi-rank run of dp-bench's and they ran.
+fn independent_of<'a>(
+    configs: &'a [ConfigSummary],
+    c: &ConfigSummary,
+) -> Option<&'a ConfigSummary> {
+    let ours = |x: &ConfigSummary| x.run.implementation == crate::metrics::IMPLEMENTATION;
+    if !ours(c) || c.world_size < 2 || c.is_independent() {
+        return None;
+    }
+    configs
+        .iter()
+        .find(|x| ours(x) && x.run.config.copies == c.world_size && x.threads == c.threads)
+}
+
+/// `c`'s summed throughput ÷ that of `independent`, its share of what the cores allow: paired
+/// epoch by epoch when the two took turns, from their means (Fieller) otherwise.
+fn share_of(c: &ConfigSummary, independent: &ConfigSummary, level: f64) -> OfIndependent {
+    let (a, b) = (&c.samples.tokens_per_sec, &independent.samples.tokens_per_sec);
+    let tokens_per_sec = took_turns(&c.samples, &independent.samples)
+        .then(|| stats::paired_ratio(a, b, level))
+        .flatten()
+        .unwrap_or_else(|| stats::ratio_estimate(a, b, level));
+    OfIndependent { id: independent.id.clone(), tokens_per_sec }
 }
 
 /// Whether the measured epochs of `a` and `b` took turns: as many of each, and epoch `j` of both
@@ -360,6 +457,7 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
         },
         paired_epochs: if paired { cs.training_time.len() } else { 0 },
         shortfall: shortfall_of(reference, c, paired, level),
+        of_independent: None,
     }
 }
 

@@ -84,6 +84,13 @@ pub struct BenchArgs {
     /// Skip the PyTorch reference (scripts/torch_reference.py: eager on one rank, DDP on more)
     #[arg(long)]
     pub no_reference: bool,
+    /// Skip the cores' ceiling. By default each world size N > 1 also runs as N independent
+    /// one-rank runs side by side, talking to no other (`dp-bench --independent`, id
+    /// `ws{N}_bs{N·b}_independent`): they share caches, memory bandwidth and power as N ranks
+    /// do, so their efficiency is the most any N-rank run can reach on these cores, and each
+    /// N-rank run is also given as a share of it
+    #[arg(long)]
+    pub no_independent: bool,
     /// Python with torch for the reference [default: .venv/bin/python]
     #[arg(long, env = "DP_BENCH_PYTHON")]
     pub python: Option<PathBuf>,
@@ -155,44 +162,57 @@ impl BenchArgs {
         Ok(())
     }
 
-    /// The configurations, filtered.
+    /// The configurations, filtered: each world size under each partition, then (unless
+    /// `--no-independent`) each world size above one as independent one-rank copies.
     pub fn plan(&self) -> Vec<Planned> {
         let examples = self.train_examples.unwrap_or(if self.quick { 512 } else { 5000 });
+        // What every configuration trains, for `batch` examples per step and rank.
+        let workload = |batch: usize| {
+            [
+                "--batch-size",
+                &batch.to_string(),
+                "--n-epochs",
+                &self.epochs().to_string(),
+                "--train-examples",
+                &examples.to_string(),
+                "--threads",
+                &self.threads.to_string(),
+                "--preset",
+                &self.preset,
+                "--dataset",
+                &self.dataset,
+                "--benchmark-only",
+                "--overwrite",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
         // One rank has nothing to split: it runs once, under the first partition.
         let partitions = |n: usize| if n == 1 { &self.partition[..1] } else { &self.partition[..] };
-        self.world_sizes
+        let data_parallel = self
+            .world_sizes
             .iter()
             .flat_map(|&n| partitions(n).iter().enumerate().map(move |(k, &p)| (n, k, p)))
             .map(|(n, k, partition)| {
                 let global = self.batch * n;
-                let mut args = [
-                    "--world-size",
-                    &n.to_string(),
-                    "--batch-size",
-                    &global.to_string(),
-                    "--n-epochs",
-                    &self.epochs().to_string(),
-                    "--train-examples",
-                    &examples.to_string(),
-                    "--threads",
-                    &self.threads.to_string(),
-                    "--preset",
-                    &self.preset,
-                    "--dataset",
-                    &self.dataset,
-                    "--partition",
-                    &partition.to_string(),
-                    "--benchmark-only",
-                    "--overwrite",
-                ]
-                .map(String::from)
-                .to_vec();
+                let mut args = workload(global);
+                args.extend(["--world-size".into(), n.to_string()]);
+                args.extend(["--partition".into(), partition.to_string()]);
                 if let Some(cores) = self.baseline_cores().filter(|_| n == 1) {
                     args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
                 let id = analysis::config_id(n, global, (k > 0).then_some(partition));
                 Planned { id, world_size: n, args, reference: k == 0 }
-            })
+            });
+        let independent =
+            self.world_sizes.iter().filter(|&&n| n > 1 && !self.no_independent).map(|&n| {
+                let mut args = workload(self.batch);
+                args.push("--independent".into());
+                let id = analysis::config_id(n, self.batch * n, None) + analysis::INDEPENDENT;
+                Planned { id, world_size: n, args, reference: false }
+            });
+        data_parallel
+            .chain(independent)
             .filter(|p| self.filter.as_ref().is_none_or(|f| p.id.contains(f.as_str())))
             .collect()
     }
@@ -415,13 +435,34 @@ mod tests {
     #[test]
     fn two_ranks_are_dealt_adaptively_unless_told_and_each_partition_gets_a_run() {
         let ids = |p: &[Planned]| p.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
-        let default = plan(&[]);
+        let default = plan(&["--no-independent"]);
         assert_eq!(ids(&default), ["ws1_bs16", "ws2_bs32"]);
         assert_eq!(flag(&default[1], "--partition"), Some("adaptive"));
-        let both = plan(&["--partition", "balanced,adaptive"]);
+        let both = plan(&["--partition", "balanced,adaptive", "--no-independent"]);
         assert_eq!(ids(&both), ["ws1_bs16", "ws2_bs32", "ws2_bs32_adaptive"]);
         assert_eq!(flag(&both[1], "--partition"), Some("balanced"));
         assert!(both.iter().map(|p| p.reference).eq([true, true, false]));
+    }
+
+    #[test]
+    fn each_world_size_above_one_also_runs_as_independent_one_rank_copies() {
+        let p = plan(&["--world-sizes", "1,2,4"]);
+        let ids: Vec<&str> = p.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["ws1_bs16", "ws2_bs32", "ws4_bs64", "ws2_bs32_independent", "ws4_bs64_independent"]
+        );
+        let copies = &p[4];
+        // Four ranks, each training the one-rank run's batch on its own, with no reference.
+        assert_eq!((copies.world_size, copies.reference), (4, false));
+        assert_eq!(flag(copies, "--batch-size"), Some("16"));
+        assert!(copies.args.iter().any(|a| a == "--independent"));
+        assert!(flag(copies, "--world-size").is_none() && flag(copies, "--partition").is_none());
+        // Every configuration trains the same examples for as many epochs.
+        for f in ["--n-epochs", "--train-examples", "--preset", "--dataset", "--threads"] {
+            assert!(p.iter().all(|x| flag(x, f) == flag(&p[0], f)), "{f}");
+        }
+        assert_eq!(plan(&["ws2"]).len(), 2, "the filter keeps ws2_bs32 and its copies");
     }
 
     #[test]

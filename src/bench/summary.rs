@@ -80,6 +80,12 @@ pub struct ConfigSummary {
 }
 
 impl ConfigSummary {
+    /// Whether this is independent copies of a one-rank run (`dp-bench --independent`), read
+    /// as one run of as many ranks.
+    pub fn is_independent(&self) -> bool {
+        self.run.config.copies > 1
+    }
+
     /// The rate of one rank's matrix products over the measured epochs (operations ÷ the
     /// ranks' time), when the records count them.
     pub fn flops_per_rank_per_sec(&self) -> Option<f64> {
@@ -114,6 +120,26 @@ pub struct SpeedupSummary {
     /// compute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortfall: Option<Shortfall>,
+    /// Against as many independent one-rank runs side by side, when those ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of_independent: Option<OfIndependent>,
+}
+
+/// A multi-rank run's summed throughput against that of as many independent one-rank runs side
+/// by side (`dp-bench --independent`; configuration `id`): its share of what the cores allow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfIndependent {
+    pub id: String,
+    pub tokens_per_sec: Estimate,
+}
+
+impl OfIndependent {
+    /// What the reports say about the independent runs.
+    pub const NOTE: &'static str = "A configuration ending in `_independent` is as many 1-rank \
+        runs side by side as its ranks, each training the 1-rank run's batches on its own core, \
+        none talking to another. They share the machine's caches, memory bandwidth and power as \
+        the ranks do, so their efficiency is the most a run of that many ranks can reach on \
+        these cores, and a run's throughput ÷ theirs is its share of that ceiling.";
 }
 
 /// Where a run of N ranks falls short of linear scaling against its one-rank reference: the

@@ -3,7 +3,7 @@
 
 use crate::bench::plot::{fmt_rate, fmt_seconds, fmt_share};
 use crate::bench::stats::Estimate;
-use crate::bench::summary::{BaselineChange, ConfigSummary, Shortfall, Summary};
+use crate::bench::summary::{BaselineChange, ConfigSummary, OfIndependent, Shortfall, Summary};
 use base64::Engine;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -96,7 +96,34 @@ fn summary_table(summary: &Summary, out: &mut String) {
         }
         out.push_str("</tbody></table>");
     }
+    ceiling_table(summary, out);
     shortfall_table(summary, out);
+}
+
+/// Each multi-rank run's share of what the cores allow, when the independent runs ran.
+fn ceiling_table(summary: &Summary, out: &mut String) {
+    let rows: Vec<_> =
+        summary.speedup.iter().filter_map(|s| Some((s, s.of_independent.as_ref()?))).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h2>Against what the cores allow</h2><p>{}</p><table id=ceiling><thead><tr>\
+         <th>configuration</th><th>independent 1-rank runs</th><th>tokens/s ratio (CI)</th>\
+         </tr></thead><tbody>",
+        esc(OfIndependent::NOTE)
+    );
+    for (s, o) in rows {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.id),
+            esc(&o.id),
+            ratio(&o.tokens_per_sec)
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 /// Where each of dp-bench's multi-rank runs falls short of linear scaling, when any does.
@@ -163,13 +190,16 @@ fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {
 fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()> {
     let t = &c.training_time.stats;
     let o = &t.outliers;
+    let ranks = match c.is_independent() {
+        true => format!("{} independent 1-rank runs side by side, no communication,", c.world_size),
+        false => format!("{} ranks", c.world_size),
+    };
     let _ = write!(
         out,
-        "<h2 id=\"{id}\">{id}</h2><p>{} ranks × {} examples per step ({} global), {} threads per rank, \
+        "<h2 id=\"{id}\">{id}</h2><p>{ranks} × {} examples per step ({} in all), {} threads per rank, \
          preset {}, dataset {}. Run directory <code>{}</code>.</p>\
          <p>Epoch time: mean {}, median {}, std dev {}, min {}, max {}; {:.0}% interval {} – {}. \
          Tukey outliers: {} low severe, {} low mild, {} high mild, {} high severe.</p>",
-        c.world_size,
         c.local_batch_size,
         c.global_batch_size,
         c.threads,

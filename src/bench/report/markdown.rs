@@ -5,7 +5,7 @@
 
 use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds, fmt_share};
 use crate::bench::stats::Estimate;
-use crate::bench::summary::{ConfigSummary, Shortfall, Summary};
+use crate::bench::summary::{ConfigSummary, OfIndependent, Shortfall, Summary};
 use std::path::Path;
 
 /// A generated table's place in a document: after the line `<!-- dp-bench NAME table: begin -->`
@@ -109,10 +109,13 @@ pub fn render(summary: &Summary) -> String {
             }
             None => ("—".to_string(), "—".to_string()),
         };
+        let implementation = match c.is_independent() {
+            true => format!("{}, independent 1-rank runs", c.run.implementation),
+            false => c.run.implementation.clone(),
+        };
         out += &format!(
-            "| `{}` | {} | {} | {} | {} | {speedup} | {efficiency} |\n",
+            "| `{}` | {implementation} | {} | {} | {} | {speedup} | {efficiency} |\n",
             c.id,
-            c.run.implementation,
             c.world_size,
             interval(t.mean, t.lower, t.upper, &fmt_seconds),
             interval(r.mean, r.lower, r.upper, &fmt_rate),
@@ -127,8 +130,30 @@ pub fn render(summary: &Summary) -> String {
         out.pop();
         out += ".\n";
     }
+    ceiling(summary, &mut out);
     shortfall_table(summary, &mut out);
     out
+}
+
+/// Each multi-rank run's share of what the cores allow, when the independent runs ran.
+fn ceiling(summary: &Summary, out: &mut String) {
+    let shares: Vec<String> = summary
+        .speedup
+        .iter()
+        .filter_map(|s| {
+            let o = s.of_independent.as_ref()?;
+            Some(format!(" `{}` ÷ `{}` {};", s.id, o.id, ratio(&o.tokens_per_sec, "×", true)))
+        })
+        .collect();
+    if shares.is_empty() {
+        return;
+    }
+    *out += &format!(
+        "\nShare of what the cores allow (tokens/s ÷ those of as many independent 1-rank runs, \
+         95 % CI):{}. {}\n",
+        shares.concat().trim_end_matches(';'),
+        OfIndependent::NOTE
+    );
 }
 
 /// `point [lower, upper]` of a share, in percent.

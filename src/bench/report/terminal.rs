@@ -60,6 +60,19 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                     n => format!("  ({n} epoch pairs)"),
                 },
             );
+            if let Some(o) = &s.of_independent {
+                out += &format!(
+                    "{pad}of what the cores allow: {} of the throughput of {}\n",
+                    ratio(&o.tokens_per_sec),
+                    o.id
+                );
+            }
+            if c.is_independent() {
+                out += &format!(
+                    "{pad}{} independent 1-rank runs side by side, no communication: the most {} ranks can reach here\n",
+                    c.world_size, c.world_size
+                );
+            }
             if let Some(f) = &s.shortfall {
                 let share = |e: &Estimate| format!("{}%", fmt_share(e.point));
                 let parts: Vec<String> =
