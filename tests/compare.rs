@@ -143,6 +143,11 @@ fn fake_copies(dir: &Path, times: &[&[f64]]) {
     }
 }
 
+/// One rank's epoch times on a machine whose speed drifts from epoch to epoch (a warm-up first).
+fn drifting() -> Vec<f64> {
+    vec![9.0, 1.0, 1.3, 0.9, 1.6]
+}
+
 fn compare(dirs: &[&Path], out: &Path) -> std::process::Output {
     run(Command::new(binary()).arg("compare").args(dirs).arg("--out").arg(out))
 }
@@ -188,7 +193,7 @@ fn the_shortfall_from_linear_is_split_into_what_the_records_time() {
     let tmp = tempfile::tempdir().unwrap();
     let d = |n: &str| tmp.path().join(n);
     // One rank: 90 % compute, 5 % data, the rest unaccounted; the machine drifts by epoch.
-    let one: Vec<f64> = [9.0, 1.0, 1.3, 0.9, 1.6].to_vec();
+    let one = drifting();
     fake_run(&d("ws1"), Preset::Tiny, &[&one]);
     edit_records(&d("ws1"), |rec| {
         let t = rec.training_time;
@@ -265,7 +270,7 @@ fn independent_one_rank_runs_are_read_as_one_run_and_give_each_run_its_share_of_
     let d = |n: &str| tmp.path().join(n);
     // The machine drifts by epoch. Two ranks reach 0.9 of linear; two independent one-rank runs
     // side by side, which exchange nothing, each take 1/0.95 of one rank's time alone.
-    let one: Vec<f64> = [9.0, 1.0, 1.3, 0.9, 1.6].to_vec();
+    let one = drifting();
     let two: Vec<f64> = one.iter().map(|t| t / 0.9).collect();
     let copy: Vec<f64> = one.iter().map(|t| t / 0.95).collect();
     fake_run(&d("ws1"), Preset::Tiny, &[&one]);
@@ -334,7 +339,7 @@ fn runs_that_took_turns_epoch_by_epoch_are_paired_and_the_pairs_take_out_the_dri
     // The machine's speed drifts from epoch to epoch; two ranks, each on the same number of
     // tokens per epoch as the one rank (twice the work), always take 1/0.9 of its time:
     // efficiency 0.9 throughout.
-    let one: Vec<f64> = [9.0, 1.0, 1.3, 0.9, 1.6].to_vec();
+    let one = drifting();
     let two: Vec<f64> = one.iter().map(|t| t / 0.9).collect();
     fake_run(&d("ws1"), Preset::Tiny, &[&one]);
     fake_run(&d("ws2"), Preset::Tiny, &[&two, &two]);

@@ -81,20 +81,12 @@ fn summary_table(summary: &Summary, out: &mut String) {
     }
     out.push_str("</tbody></table>");
     if !summary.versus.is_empty() {
-        out.push_str(
+        ratio_table(
+            out,
             "<h2>dp-bench against the PyTorch reference</h2><table id=versus><thead><tr>\
              <th>dp-bench</th><th>reference</th><th>tokens/s ratio (CI)</th></tr></thead><tbody>",
+            summary.versus.iter().map(|v| (&v.ours, &v.theirs, &v.tokens_per_sec)),
         );
-        for v in &summary.versus {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&v.ours),
-                esc(&v.theirs),
-                ratio(&v.tokens_per_sec)
-            );
-        }
-        out.push_str("</tbody></table>");
     }
     ceiling_table(summary, out);
     shortfall_table(summary, out);
@@ -107,21 +99,25 @@ fn ceiling_table(summary: &Summary, out: &mut String) {
     if rows.is_empty() {
         return;
     }
-    let _ = write!(
-        out,
+    let head = format!(
         "<h2>Against what the cores allow</h2><p>{}</p><table id=ceiling><thead><tr>\
          <th>configuration</th><th>independent 1-rank runs</th><th>tokens/s ratio (CI)</th>\
          </tr></thead><tbody>",
         esc(OfIndependent::NOTE)
     );
-    for (s, o) in rows {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.id),
-            esc(&o.id),
-            ratio(&o.tokens_per_sec)
-        );
+    ratio_table(out, &head, rows.into_iter().map(|(s, o)| (&s.id, &o.id, &o.tokens_per_sec)));
+}
+
+/// A table of tokens/s ratios after `head` (its heading and header row): one row per pair of
+/// configurations and their ratio.
+fn ratio_table<'a>(
+    out: &mut String,
+    head: &str,
+    rows: impl Iterator<Item = (&'a String, &'a String, &'a Estimate)>,
+) {
+    out.push_str(head);
+    for (a, b, r) in rows {
+        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(a), esc(b), ratio(r));
     }
     out.push_str("</tbody></table>");
 }
