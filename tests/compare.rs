@@ -330,6 +330,11 @@ fn independent_one_rank_runs_are_read_as_one_run_and_give_each_run_its_share_of_
     let o = compare(&[&d("ws1"), &d("ind")], &d("other"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("they differ in configuration"), "{err}");
+    // An ordinary run that sits in a `copy0` does not make its parent a run.
+    fake_run(&d("lone/copy0"), Preset::Tiny, &[&one]);
+    let o = compare(&[&d("ws1"), &d("lone")], &d("lone_out"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is not a dp-bench run directory"), "{err}");
 }
 
 #[test]

@@ -48,13 +48,17 @@ impl RunData {
     /// The run in `dir`; or, where `dir` holds the copies of an `--independent` run instead,
     /// those copies as one run ([`RunData::merge_copies`]).
     pub fn load(dir: &Path) -> Result<Self, AnalysisError> {
-        if !dir.join(RUN_FILE).is_file() && Config::copy_dir(dir, 0).join(RUN_FILE).is_file() {
-            let first = Self::load_one(&Config::copy_dir(dir, 0))?;
-            let mut copies = vec![first];
-            for copy in 1..copies[0].config().copies {
-                copies.push(Self::load_one(&Config::copy_dir(dir, copy))?);
+        let first = Config::copy_dir(dir, 0);
+        if !dir.join(RUN_FILE).is_file() && first.join(RUN_FILE).is_file() {
+            let first = Self::load_one(&first)?;
+            // An ordinary run that happens to sit in `copy0` does not make `dir` a run.
+            if first.config().copies > 1 {
+                let mut copies = vec![first];
+                for copy in 1..copies[0].config().copies {
+                    copies.push(Self::load_one(&Config::copy_dir(dir, copy))?);
+                }
+                return Self::merge_copies(dir, copies);
             }
-            return Self::merge_copies(dir, copies);
         }
         Self::load_one(dir)
     }
