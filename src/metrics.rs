@@ -211,6 +211,14 @@ fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
         .join(", ")
 }
 
+/// The result files in `dir` (epoch records and generation samples), each with its epoch.
+fn result_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, usize)>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.path(), result_file_epoch(&e.file_name().to_string_lossy())?)))
+        .collect())
+}
+
 /// Makes `config.workdir` ready for this run (rank 0 only): creates it, refuses it when it holds
 /// another configuration's results (unless `--overwrite`), and clears the result files a run of
 /// the same configuration left behind — all of them, or with `--resume` those of epochs after
@@ -223,11 +231,7 @@ pub fn prepare_workdir(config: &Config, keep_through: Option<usize>) -> Result<(
     write_atomic(&dir.join(".dp-bench-write-test"), b"").map_err(io)?;
     std::fs::remove_file(dir.join(".dp-bench-write-test")).map_err(io)?;
 
-    let results: Vec<(PathBuf, usize)> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.path(), result_file_epoch(&e.file_name().to_string_lossy())?)))
-        .collect();
+    let results = result_files(dir).map_err(io)?;
     let run_file = dir.join(RUN_FILE);
     if config.resume && !run_file.exists() {
         return Err(WorkdirError::NothingToResume { path: dir.clone() });
@@ -270,15 +274,9 @@ pub fn prepare_copies_dir(config: &Config) -> Result<(), WorkdirError> {
     let dir = &config.workdir;
     let io = |source| WorkdirError::Io { path: dir.clone(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let ordinary: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name == RUN_FILE || result_file_epoch(&name).is_some()
-        })
-        .map(|e| e.path())
-        .collect();
+    let run_file = Some(dir.join(RUN_FILE)).filter(|f| f.exists());
+    let results = result_files(dir).map_err(io)?.into_iter().map(|(f, _)| f);
+    let ordinary: Vec<PathBuf> = run_file.into_iter().chain(results).collect();
     if !ordinary.is_empty() && !config.overwrite {
         return Err(WorkdirError::NotForCopies { path: dir.clone() });
     }
