@@ -2,6 +2,8 @@
 //! a real `mpirun`, on small real workloads.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
