@@ -1,4 +1,4 @@
-//! One training step (zero grads, forward, loss, backward, optimiser) per preset, on one rank and
+//! One training step (forward, loss, backward, optimiser) per preset, on one rank and
 //! one thread, with criterion. Throughput is input positions per second. The gpt2 preset (124M
 //! parameters) is skipped under `--quick`.
 
@@ -45,14 +45,13 @@ fn bench(c: &mut Criterion) {
         let mut config = args.into_config(1, 1);
         config.threads = 1;
         let data = examples(batch, 60, vocab);
-        let mut trainer =
-            Trainer::new(&config, vocab as usize, &data, 0, &Solo, Device::Cpu).unwrap();
+        let mut trainer = Trainer::new(&config, vocab as usize, &Solo, Device::Cpu).unwrap();
         let refs: Vec<&Example> = data.iter().collect();
         let b = collate(&refs, 0, config.model_max_length, Device::Cpu);
         let mut loss = Tensor::zeros([], (Kind::Double, Device::Cpu));
         group.throughput(Throughput::Elements(b.tokens as u64));
         group.bench_function(BenchmarkId::new("step", preset), |bench| {
-            bench.iter(|| trainer.step(&b, b.target_tokens, &mut loss).expect("finite"))
+            bench.iter(|| trainer.step(&b, b.target_tokens, false, &mut loss).expect("finite"))
         });
     }
     group.finish();

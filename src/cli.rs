@@ -2,10 +2,7 @@
 //! their defaults, and the entry point that starts MPI, builds the `Config` and reports errors
 //! once, as one line, with exit status 2 for bad input.
 
-use crate::config::{
-    AllReduce, Config, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, OptimizerState, Padding,
-    Partition, Preset,
-};
+use crate::config::Config;
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
 use clap::{Args, Parser, Subcommand};
@@ -82,6 +79,9 @@ pub struct BleuArgs {
     /// Print sacreBLEU's JSON (`sacrebleu -f json`) instead of its text line
     #[arg(long)]
     pub json: bool,
+    /// Decimals of the score, as `sacrebleu --width`
+    #[arg(long, short = 'w', default_value_t = 1)]
+    pub width: usize,
 }
 
 #[derive(Debug, Args)]
@@ -120,165 +120,19 @@ pub struct CompareArgs {
     pub update_doc: Option<PathBuf>,
 }
 
-/// Training flags (the default command). Also a parser of its own, so benches and tests build a
-/// `Config` from the command line's defaults.
+/// Training flags (the default command): the fields of [`Config`], grouped under headings.
+/// Also a parser of its own, so benches and tests build a `Config` from the command line's
+/// defaults.
 #[derive(Debug, Parser)]
 pub struct TrainArgs {
-    /// Number of ranks; must equal the MPI world size [default: the MPI world size]
-    #[arg(long, alias = "world_size")]
-    pub world_size: Option<usize>,
-    /// GLOBAL batch size: each of the N ranks takes batch-size / N examples per step
-    #[arg(long, alias = "batch_size", default_value_t = 64)]
-    pub batch_size: usize,
-    /// Training epochs (the first is warm-up for the benchmark statistics)
-    #[arg(long, alias = "n_epochs", default_value_t = 10)]
-    pub n_epochs: usize,
-    /// AdamW learning rate
-    #[arg(long, alias = "learning_rate", default_value_t = 1e-4)]
-    pub learning_rate: f64,
-    /// Sequence length: examples are cut to this many input positions and padded to it
-    #[arg(long, alias = "model_max_length", default_value_t = 128)]
-    pub model_max_length: usize,
-    /// Model size: tiny (2×128), small (4×256) or gpt2 (12×768)
-    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
-    pub preset: Preset,
     #[command(flatten)]
-    pub custom_dims: CustomDims,
-    /// `synthetic` (built-in German→English corpus from the seed), a directory of
-    /// train/val/test .de/.en files (optionally .gz; Multi30k and IWSLT14 layouts), or a JSON-lines
-    /// file of {"translation": {"de": …, "en": …}} records
-    #[arg(long, default_value = "synthetic")]
-    pub dataset: DatasetSpec,
-    /// Training pairs taken from the start of the train split
-    #[arg(long, alias = "train_examples", default_value_t = 5000)]
-    pub train_examples: usize,
-    /// Validation pairs (validation loss)
-    #[arg(long, alias = "val_examples", default_value_t = 1000)]
-    pub val_examples: usize,
-    /// Test pairs (greedy translation and BLEU)
-    #[arg(long, alias = "test_examples", default_value_t = 100)]
-    pub test_examples: usize,
-    /// Directory for metrics, the tokenizer and the final weights
-    #[arg(long, default_value = "workdir")]
-    pub workdir: PathBuf,
-    /// Seed of the corpus, the shuffle, the initial weights and dropout
-    #[arg(long, default_value_t = 1234)]
-    pub seed: u64,
-    /// Intra-op threads per rank [default: the host's cores divided by the ranks on the host]
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// cpu, or cuda (rank r uses its node-local GPU r mod count)
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
-    /// How training examples are split across ranks: strided (N ranks see the same examples per
-    /// step as one rank), balanced (strided's steps, each dealt to even out the ranks' work),
-    /// adaptive (dealt in proportion to each rank's measured speed) or contiguous (the original
-    /// DataPartitioner)
-    #[arg(long, value_enum, default_value_t = Partition::Strided)]
-    pub partition: Partition,
-    /// fixed (every sequence padded to --model-max-length, as the original) or dynamic (to the
-    /// longest sequence of each rank's batch: the same loss, less work)
-    #[arg(long, value_enum, default_value_t = Padding::Fixed)]
-    pub padding: Padding,
-    /// With --padding dynamic: form each global batch from examples of similar length (all
-    /// examples sorted by length, cut into batches, batches shuffled with the seed), so batches
-    /// carry little padding
-    #[arg(long)]
-    pub bucket_by_length: bool,
-    /// Matrix products on the CPU: onednn (oneDNN's fp32 kernels; AVX-512 wherever the CPU has
-    /// it), blas (libtorch's BLAS: MKL, which runs AVX2 kernels on AMD CPUs) or auto (blas on
-    /// Intel CPUs, onednn elsewhere)
-    #[arg(long, value_enum, default_value_t = CpuMatmul::Auto)]
-    pub cpu_matmul: CpuMatmul,
-    /// How ranks sum gradients: shm (the ranks of a host in memory they share, MPI between hosts)
-    /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
-    #[arg(long, value_enum, default_value_t = AllReduce::Shm)]
-    pub allreduce: AllReduce,
-    /// Where parameters and AdamW moments live: sharded (one copy per host in shared memory, each
-    /// rank updating its own part, as ZeRO stage 1; needs --allreduce shm and the CPU, else
-    /// replicated) or replicated (a copy and the whole update on every rank)
-    #[arg(long, value_enum, default_value_t = OptimizerState::Sharded)]
-    pub optimizer_state: OptimizerState,
-    /// Dropout on embeddings, attention weights and residual branches
-    #[arg(long, default_value_t = 0.1)]
-    pub dropout: f64,
-    /// Skip validation loss and BLEU (training time only)
-    #[arg(long, alias = "benchmark_only")]
-    pub benchmark_only: bool,
-    /// Train at most this many steps per epoch
-    #[arg(long, alias = "max_batches")]
-    pub max_batches: Option<usize>,
-    /// Replace the results of a different configuration in the workdir
-    #[arg(long, conflicts_with = "resume")]
-    pub overwrite: bool,
-    /// Continue a stopped run in the workdir from its last completed epoch (its checkpoint); the
-    /// configuration must match, except --n-epochs, which may grow
-    #[arg(long)]
-    pub resume: bool,
-    /// Before each epoch, wait until the file `open-epoch{E}` exists in DIR (after creating
-    /// `ready-epoch{E}.rank{R}` there). E counts from 0 over the whole run, so a run continued
-    /// with --resume first waits at the epoch it continues from. The benches run their
-    /// configurations side by side this way, taking turns
-    #[arg(long, value_name = "DIR")]
-    pub epoch_gate: Option<PathBuf>,
-    /// With --epoch-gate, also stop at a gate every N examples of the epoch (whole steps: N ÷
-    /// --batch-size, at least one), `open-epoch{E}.part{P}`, so that runs take turns within
-    /// epochs. Time stopped is not training time
-    #[arg(long, value_name = "N", requires = "epoch_gate")]
-    pub turn_examples: Option<usize>,
-    /// With --turn-examples on one rank and one thread: run each part of an epoch on the next of
-    /// the first N cores that the process may use (part p of epoch e on the ((e × parts + p) mod
-    /// N)-th), the cores `mpirun -bind-to core` gives N ranks, so that a 1-rank baseline samples
-    /// every core an N-rank run uses, not only the first
-    #[arg(long, value_name = "N", requires = "turn_examples")]
-    pub rotate_cores: Option<usize>,
-    /// Every MPI rank trains this run as a one-rank run of its own, talking to no other:
-    /// `mpirun -n N dp-bench --independent …` trains N independent copies side by side, copy R
-    /// into WORKDIR/copyR. They share the host's caches, memory bandwidth and power as N ranks
-    /// do but exchange nothing, so their summed throughput ÷ N × one rank's alone is the most
-    /// data-parallel training can reach on those cores. `dp-bench compare` reads WORKDIR as one
-    /// run of N ranks (`ws{N}_bs{N·B}_independent`) and gives each N-rank run's share of it
-    #[arg(long, conflicts_with = "world_size")]
-    pub independent: bool,
+    pub config: Config,
 }
 
 impl TrainArgs {
     /// The configuration for an MPI world of `mpi_size` ranks, `local_ranks` of them on this host.
     pub fn into_config(self, mpi_size: usize, local_ranks: usize) -> Config {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Config {
-            world_size: self.world_size.unwrap_or(if self.independent { 1 } else { mpi_size }),
-            batch_size: self.batch_size,
-            n_epochs: self.n_epochs,
-            learning_rate: self.learning_rate,
-            model_max_length: self.model_max_length,
-            preset: self.preset,
-            custom_dims: self.custom_dims,
-            dataset: self.dataset,
-            train_examples: self.train_examples,
-            val_examples: self.val_examples,
-            test_examples: self.test_examples,
-            seed: self.seed,
-            threads: self.threads.unwrap_or((cores / local_ranks.max(1)).max(1)),
-            device: self.device,
-            partition: self.partition,
-            padding: self.padding,
-            bucket_by_length: self.bucket_by_length,
-            cpu_matmul: self.cpu_matmul.resolve(),
-            allreduce: self.allreduce,
-            optimizer_state: self.optimizer_state,
-            dropout: self.dropout,
-            benchmark_only: self.benchmark_only,
-            max_batches: self.max_batches,
-            workdir: self.workdir,
-            overwrite: self.overwrite,
-            resume: self.resume,
-            epoch_gate: self.epoch_gate,
-            turn_examples: self.turn_examples,
-            rotate_cores: self.rotate_cores.unwrap_or(0),
-            copies: if self.independent { mpi_size } else { 1 },
-            copy: 0,
-        }
+        self.config.resolve(mpi_size, local_ranks)
     }
 }
 
@@ -343,9 +197,8 @@ fn train_main(args: TrainArgs) -> ExitCode {
     let (local_rank, local_ranks) = (host_comm.rank() as usize, host_comm.size() as usize);
     let comm = Mpi { world };
     let rank = comm.rank();
-    let independent = args.independent;
     let config = args.into_config(comm.size(), local_ranks);
-    let trained = match independent {
+    let trained = match config.independent {
         false => train(&config, &comm, local_rank),
         true => train_copy(config, &comm, local_rank),
     };

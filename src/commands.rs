@@ -26,7 +26,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 
 /// `dp-bench compare`: the benchmark's analysis and reports on existing run directories.
 fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    use crate::bench::{analysis, report, stats::Thresholds, summary::Summary};
+    use crate::bench::{analysis, report, summary::Summary};
     if !(args.confidence > 0.0 && args.confidence < 1.0) {
         return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
     }
@@ -46,20 +46,13 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         Some(path) => Some(Summary::read(path).map_err(UsageError::from_err)?),
         None => None,
     };
-    let changes = baseline
-        .as_ref()
-        .map(|b| report::baseline_changes(&summary, b, Thresholds::default()))
-        .unwrap_or_default();
     let name = args.baseline.as_ref().map(|p| p.display().to_string());
-    print!("{}", report::terminal::render(&summary, &changes, name.as_deref()));
-    let outputs = report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") };
-    let page = report::write_all(&summary, &changes, name.as_deref(), &outputs)?;
-    println!("report: {}", page.display());
-    if let Some(doc) = &args.update_doc {
-        let table = report::markdown::render(&summary);
-        report::markdown::update_doc(doc, report::markdown::DocTable::DATA_PARALLEL, &table)?;
-        println!("table: {}", doc.display());
-    }
+    let publish = report::Publish {
+        baseline: name.as_deref().zip(baseline.as_ref()),
+        outputs: report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") },
+        update_doc: args.update_doc.as_deref(),
+    };
+    report::publish(&summary, &publish)?;
     Ok(())
 }
 
@@ -82,11 +75,12 @@ fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
     }
     let score = bleu::corpus_bleu_multi(&hyps, &refs);
     let signature = bleu::signature(refs.len());
-    let rounded = (score.score * 10.0).round() / 10.0;
+    // As sacreBLEU writes it: `width` decimals, correctly rounded (in JSON, that text as a number).
+    let shown = format!("{:.*}", args.width, score.score);
     if args.json {
         let json = serde_json::json!({
             "name": "BLEU",
-            "score": rounded,
+            "score": shown.parse::<f64>().expect("a formatted number"),
             "signature": signature,
             "verbose_score": score.verbose(),
             "nrefs": refs.len().to_string(),
@@ -98,7 +92,7 @@ fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("BLEU|{signature} = {:.1} {}", score.score, score.verbose());
+        println!("BLEU|{signature} = {shown} {}", score.verbose());
     }
     Ok(())
 }

@@ -164,7 +164,10 @@ fn cpu_vendor() -> Option<String> {
     #[cfg(target_arch = "x86_64")]
     {
         // CPUID leaf 0 exists on every x86-64 CPU; the vendor is EBX, EDX, ECX in that order.
+        // (`__cpuid` is safe to call in newer Rust; the block is for the versions where it is not.)
         #[allow(unused_unsafe)]
+        // SAFETY: CPUID is available on every x86-64 CPU and leaf 0 on every one of those; the
+        // instruction only reads identification registers.
         let r = unsafe { std::arch::x86_64::__cpuid(0) };
         let bytes: Vec<u8> = [r.ebx, r.edx, r.ecx].iter().flat_map(|w| w.to_le_bytes()).collect();
         Some(String::from_utf8_lossy(&bytes).into_owned())
@@ -250,68 +253,170 @@ impl fmt::Display for DatasetSpec {
     }
 }
 
-/// Everything that defines a training run. Two runs with equal `Config`s (less `workdir` and
-/// `overwrite`) do the same work.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Headings of `dp-bench --help`, one per group of flags.
+const MODEL: &str = "Model";
+const DATA: &str = "Data";
+const TRAINING: &str = "Training";
+const DISTRIBUTION: &str = "Distribution";
+const MEASUREMENT: &str = "Measurement";
+const TURNS: &str = "Benchmark plumbing (set by `cargo bench`)";
+
+/// A count that the command line may leave to the run (`auto`): replaced by
+/// [`Config::resolve`] once MPI is up.
+pub const AUTO: usize = usize::MAX;
+
+/// `auto` or a whole number (validated later, so `0` gets the message that names its flag).
+fn count_or_auto(s: &str) -> Result<usize, String> {
+    match s {
+        "auto" => Ok(AUTO),
+        _ => s.parse().map_err(|e| format!("{e}: a whole number, or auto")),
+    }
+}
+
+/// Everything that defines a training run, and the command line's training flags: each field
+/// is its flag (kebab-case, with the seed script's underscore spellings as aliases), under the
+/// heading of its group in `--help`. Two runs with equal `Config`s (less `workdir` and
+/// `overwrite`) do the same work. [`Config::resolve`] fills in what the command line leaves to
+/// the machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct Config {
+    /// Number of ranks; must equal the MPI world size [default: the MPI world size]
+    #[arg(long, alias = "world_size", help_heading = DISTRIBUTION, default_value = "auto", hide_default_value = true, value_parser = count_or_auto)]
     pub world_size: usize,
-    /// Global batch size; each rank takes `batch_size / world_size`.
+    /// GLOBAL batch size: each of the N ranks takes batch-size / N examples per step
+    #[arg(long, alias = "batch_size", help_heading = TRAINING, default_value_t = 64)]
     pub batch_size: usize,
+    /// Training epochs (the first is warm-up for the benchmark statistics)
+    #[arg(long, alias = "n_epochs", help_heading = TRAINING, default_value_t = 10)]
     pub n_epochs: usize,
+    /// AdamW learning rate
+    #[arg(long, alias = "learning_rate", help_heading = TRAINING, default_value_t = 1e-4)]
     pub learning_rate: f64,
+    /// Sequence length: examples are cut to this many input positions and padded to it
+    #[arg(long, alias = "model_max_length", help_heading = MODEL, default_value_t = 128)]
     pub model_max_length: usize,
+    /// Model size: tiny (2×128), small (4×256) or gpt2 (12×768)
+    #[arg(long, value_enum, help_heading = MODEL, default_value_t = Preset::Tiny)]
     pub preset: Preset,
     #[serde(default)]
+    #[command(flatten)]
     pub custom_dims: CustomDims,
+    /// `synthetic` (built-in German→English corpus from the seed), a directory of
+    /// train/val/test .de/.en files (optionally .gz; Multi30k and IWSLT14 layouts), or a
+    /// JSON-lines file of {"translation": {"de": …, "en": …}} records
+    #[arg(long, help_heading = DATA, default_value = "synthetic")]
     pub dataset: DatasetSpec,
+    /// Training pairs taken from the start of the train split
+    #[arg(long, alias = "train_examples", help_heading = DATA, default_value_t = 5000)]
     pub train_examples: usize,
+    /// Validation pairs (validation loss)
+    #[arg(long, alias = "val_examples", help_heading = DATA, default_value_t = 1000)]
     pub val_examples: usize,
+    /// Test pairs (greedy translation and BLEU)
+    #[arg(long, alias = "test_examples", help_heading = DATA, default_value_t = 100)]
     pub test_examples: usize,
+    /// Seed of the corpus, the shuffle, the initial weights and dropout
+    #[arg(long, help_heading = TRAINING, default_value_t = 1234)]
     pub seed: u64,
-    /// Intra-op threads per rank.
+    /// Intra-op threads per rank [default: the host's cores divided by the ranks on the host]
+    #[arg(long, help_heading = DISTRIBUTION, default_value = "auto", hide_default_value = true, value_parser = count_or_auto)]
     pub threads: usize,
+    /// cpu, or cuda (rank r uses its node-local GPU r mod count)
+    #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// How training examples are split across ranks: strided (N ranks see the same examples per
+    /// step as one rank), balanced (strided's steps, each dealt to even out the ranks' work),
+    /// adaptive (dealt in proportion to each rank's measured speed) or contiguous (the original
+    /// DataPartitioner)
+    #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = Partition::Strided)]
     pub partition: Partition,
+    /// fixed (every sequence padded to --model-max-length, as the original) or dynamic (to the
+    /// longest sequence of each rank's batch: the same loss, less work)
     #[serde(default)]
+    #[arg(long, value_enum, help_heading = DATA, default_value_t = Padding::Fixed)]
     pub padding: Padding,
-    /// Global batches of examples of similar length (needs dynamic padding to pay off).
+    /// With --padding dynamic: form each global batch from examples of similar length (all
+    /// examples sorted by length, cut into batches, batches shuffled with the seed), so batches
+    /// carry little padding
     #[serde(default)]
+    #[arg(long, help_heading = DATA)]
     pub bucket_by_length: bool,
-    /// Matrix products on the CPU.
+    /// Matrix products on the CPU: onednn (oneDNN's fp32 kernels; AVX-512 wherever the CPU has
+    /// it), blas (libtorch's BLAS: MKL, which runs AVX2 kernels on AMD CPUs) or auto (blas on
+    /// Intel CPUs, onednn elsewhere)
     #[serde(default = "CpuMatmul::legacy")]
+    #[arg(long, value_enum, help_heading = MODEL, default_value_t = CpuMatmul::Auto)]
     pub cpu_matmul: CpuMatmul,
-    /// How gradients are summed over ranks.
+    /// How ranks sum gradients: shm (the ranks of a host in memory they share, MPI between hosts)
+    /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
     #[serde(default = "AllReduce::legacy")]
+    #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = AllReduce::Shm)]
     pub allreduce: AllReduce,
-    /// Where the optimiser's state lives.
+    /// Where parameters and AdamW moments live: sharded (one copy per host in shared memory, each
+    /// rank updating its own part, as ZeRO stage 1; needs --allreduce shm and the CPU, else
+    /// replicated) or replicated (a copy and the whole update on every rank)
     #[serde(default = "OptimizerState::legacy")]
+    #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = OptimizerState::Sharded)]
     pub optimizer_state: OptimizerState,
+    /// Dropout on embeddings, attention weights and residual branches
+    #[arg(long, help_heading = MODEL, default_value_t = 0.1)]
     pub dropout: f64,
+    /// Skip validation loss and BLEU (training time only)
+    #[arg(long, alias = "benchmark_only", help_heading = MEASUREMENT)]
     pub benchmark_only: bool,
+    /// Train at most this many steps per epoch
+    #[arg(long, alias = "max_batches", help_heading = MEASUREMENT)]
     pub max_batches: Option<usize>,
+    /// Directory for metrics, the tokenizer and the final weights
     #[serde(skip)]
+    #[arg(long, help_heading = MEASUREMENT, default_value = "workdir")]
     pub workdir: PathBuf,
+    /// Replace the results of a different configuration in the workdir
     #[serde(skip)]
+    #[arg(long, help_heading = MEASUREMENT, conflicts_with = "resume")]
     pub overwrite: bool,
-    /// Continue from the workdir's last checkpoint.
+    /// Continue a stopped run in the workdir from its last completed epoch (its checkpoint); the
+    /// configuration must match, except --n-epochs, which may grow
     #[serde(skip)]
+    #[arg(long, help_heading = MEASUREMENT)]
     pub resume: bool,
-    /// Wait before each epoch at a gate in this directory (`crate::gate`).
+    /// Before each epoch, wait until the file `open-epoch{E}` exists in DIR (after creating
+    /// `ready-epoch{E}.rank{R}` there). E counts from 0 over the whole run, so a run continued
+    /// with --resume first waits at the epoch it continues from. The benches run their
+    /// configurations side by side this way, taking turns
     #[serde(skip)]
+    #[arg(long, value_name = "DIR", help_heading = TURNS)]
     pub epoch_gate: Option<PathBuf>,
-    /// With `epoch_gate`: stop at a gate every this many examples within the epoch too.
+    /// With --epoch-gate, also stop at a gate every N examples of the epoch (whole steps: N ÷
+    /// --batch-size, at least one), `open-epoch{E}.part{P}`, so that runs take turns within
+    /// epochs. Time stopped is not training time
     #[serde(skip)]
+    #[arg(long, value_name = "N", requires = "epoch_gate", help_heading = TURNS)]
     pub turn_examples: Option<usize>,
-    /// With `turn_examples`, one rank: each part of an epoch on the next of this many cores (0:
-    /// stay).
+    /// With --turn-examples on one rank and one thread: run each part of an epoch on the next of
+    /// the first N cores that the process may use (part p of epoch e on the ((e × parts + p) mod
+    /// N)-th), the cores `mpirun -bind-to core` gives N ranks, so that a 1-rank baseline samples
+    /// every core an N-rank run uses, not only the first
     #[serde(skip)]
+    #[arg(long, value_name = "N", requires = "turn_examples", help_heading = TURNS, default_value_t = 0, hide_default_value = true)]
     pub rotate_cores: usize,
+    /// Every MPI rank trains this run as a one-rank run of its own, talking to no other:
+    /// `mpirun -n N dp-bench --independent …` trains N independent copies side by side, copy R
+    /// into WORKDIR/copyR. They share the host's caches, memory bandwidth and power as N ranks
+    /// do but exchange nothing, so their summed throughput ÷ N × one rank's alone is the most
+    /// data-parallel training can reach on those cores. `dp-bench compare` reads WORKDIR as one
+    /// run of N ranks (`ws{N}_bs{N·B}_independent`) and gives each N-rank run's share of it
+    #[serde(skip)]
+    #[arg(long, conflicts_with = "world_size", help_heading = TURNS)]
+    pub independent: bool,
     /// Independent copies of this one-rank run side by side, one per MPI rank, none talking to
     /// another (`--independent`, each into [`Config::copy_dir`]); 1 for an ordinary run.
     #[serde(default = "one_copy")]
+    #[arg(skip = 1usize)]
     pub copies: usize,
     /// Which of the `copies` this process trains (its MPI rank); 0 in an ordinary run.
     #[serde(skip)]
+    #[arg(skip)]
     pub copy: usize,
 }
 
@@ -363,6 +468,23 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Fills in what the command line left to the machine, for an MPI world of `mpi_size` ranks,
+    /// `local_ranks` of them on this host: the world size (the MPI world's; 1 for independent
+    /// copies, which are as many as the MPI world's ranks), the threads per rank (the host's
+    /// cores divided by its ranks), and `--cpu-matmul auto` made concrete for this CPU.
+    pub fn resolve(mut self, mpi_size: usize, local_ranks: usize) -> Config {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.world_size == AUTO {
+            self.world_size = if self.independent { 1 } else { mpi_size };
+        }
+        if self.threads == AUTO {
+            self.threads = (cores / local_ranks.max(1)).max(1);
+        }
+        self.cpu_matmul = self.cpu_matmul.resolve();
+        self.copies = if self.independent { mpi_size } else { 1 };
+        self
+    }
+
     /// Steps between two stops within an epoch (`--turn-examples`), when runs take turns within
     /// epochs: whole global batches, at least one.
     pub fn steps_per_turn(&self) -> Option<usize> {
@@ -508,6 +630,7 @@ pub(crate) mod tests {
             epoch_gate: None,
             turn_examples: None,
             rotate_cores: 0,
+            independent: false,
             copies: 1,
             copy: 0,
         }

@@ -19,6 +19,7 @@ pub mod optim;
 pub mod progress;
 pub mod run;
 mod simd;
+pub mod slices;
 pub mod train;
 
 /// mimalloc for the whole process, libtorch included (its `override` feature exports `malloc`

@@ -72,6 +72,48 @@ pub struct EpochRecord {
 }
 
 impl EpochRecord {
+    /// Rank `rank`'s record of epoch `epoch` of `config`'s run: what its training loop measured
+    /// (`stats`), the evaluation after it where one ran, and `first_epoch`, the epoch this
+    /// process started at. `turns`: whether the run took turns within epochs (so its time
+    /// stopped is recorded).
+    pub fn new(
+        config: &Config,
+        (rank, epoch, first_epoch): (usize, usize, usize),
+        stats: &crate::train::EpochStats,
+        eval: Option<&crate::eval::Evaluation>,
+        turns: bool,
+    ) -> Self {
+        let per_sec = |n: f64| n / stats.training_time;
+        EpochRecord {
+            epoch,
+            process_epoch: Some(epoch - first_epoch),
+            rank,
+            world_size: config.world_size,
+            global_batch_size: config.batch_size,
+            local_batch_size: config.local_batch_size(),
+            steps: stats.steps,
+            started_at: Some(stats.started_at),
+            training_time: stats.training_time,
+            paused_time: turns.then_some(stats.paused_time),
+            tokens: stats.tokens,
+            tokens_per_sec: per_sec(stats.tokens as f64),
+            target_tokens: stats.target_tokens,
+            target_tokens_per_sec: per_sec(stats.target_tokens as f64),
+            flops: Some(stats.flops),
+            flops_per_sec: Some(per_sec(stats.flops)),
+            train_loss: stats.train_loss,
+            compute_time: stats.compute_time,
+            allreduce_time: stats.allreduce_time,
+            wait_time: stats.wait_time,
+            data_time: stats.data_time,
+            max_rss_mb: max_rss_mb(),
+            validation_loss: eval.map(|e| e.validation_loss),
+            bleu: eval.map(|e| e.bleu),
+            eval_time: eval.map(|e| e.seconds),
+            param_checksum: stats.param_checksum,
+        }
+    }
+
     /// Whether this epoch is among the first `warmup` of its process, so excluded from samples.
     pub fn is_warmup(&self, warmup: usize) -> bool {
         self.process_epoch.unwrap_or(self.epoch) < warmup

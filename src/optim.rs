@@ -14,6 +14,7 @@
 
 use crate::dist::NodeBuffer;
 use crate::simd::{all_finite, vectorised};
+use crate::slices::elements;
 use std::ops::Range;
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
@@ -222,7 +223,7 @@ impl AdamW {
                 elements(&mut self.params, &seg),
                 elements(&mut self.exp_avg, &seg),
                 elements(&mut self.exp_avg_sq, &seg),
-                &std::slice::from_raw_parts(grad.data_ptr() as *const f32, grad.numel())[seg],
+                &crate::slices::values(grad)[seg],
             )
         };
         update_values(p, m, v, g, [decay, w1, w2, step_size, bias2_sqrt, eps], check)
@@ -292,17 +293,6 @@ impl AdamW {
         self.steps = state.steps;
         Ok(())
     }
-}
-
-/// Elements `range` of the contiguous f32 CPU tensor `t`, as a slice (and no reference to the
-/// rest, which other ranks may be writing).
-///
-/// # Safety
-/// As [`crate::dist::as_mut_slice`], for the elements in `range`.
-unsafe fn elements<'a>(t: &'a mut Tensor, range: &Range<usize>) -> &'a mut [f32] {
-    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    assert!(range.end <= t.numel(), "elements {range:?} of {}", t.numel());
-    std::slice::from_raw_parts_mut((t.data_ptr() as *mut f32).add(range.start), range.len())
 }
 
 /// Elements `range` of the flat tensor `t`.

@@ -4,16 +4,15 @@
 
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::config::{Config, DeviceKind};
-use crate::data::{self, Example, Tokenizer};
+use crate::data::{self, BatchSource, Example, Tokenizer};
 use crate::dist::{self, Communicator};
-use crate::eval::{self, bleu};
+use crate::eval::{self, Evaluation};
 use crate::fault;
 use crate::metrics::{self, EpochRecord, RunInfo};
 use crate::progress::Progress;
-use crate::train::{EpochError, Trainer};
+use crate::train::{EpochError, EpochStats, Trainer, Turns};
 use crate::UsageError;
 use anyhow::Context;
-use std::time::Instant;
 use tch::Device;
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -78,14 +77,73 @@ fn device_of(config: &Config, local_rank: usize) -> anyhow::Result<Device> {
 }
 
 /// Trains and evaluates as configured, writing metrics into `config.workdir`. `local_rank` is
-/// this rank's index among the ranks on its host.
+/// this rank's index among the ranks on its host. The loop of named stages:
+/// set up; for each epoch: train, evaluate, record, checkpoint; finish.
 pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyhow::Result<()> {
     let rank = comm.rank();
     let device = device_of(config, local_rank)?;
-    let dir = &config.workdir;
-
     // Of independent copies, the first speaks for all.
     let progress = Progress::new(rank == 0 && config.copy == 0);
+    let run = set_up(config, comm, &progress)?;
+    let mut trainer = Trainer::new(config, run.tok.vocab_size(), comm, device)?;
+    write_run_info(config, comm, &run, &trainer, device)?;
+    let first_epoch = resume(comm, &mut trainer, &config.workdir, run.resume_from.clone())?;
+    announce_resume(config, &progress, first_epoch);
+    let mut data = BatchSource::new(config, &run.train, run.tok.pad, rank, device);
+    let turns = turns(config, rank);
+
+    for epoch in first_epoch..config.n_epochs {
+        if let Some(gate) = &config.epoch_gate {
+            crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), config.gate_rank(rank))?;
+        }
+        let stats =
+            train_one_epoch(config, &mut trainer, &mut data, epoch, turns.as_ref(), &progress)?;
+        let eval = match config.benchmark_only {
+            true => None,
+            false => Some(evaluate(config, comm, &trainer, &run, epoch, &progress)?),
+        };
+        let record = EpochRecord::new(
+            config,
+            (rank, epoch, first_epoch),
+            &stats,
+            eval.as_ref(),
+            turns.is_some(),
+        );
+        metrics::write_json(&config.workdir.join(EpochRecord::file_name(rank, epoch)), &record)?;
+        on_root(comm, || {
+            Ok(checkpoint::save(&config.workdir, epoch, &trainer.state(), stats.param_checksum)?)
+        })?;
+        // The seed's rule: an epoch's throughput is the sum over ranks.
+        let mut throughput = [record.tokens_per_sec];
+        comm.all_reduce_sum_f64(&mut throughput);
+        progress.note(&epoch_line(&record, throughput[0], config.n_epochs));
+    }
+    on_root(comm, || save_final_weights(&trainer, &config.workdir))?;
+    fault::finished();
+    Ok(())
+}
+
+/// What the set-up stage hands the epoch loop: the data, tokenised, and where a resumed run
+/// starts.
+struct RunData {
+    tok: Tokenizer,
+    train: Vec<Example>,
+    val: Vec<Example>,
+    test: Vec<data::Pair>,
+    /// The checkpoint rank 0 found, when resuming.
+    resume_from: Option<CheckpointInfo>,
+    hosts: Vec<String>,
+}
+
+/// The set-up stage: the corpus checked, the workdir made ready (only now may a previous run's
+/// results be replaced), the tokenizer trained or reused, fault reporting started, and the
+/// examples encoded.
+fn set_up(
+    config: &Config,
+    comm: &dyn Communicator,
+    progress: &Progress,
+) -> anyhow::Result<RunData> {
+    let dir = &config.workdir;
     let ranks = match config.copies {
         1 => format!("{} ranks", config.world_size),
         n => format!("{n} independent copies of 1 rank"),
@@ -113,7 +171,6 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             corpus.train.len()
         )));
     }
-    // Only now, with the input checked, may a previous run's results be replaced.
     let resume_from = on_root(comm, || {
         let info = match config.resume {
             true => checkpoint::read_info(dir).map_err(UsageError::from_err)?,
@@ -141,34 +198,51 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
         pairs.iter().map(|p| Example::encode(&tok, p, config.model_max_length)).collect()
     };
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
-
     on_root(comm, || check_memory(config, tok.vocab_size()))?;
-    let mut trainer = Trainer::new(config, tok.vocab_size(), &train, tok.pad, comm, device)?;
+    Ok(RunData { tok, train, val, test: corpus.test, resume_from, hosts })
+}
+
+/// `cpu` or `cuda:N`, as run.json records a rank's device.
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+/// Rank 0 writes `run.json`: the configuration and what it ran on.
+fn write_run_info(
+    config: &Config,
+    comm: &dyn Communicator,
+    run: &RunData,
+    trainer: &Trainer,
+    device: Device,
+) -> anyhow::Result<()> {
     on_root(comm, || {
         let info = RunInfo {
             schema: metrics::RUN_SCHEMA,
             implementation: metrics::IMPLEMENTATION.to_string(),
             config: config.clone(),
             dims: config.dims(),
-            vocab_size: tok.vocab_size(),
+            vocab_size: run.tok.vocab_size(),
             parameters: crate::model::gpt::parameter_count(&trainer.vs),
             libtorch_version: crate::LIBTORCH_VERSION.to_string(),
             mpi_library: comm.library_version(),
-            host: hosts[0].clone(),
-            hosts,
+            host: run.hosts[0].clone(),
+            hosts: run.hosts.clone(),
             threads_per_rank: config.threads,
-            device: match device {
-                Device::Cuda(i) => format!("cuda:{i}"),
-                _ => "cpu".to_string(),
-            },
+            device: device_name(device),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             start_time: chrono::Utc::now().to_rfc3339(),
             cpu: metrics::cpu_description(),
         };
-        metrics::write_json(&dir.join(metrics::RUN_FILE), &info)
-    })?;
+        metrics::write_json(&config.workdir.join(metrics::RUN_FILE), &info)
+    })
+    .map(|_| ())
+}
 
-    let first_epoch = resume(comm, &mut trainer, dir, resume_from)?;
+/// With `--resume`, says where training goes on.
+fn announce_resume(config: &Config, progress: &Progress, first_epoch: usize) {
     if config.resume {
         progress.note(&match first_epoch {
             0 => "no epoch had finished: starting at epoch 0".to_string(),
@@ -178,129 +252,93 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
             e => format!("resuming after epoch {} of {}", e - 1, config.n_epochs),
         });
     }
-    let steps = trainer.steps_per_epoch(config.max_batches);
-    let turns = (config.epoch_gate.clone().zip(config.steps_per_turn())).map(|(dir, steps)| {
-        crate::train::Turns {
-            dir,
-            steps,
-            rotate_cores: match config.rotate_cores {
-                0 => vec![],
-                n => crate::gate::usable_cores().into_iter().take(n).collect(),
-            },
-            gate_rank: config.gate_rank(rank),
-        }
-    });
-    for epoch in first_epoch..config.n_epochs {
-        if let Some(gate) = &config.epoch_gate {
-            crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), config.gate_rank(rank))?;
-        }
-        let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
-        let mut step = 0;
-        fault::at("train", epoch, 0, steps);
-        let stats = trainer
-            .train_epoch(epoch, config.max_batches, turns.as_ref(), || {
-                step += 1;
-                fault::at("train", epoch, step, steps);
-                bar.inc(1)
-            })
-            .map_err(|e| {
-                let kept = match epoch {
-                    0 => "no epoch had finished".to_string(),
-                    e => format!("epochs 0–{} are kept in {}", e - 1, dir.display()),
-                };
-                match e {
-                    EpochError::NonFinite(e) => UsageError::error(format!(
-                        "training diverged: {e} in epoch {epoch} (loss or gradient is NaN or \
-                         infinite); lower --learning-rate; {kept}"
-                    )),
-                    EpochError::Gate(e) => e.context(format!("in epoch {epoch}; {kept}")),
-                }
-            })?;
-        bar.finish_and_clear();
+}
 
-        let (mut validation_loss, mut bleu_score, mut eval_time) = (None, None, None);
-        if !config.benchmark_only {
-            fault::at("eval", epoch, 0, 0);
-            let start = Instant::now();
-            let n = (val.len() + corpus.test.len()) as u64;
-            let bar = progress.bar(n, &format!("epoch {epoch} eval"));
-            let loss = eval::validation_loss(
-                &trainer.model,
-                &val,
-                tok.pad,
-                config.model_max_length,
-                comm,
-                |k| bar.inc(k as u64),
-            );
-            let translations = eval::translate_all(
-                &trainer.model,
-                &tok,
-                &corpus.test,
-                config.model_max_length,
-                comm,
-                |k| bar.inc(k as u64),
-            );
-            bar.finish_and_clear();
-            let hyps: Vec<String> = translations.iter().map(|t| t.hypothesis.clone()).collect();
-            let refs: Vec<String> = translations.iter().map(|t| t.reference.clone()).collect();
-            bleu_score = Some(bleu::corpus_bleu(&hyps, &refs).score);
-            validation_loss = Some(loss);
-            eval_time = Some(start.elapsed().as_secs_f64());
-            if rank == 0 {
-                let path = dir.join(format!("rank{rank}_gen_epoch{epoch}.json"));
-                metrics::write_json(&path, &translations)?;
+/// The stops within epochs where runs take turns (`--epoch-gate` with `--turn-examples`).
+fn turns(config: &Config, rank: usize) -> Option<Turns> {
+    let (dir, steps) = config.epoch_gate.clone().zip(config.steps_per_turn())?;
+    Some(Turns {
+        dir,
+        steps,
+        rotate_cores: match config.rotate_cores {
+            0 => vec![],
+            n => crate::gate::usable_cores().into_iter().take(n).collect(),
+        },
+        gate_rank: config.gate_rank(rank),
+    })
+}
+
+/// The training stage of one epoch, with its progress bar and fault points; a divergence or a
+/// failed stop becomes an error that says which epochs are kept.
+fn train_one_epoch(
+    config: &Config,
+    trainer: &mut Trainer,
+    data: &mut BatchSource,
+    epoch: usize,
+    turns: Option<&Turns>,
+    progress: &Progress,
+) -> anyhow::Result<EpochStats> {
+    let steps = data.steps(config.max_batches);
+    let bar = progress.bar(steps as u64, &format!("epoch {epoch} train"));
+    let mut step = 0;
+    fault::at("train", epoch, 0, steps);
+    let stats = trainer
+        .train_epoch(data, epoch, config.max_batches, turns, || {
+            step += 1;
+            fault::at("train", epoch, step, steps);
+            bar.inc(1)
+        })
+        .map_err(|e| {
+            let kept = match epoch {
+                0 => "no epoch had finished".to_string(),
+                e => format!("epochs 0–{} are kept in {}", e - 1, config.workdir.display()),
+            };
+            match e {
+                EpochError::NonFinite(e) => UsageError::error(format!(
+                    "training diverged: {e} in epoch {epoch} (loss or gradient is NaN or \
+                     infinite); lower --learning-rate; {kept}"
+                )),
+                EpochError::Gate(e) => e.context(format!("in epoch {epoch}; {kept}")),
             }
-        }
-
-        let record = EpochRecord {
-            epoch,
-            process_epoch: Some(epoch - first_epoch),
-            rank,
-            world_size: config.world_size,
-            global_batch_size: config.batch_size,
-            local_batch_size: config.local_batch_size(),
-            steps: stats.steps,
-            started_at: Some(stats.started_at),
-            training_time: stats.training_time,
-            paused_time: turns.as_ref().map(|_| stats.paused_time),
-            tokens: stats.tokens,
-            tokens_per_sec: stats.tokens as f64 / stats.training_time,
-            target_tokens: stats.target_tokens,
-            target_tokens_per_sec: stats.target_tokens as f64 / stats.training_time,
-            flops: Some(stats.flops),
-            flops_per_sec: Some(stats.flops / stats.training_time),
-            train_loss: stats.train_loss,
-            compute_time: stats.compute_time,
-            allreduce_time: stats.allreduce_time,
-            wait_time: stats.wait_time,
-            data_time: stats.data_time,
-            max_rss_mb: metrics::max_rss_mb(),
-            validation_loss,
-            bleu: bleu_score,
-            eval_time,
-            param_checksum: stats.param_checksum,
-        };
-        metrics::write_json(&dir.join(EpochRecord::file_name(rank, epoch)), &record)?;
-        on_root(comm, || {
-            Ok(checkpoint::save(dir, epoch, &trainer.state(), stats.param_checksum)?)
         })?;
-        // The seed's rule: an epoch's throughput is the sum over ranks.
-        let mut throughput = [record.tokens_per_sec];
-        comm.all_reduce_sum_f64(&mut throughput);
-        progress.note(&epoch_line(&record, throughput[0], config.n_epochs));
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+/// The evaluation stage after an epoch; rank 0 keeps the test translations.
+fn evaluate(
+    config: &Config,
+    comm: &dyn Communicator,
+    trainer: &Trainer,
+    run: &RunData,
+    epoch: usize,
+    progress: &Progress,
+) -> anyhow::Result<Evaluation> {
+    fault::at("eval", epoch, 0, 0);
+    let n = (run.val.len() + run.test.len()) as u64;
+    let bar = progress.bar(n, &format!("epoch {epoch} eval"));
+    let data = (&run.val[..], &run.test[..]);
+    let evaluation =
+        eval::evaluate(&trainer.model, &run.tok, data, config.model_max_length, comm, |k| {
+            bar.inc(k as u64)
+        });
+    bar.finish_and_clear();
+    if comm.rank() == 0 {
+        let path = config.workdir.join(format!("rank0_gen_epoch{epoch}.json"));
+        metrics::write_json(&path, &evaluation.translations)?;
     }
-    on_root(comm, || {
-        // Written under a temporary name (still .safetensors, which selects the format) and
-        // renamed, like every other file of the run.
-        let tmp = dir.join(format!(".model.{}.safetensors", std::process::id()));
-        trainer
-            .vs
-            .save(&tmp)
-            .and_then(|()| Ok(std::fs::rename(&tmp, dir.join(MODEL_FILE))?))
-            .with_context(|| format!("saving the final weights to {}", dir.display()))
-    })?;
-    fault::finished();
-    Ok(())
+    Ok(evaluation)
+}
+
+/// The finishing stage: the final weights, written under a temporary name (still .safetensors,
+/// which selects the format) and renamed, like every other file of the run.
+fn save_final_weights(trainer: &Trainer, dir: &std::path::Path) -> anyhow::Result<()> {
+    let tmp = dir.join(format!(".model.{}.safetensors", std::process::id()));
+    trainer
+        .vs
+        .save(&tmp)
+        .and_then(|()| Ok(std::fs::rename(&tmp, dir.join(MODEL_FILE))?))
+        .with_context(|| format!("saving the final weights to {}", dir.display()))
 }
 
 /// Starts fault reporting: this rank's status file, and on each host's first rank the sentinel

@@ -1,11 +1,11 @@
 //! The training step and the epoch loop, with honest timing. One step, spelled out:
-//! `zero grads; forward; loss; backward; all-reduce gradients; optimiser step`. The loss of each
+//! `forward; loss; backward (writing every gradient over the last step's); all-reduce
+//! gradients; optimiser step`. The loss of each
 //! rank is divided by the target tokens of the GLOBAL batch (WORKLOAD.md), so summing the ranks'
 //! gradients gives exactly the gradient one rank would compute on the whole global batch.
 
-use crate::config::Config;
-use crate::config::{OptimizerState, Padding, Partition};
-use crate::data::{collate, padded_len, Batch, Example, Schedule, SpeedDeal};
+use crate::config::{Config, OptimizerState};
+use crate::data::{Batch, BatchSource};
 use crate::dist::{gradient_node_buffer, param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
 use crate::optim::{AdamW, AdamWConfig, AdamWState};
@@ -99,8 +99,8 @@ pub struct EpochStats {
     pub param_checksum: f64,
 }
 
-/// A model, its optimiser and its flat gradient buffer, with the training examples and the
-/// step schedule of this rank.
+/// A model, its optimiser and its flat gradient buffer: what one rank trains. Its batches come
+/// from a [`BatchSource`].
 pub struct Trainer<'a> {
     pub vs: nn::VarStore,
     pub model: Gpt,
@@ -109,14 +109,8 @@ pub struct Trainer<'a> {
     seed: u64,
     vars: Vec<Tensor>,
     comm: &'a dyn Communicator,
-    examples: &'a [Example],
-    schedule: Schedule,
-    pad: i64,
-    max_len: usize,
-    padding: Padding,
-    /// `Partition::Adaptive` on more than one rank: the speed estimates that deal each step.
-    deal: Option<SpeedDeal>,
-    /// Each rank's compute seconds of the last step, exchanged at its barrier (adaptive only).
+    /// Each rank's compute seconds of the last step, exchanged at its barrier when the batches
+    /// are dealt by speed (`BatchSource::is_adaptive`).
     rank_seconds: Vec<f32>,
 }
 
@@ -126,8 +120,6 @@ impl<'a> Trainer<'a> {
     pub fn new(
         config: &Config,
         vocab_size: usize,
-        examples: &'a [Example],
-        pad: i64,
         comm: &'a dyn Communicator,
         device: Device,
     ) -> anyhow::Result<Self> {
@@ -151,27 +143,7 @@ impl<'a> Trainer<'a> {
             Some(node) => AdamW::sharded(&vars, adamw, node),
             None => AdamW::new(&vars, adamw),
         };
-        let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-        let mut schedule = Schedule::new(
-            examples.len(),
-            config.seed,
-            config.partition,
-            config.world_size,
-            config.batch_size,
-            config.bucket_by_length.then_some(&lengths[..]),
-        );
-        if config.partition == Partition::Balanced {
-            // What varies between examples: the LM head's rows (target tokens) always, and the
-            // positions a rank pads to only under dynamic padding.
-            let dynamic = config.padding == Padding::Dynamic;
-            schedule.balance(|i| {
-                let e = &examples[i];
-                (e.target_tokens() + if dynamic { e.ids.len() } else { 0 }) as u64
-            });
-        }
-        let adaptive = config.partition == Partition::Adaptive && config.world_size > 1;
         Ok(Trainer {
-            deal: adaptive.then(SpeedDeal::new),
             rank_seconds: vec![0.0; config.world_size],
             vs,
             model,
@@ -180,25 +152,19 @@ impl<'a> Trainer<'a> {
             seed: config.seed,
             vars,
             comm,
-            examples,
-            schedule,
-            pad,
-            max_len: config.model_max_length,
-            padding: config.padding,
         })
-    }
-
-    pub fn steps_per_epoch(&self, max_batches: Option<usize>) -> usize {
-        max_batches.map_or(self.schedule.len(), |m| m.min(self.schedule.len()))
     }
 
     /// One training step on this rank's share `batch` of a global batch with `global_targets`
     /// target tokens; adds the summed (unnormalised) loss to `loss_sum`. Every rank must call it,
-    /// even with an empty share, because the all-reduce is collective.
+    /// even with an empty share, because the all-reduce is collective. With `exchange_times`,
+    /// the barrier before the all-reduce also gives every rank each rank's compute seconds
+    /// (`Trainer::rank_seconds`), for batches dealt by speed.
     pub fn step(
         &mut self,
         batch: &Batch,
         global_targets: usize,
+        exchange_times: bool,
         loss_sum: &mut Tensor,
     ) -> Result<StepTimes, Diverged> {
         let device = self.model.device();
@@ -223,7 +189,7 @@ impl<'a> Trainer<'a> {
         // Imbalance made visible: the barrier ends when the slowest rank is done computing, so
         // the all-reduce after it times the transfer alone. Dealing adaptively, the barrier is a
         // small all-reduce that also tells every rank how long each rank computed.
-        if self.deal.is_some() {
+        if exchange_times {
             self.rank_seconds.fill(0.0);
             self.rank_seconds[self.comm.rank()] = (t_wait - t0).as_secs_f32();
             self.comm.all_reduce_sum_f32_in_place(&mut self.rank_seconds);
@@ -258,17 +224,6 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// What example `i` costs a rank, for the adaptive deal: its padded positions (the blocks)
-    /// plus its target tokens (the LM head's rows), which cost about the same per row.
-    fn work(&self, i: usize) -> u64 {
-        let e = &self.examples[i];
-        let positions = match self.padding {
-            Padding::Fixed => self.max_len,
-            Padding::Dynamic => (e.ids.len() - 1).min(self.max_len),
-        };
-        (positions + e.target_tokens()) as u64
-    }
-
     /// Number of parameter values.
     pub fn numel(&self) -> usize {
         self.opt.params().numel()
@@ -294,6 +249,7 @@ impl<'a> Trainer<'a> {
     /// go on together).
     pub fn train_epoch(
         &mut self,
+        data: &mut BatchSource,
         epoch: usize,
         max_batches: Option<usize>,
         turns: Option<&Turns>,
@@ -301,7 +257,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<EpochStats, EpochError> {
         let device = self.model.device();
         let rank = self.comm.rank();
-        let steps = self.steps_per_epoch(max_batches);
+        let steps = data.steps(max_batches);
         let mut stats = EpochStats { steps, ..Default::default() };
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut global_targets_total = 0usize;
@@ -319,7 +275,6 @@ impl<'a> Trainer<'a> {
         stats.started_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let examples = self.examples;
         for k in 0..steps {
             if let Some(turns) = turns.filter(|t| k > 0 && k % t.steps == 0) {
                 synchronize(device);
@@ -330,37 +285,23 @@ impl<'a> Trainer<'a> {
                 self.comm.barrier();
                 stats.paused_time += stopped.elapsed().as_secs_f64();
             }
-            // Every rank knows the whole global batch, so the normaliser needs no communication.
-            let global_targets: usize =
-                self.schedule.steps[k].iter().flatten().map(|&i| examples[i].target_tokens()).sum();
             let t_data = Instant::now();
-            let (dealt, work) = match &self.deal {
-                Some(deal) => {
-                    let (dealt, work) = deal.deal(&self.schedule.steps[k], |i| self.work(i));
-                    (Some(dealt), work)
-                }
-                None => (None, Vec::new()),
-            };
-            let step = dealt.as_ref().unwrap_or(&self.schedule.steps[k]);
-            let local: Vec<&Example> = step[rank].iter().map(|&i| &examples[i]).collect();
-            let seq_len = padded_len(&local, self.padding, self.max_len);
-            let batch = collate(&local, self.pad, seq_len, device);
+            let step = data.step(k);
             stats.data_time += t_data.elapsed().as_secs_f64();
 
             let times = self
-                .step(&batch, global_targets, &mut loss_sum)
+                .step(&step.batch, step.global_targets, data.is_adaptive(), &mut loss_sum)
                 .map_err(|Diverged| NonFinite { step: k })?;
-            if let Some(deal) = &mut self.deal {
-                deal.observe(&work, &self.rank_seconds);
-            }
+            data.observe(&self.rank_seconds);
             stats.compute_time += times.compute;
             stats.allreduce_time += times.allreduce;
             stats.wait_time += times.wait;
+            let batch = &step.batch;
             stats.tokens += batch.tokens as u64;
             stats.target_tokens += batch.target_tokens as u64;
             stats.flops +=
-                self.model.config.step_flops(batch.examples, seq_len, batch.target_tokens);
-            global_targets_total += global_targets;
+                self.model.config.step_flops(batch.examples, step.seq_len, batch.target_tokens);
+            global_targets_total += step.global_targets;
             on_step();
         }
         synchronize(device);

@@ -227,3 +227,46 @@ fn multi30k_references_against_perturbed_copies() {
         Case { hyps: refs.clone(), refs: vec![refs] },
     ]);
 }
+
+/// The score `dp-bench bleu` prints, at sacreBLEU's default width and at `--width 3`, is the
+/// one the `sacrebleu` command prints, in text and in JSON.
+#[test]
+fn the_bleu_command_prints_the_score_at_sacrebleus_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hyp, reference) = (dir.path().join("hyp.txt"), dir.path().join("ref.txt"));
+    std::fs::write(&hyp, "the cat sat on the mat\na man rides a red bike .\ntwo dogs play\n")
+        .unwrap();
+    std::fs::write(
+        &reference,
+        "the cat sat on a mat\na man is riding a red bike .\ntwo dogs play\n",
+    )
+    .unwrap();
+    let score_of = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let after = text.split(" = ").nth(1).unwrap_or_else(|| panic!("no score in {text:?}"));
+        after.split_whitespace().next().unwrap().to_string()
+    };
+    let sacrebleu_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/sacrebleu");
+    for width in [None, Some("3")] {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_dp-bench"));
+        ours.arg("bleu").arg("--hyp").arg(&hyp).arg("--ref").arg(&reference);
+        let mut theirs = Command::new(&sacrebleu_bin);
+        theirs.arg(&reference).arg("-i").arg(&hyp);
+        if let Some(w) = width {
+            ours.args(["--width", w]);
+            theirs.args(["--width", w]);
+        }
+        let ours_text = score_of(ours.output().unwrap());
+        let theirs_text = score_of(theirs.arg("-f").arg("text").output().unwrap());
+        assert_eq!(ours_text, theirs_text, "width {width:?}");
+        assert_eq!(theirs_text.split('.').nth(1).map(str::len), Some(width.map_or(1, |_| 3)));
+        let json = |c: &mut Command| -> Value {
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let (a, b) = (json(ours.arg("--json")), json(theirs.args(["-f", "json"])));
+        assert_eq!(a["score"], b["score"], "width {width:?}");
+    }
+}

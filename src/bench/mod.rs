@@ -4,6 +4,7 @@
 
 pub mod allreduce;
 pub mod analysis;
+pub mod format;
 pub mod padding;
 pub mod plot;
 pub mod report;
@@ -14,6 +15,33 @@ pub mod turns;
 
 use std::path::Path;
 use std::process::ExitCode;
+
+/// The options shared by the benches that launch `dp-bench` runs (`data_parallel`, `padding`),
+/// flattened into each one's own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Batch size per rank, b (N ranks train global batches of N·b)
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Intra-op threads per rank
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Model preset, as `dp-bench --preset`
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Leading epochs of each run excluded from the statistics
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Confidence level of every interval
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Launcher [env: DP_BENCH_MPIRUN]
+    #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
+    pub mpirun: String,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
 
 /// The `main` of a harness-less bench that launches `dp-bench` runs: options come from the
 /// command line after `--`; bad options are bad input (one line, exit status 2, nothing run); a

@@ -7,7 +7,7 @@
 //! padding less would give if every operation took as long as under fixed padding.
 
 use super::analysis::{took_turns, RunData};
-use super::plot::fmt_finite;
+use super::format;
 use super::report::markdown::{check_doc, update_doc, DocTable};
 use super::runner::{bound_launcher, criterion_dir};
 use super::stats::{self, Estimate};
@@ -31,38 +31,21 @@ pub struct PaddingArgs {
     /// Training examples per epoch [default: 5000, 512 with --quick]
     #[arg(long)]
     pub train_examples: Option<usize>,
-    /// Batch size (one rank)
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
     /// Epochs per variant, warm-up included. The variants run side by side and take turns epoch
     /// by epoch (fixed, dynamic, dynamic_buckets, fixed, …), so the machine's drift in speed over
     /// minutes falls on every variant alike instead of on their ratio [default: 9, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
     #[command(flatten)]
+    pub run: super::RunArgs,
+    #[command(flatten)]
     pub turns: TurnArgs,
-    /// Leading epochs of each run excluded from the statistics
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// Confidence level of every interval
-    #[arg(long, default_value_t = 0.95)]
-    pub confidence: f64,
-    /// Launcher [env: DP_BENCH_MPIRUN]
-    #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
-    pub mpirun: String,
     /// Replace the table between the `<!-- dp-bench padding table: begin/end -->` lines of this
     /// Markdown file (e.g. BENCHMARKS.md) with this run's (also in target/criterion/padding/table.md)
     #[arg(long, value_name = "FILE")]
     pub update_doc: Option<PathBuf>,
     /// Run only variants whose name contains this text (fixed always runs: it is the baseline)
     pub filter: Option<String>,
-    /// Passed by `cargo bench`; ignored.
-    #[arg(long, hide = true)]
-    pub bench: bool,
 }
 
 /// The variants: a name and the flags that make it.
@@ -80,17 +63,17 @@ impl PaddingArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.turns.validate()?;
         anyhow::ensure!(
-            self.epochs() >= self.warmup + 2,
+            self.epochs() >= self.run.warmup + 2,
             "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
             self.epochs(),
-            self.warmup
+            self.run.warmup
         );
-        anyhow::ensure!(self.batch > 0, "--batch must be positive");
+        anyhow::ensure!(self.run.batch > 0, "--batch must be positive");
         if let Some(doc) = &self.update_doc {
             check_doc(doc, DocTable::PADDING)?;
         }
         anyhow::ensure!(
-            self.confidence > 0.0 && self.confidence < 1.0,
+            self.run.confidence > 0.0 && self.run.confidence < 1.0,
             "--confidence must be in (0, 1)"
         );
         Ok(())
@@ -149,21 +132,21 @@ pub fn run_padding_bench(
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the corpus path {} is not UTF-8", dataset.display()))?;
     let dir = |name: &str| out_dir.join("runs").join(name);
-    let (batch, epochs) = (args.batch.to_string(), args.epochs().to_string());
-    let (examples, threads) = (examples.to_string(), args.threads.to_string());
+    let (batch, epochs) = (args.run.batch.to_string(), args.epochs().to_string());
+    let (examples, threads) = (examples.to_string(), args.run.threads.to_string());
     let common = [
         ["--batch-size", &batch],
         ["--n-epochs", &epochs],
         ["--train-examples", &examples],
         ["--threads", &threads],
-        ["--preset", &args.preset],
+        ["--preset", &args.run.preset],
         ["--dataset", dataset_arg],
     ]
     .concat();
     let turns = variants
         .iter()
         .map(|(name, flags)| {
-            let mut command = bound_launcher(&args.mpirun, 1);
+            let mut command = bound_launcher(&args.run.mpirun, 1);
             command
                 .arg(binary)
                 .args(common.iter().chain(&["--benchmark-only", "--overwrite"]).chain(flags.iter()))
@@ -181,13 +164,13 @@ pub fn run_padding_bench(
         .iter()
         .map(|(name, _)| Ok((name.to_string(), RunData::load(&dir(name))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let results = analyse(&runs, args.warmup, args.confidence)?;
+    let results = analyse(&runs, args.run.warmup, args.run.confidence)?;
     for result in &results {
         println!("{}", render(result));
     }
     crate::metrics::write_json(&out_dir.join("summary.json"), &results)?;
     println!("summary: {}", out_dir.join("summary.json").display());
-    let doc_table = table(&results, &runs[0].1, args.confidence);
+    let doc_table = table(&results, &runs[0].1, args.run.confidence);
     crate::metrics::write_atomic(&out_dir.join("table.md"), doc_table.as_bytes())?;
     if let Some(doc) = &args.update_doc {
         update_doc(doc, DocTable::PADDING, &doc_table)?;
@@ -307,16 +290,16 @@ pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
             false => format!(
                 "**{:.2}×** [{}, {}]",
                 x.point,
-                fmt_finite(x.lower, &two),
-                fmt_finite(x.upper, &two)
+                format::finite(x.lower, &two),
+                format::finite(x.upper, &two)
             ),
         };
         out += &format!(
             "| `{}` | {:.2} s [{}, {}] | {speedup} | {} | {} GFLOP | {:.1} GFLOP/s | {} | {:.4} |\n",
             r.variant,
             s.mean,
-            fmt_finite(s.lower, &two),
-            fmt_finite(s.upper, &two),
+            format::finite(s.lower, &two),
+            format::finite(s.upper, &two),
             thousands(r.positions),
             thousands((r.flops / 1e9).round() as u64),
             r.flops_per_sec / 1e9,

@@ -3,6 +3,7 @@
 //! once per backend (PNG and SVG). Text uses DejaVu Sans compiled into the binary, so figures
 //! render on a headless machine without fonts.
 
+use super::format;
 use super::stats::Estimate;
 use super::summary::Summary;
 use anyhow::{anyhow, Result};
@@ -61,7 +62,7 @@ fn new_chart<'a, DB: DrawingBackend + 'a>(
     ChartBuilder::on(root)
         .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
         .margin(20)
-        .x_label_area_size(50)
+        .x_label_area_size(76)
         .y_label_area_size(90)
         .build_cartesian_2d(x, 0.0..top.max(1e-9))
         .map_err(err)
@@ -101,14 +102,76 @@ fn legend_and_present<'a, DB: DrawingBackend + 'a>(
     root.present().map_err(err)
 }
 
-/// Writes a category's name under the x axis at pixel `at` (the category's position on the axis).
+/// Largest and smallest font size of a category's name, and the most lines it may take.
+const LABEL_FONT: (u32, u32) = (17, 10);
+const LABEL_LINES: usize = 4;
+
+/// Writes a category's name under the x axis at pixel `at` (the category's position on the axis)
+/// within `width` pixels, wrapped and shrunk by [`wrap_label`] so that no name runs into its
+/// neighbour's, however many categories share the axis.
 fn category_label<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     at: (i32, i32),
+    width: u32,
     text: &str,
 ) -> Result<()> {
-    let style = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
-    root.draw(&Text::new(text.to_string(), (at.0, at.1 + 10), style)).map_err(err)
+    let measure = |s: &str, size: u32| {
+        let style: TextStyle = (FONT, size).into_font().into();
+        root.estimate_text_size(s, &style).map_or(u32::MAX, |(w, _)| w)
+    };
+    let (size, lines) = wrap_label(text, width, &measure);
+    let style = (FONT, size).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, line) in lines.into_iter().enumerate() {
+        let y = at.1 + 8 + i as i32 * (size as i32 + 2);
+        root.draw(&Text::new(line, (at.0, y), style.clone())).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A category's name as lines no wider than `width` (`measure(text, font size)` in pixels) and
+/// the font size to write them in: the largest size at which the name, broken after its `_`s,
+/// fits in at most [`LABEL_LINES`] lines; failing that, the smallest size with the name broken
+/// wherever it must be.
+fn wrap_label(text: &str, width: u32, measure: &dyn Fn(&str, u32) -> u32) -> (u32, Vec<String>) {
+    let pieces: Vec<String> = text.split_inclusive('_').map(str::to_string).collect();
+    let (largest, smallest) = LABEL_FONT;
+    for size in (smallest..=largest).rev() {
+        if let Some(lines) = pack(&pieces, width, size, measure) {
+            if lines.len() <= LABEL_LINES {
+                return (size, lines);
+            }
+        }
+    }
+    let chars: Vec<String> = text.chars().map(String::from).collect();
+    let lines = pack(&chars, width, smallest, measure).unwrap_or_else(|| chars.clone());
+    (smallest, lines)
+}
+
+/// `pieces` packed greedily into lines no wider than `width` at font size `size`; `None` when one
+/// piece alone is wider.
+fn pack(
+    pieces: &[String],
+    width: u32,
+    size: u32,
+    measure: &dyn Fn(&str, u32) -> u32,
+) -> Option<Vec<String>> {
+    let mut lines: Vec<String> = Vec::new();
+    for piece in pieces {
+        if measure(piece, size) > width {
+            return None;
+        }
+        match lines.last_mut() {
+            Some(line) if measure(&format!("{line}{piece}"), size) <= width => line.push_str(piece),
+            _ => lines.push(piece.clone()),
+        }
+    }
+    Some(lines)
+}
+
+/// The pixels between two neighbouring categories of `chart`, less a gap, for their names.
+fn category_width<DB: DrawingBackend>(chart: &Chart<'_, DB>) -> u32 {
+    let (a, b) = (chart.backend_coord(&(0.0, 0.0)), chart.backend_coord(&(1.0, 0.0)));
+    ((b.0 - a.0).unsigned_abs()).saturating_sub(10).max(20)
 }
 
 /// Draws labelled bars with error bars from `lower` to `upper` and the value on top.
@@ -125,6 +188,7 @@ fn draw_bars<DB: DrawingBackend>(
     let n = bars.len() as f64;
     let mut chart = new_chart(&root, title, -0.5..n - 0.5, top)?;
     category_mesh(&mut chart, y_desc, axis)?;
+    let width = category_width(&chart);
     for (i, bar) in bars.iter().enumerate() {
         let x = i as f64;
         let color = COLORS[i % COLORS.len()];
@@ -151,7 +215,7 @@ fn draw_bars<DB: DrawingBackend>(
         let value_style =
             (FONT, 18).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
         root.draw(&Text::new(show(bar.value.point), (px, py - 6), value_style)).map_err(err)?;
-        category_label(&root, chart.backend_coord(&(x, 0.0)), &bar.label)?;
+        category_label(&root, chart.backend_coord(&(x, 0.0)), width, &bar.label)?;
     }
     root.present().map_err(err)
 }
@@ -236,6 +300,7 @@ fn draw_breakdown<DB: DrawingBackend>(
     let top = summary.configs.iter().map(|c| c.training_time.stats.mean).fold(0.0, f64::max) * 1.3;
     let mut chart = new_chart(&root, "Where the epoch time goes", -0.5..n - 0.5, top)?;
     category_mesh(&mut chart, "seconds per epoch (mean over ranks)", &|v| format!("{v:.2}"))?;
+    let width = category_width(&chart);
     let parts = ["compute", "wait (imbalance)", "all-reduce", "batching", "other"];
     for (i, c) in summary.configs.iter().enumerate() {
         let s = &c.samples;
@@ -261,7 +326,7 @@ fn draw_breakdown<DB: DrawingBackend>(
             }
             base += v;
         }
-        category_label(&root, chart.backend_coord(&(x, 0.0)), &c.id)?;
+        category_label(&root, chart.backend_coord(&(x, 0.0)), width, &c.id)?;
     }
     legend_and_present(&mut chart, &root)
 }
@@ -294,43 +359,6 @@ macro_rules! on_backend {
     };
 }
 
-/// `f(v)`, or `?` for a bound that could not be computed (NaN or infinite).
-pub fn fmt_finite(v: f64, f: &dyn Fn(f64) -> String) -> String {
-    if v.is_finite() {
-        f(v)
-    } else {
-        "?".to_string()
-    }
-}
-
-/// A share as a percentage with one decimal, without the sign of a share that rounds to zero
-/// from below (`0.0`, not `-0.0`).
-pub fn fmt_share(v: f64) -> String {
-    format!("{:.1}", (v * 1000.0).round() / 10.0 + 0.0)
-}
-
-/// Seconds with a sensible number of digits.
-pub fn fmt_seconds(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0} s")
-    } else if v >= 1.0 {
-        format!("{v:.2} s")
-    } else {
-        format!("{:.1} ms", v * 1e3)
-    }
-}
-
-/// Throughput as 9.7k / 1.2M.
-pub fn fmt_rate(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
 /// The figures of a summary, written into `dir`; returns the PNG paths.
 pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
     register_font();
@@ -349,8 +377,8 @@ pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
     });
     let time_title = format!("Training time per epoch (mean, {level}% CI)");
     let tps_title = format!("Throughput (tokens/s summed over ranks, {level}% CI)");
-    let secs = |v: f64| fmt_seconds(v);
-    let rate = |v: f64| fmt_rate(v);
+    let secs = |v: f64| format::seconds(v);
+    let rate = |v: f64| format::rate(v);
     let plain = |v: f64| format!("{v:.2}");
     Ok(vec![
         both(dir, "training_time_comparison", &|b| {
@@ -375,11 +403,35 @@ pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
+    /// A font whose every character is `size / 2` pixels wide.
+    fn measure(s: &str, size: u32) -> u32 {
+        s.chars().count() as u32 * size / 2
+    }
+
     #[test]
-    fn shares_round_to_a_tenth_of_a_percent_without_a_negative_zero() {
-        assert_eq!(fmt_share(0.0376), "3.8");
-        assert_eq!(fmt_share(-0.0486), "-4.9");
-        assert_eq!(fmt_share(-0.0004), "0.0");
-        assert_eq!(fmt_share(0.0), "0.0");
+    fn category_names_wrap_at_underscores_and_shrink_until_each_line_fits() {
+        // Room for the whole name at the largest size: one line.
+        assert_eq!(wrap_label("ws1_bs16", 200, &measure), (17, vec!["ws1_bs16".to_string()]));
+        // Less room: broken after underscores, still the largest size.
+        let (size, lines) = wrap_label("ws2_bs32_independent", 100, &measure);
+        assert_eq!((size, lines.join("|").as_str()), (17, "ws2_bs32_|independent"));
+        // Every bench id, on axes of 2 to 16 categories in a 790-pixel plot: no line is wider
+        // than its slot, and at most four lines.
+        for n in 2..=16u32 {
+            let width = 790 / n - 10;
+            for id in [
+                "ws1_bs16",
+                "ws16_bs256_independent",
+                "pytorch-eager_ws1_bs16",
+                "pytorch-ddp_ws16_bs256",
+                "ws4_bs64_balanced",
+                "dynamic_buckets",
+            ] {
+                let (size, lines) = wrap_label(id, width, &measure);
+                assert!(lines.len() <= LABEL_LINES, "{id} at {n}: {lines:?}");
+                assert!(lines.iter().all(|l| measure(l, size) <= width), "{id} at {n}: {lines:?}");
+                assert_eq!(lines.concat(), id, "nothing lost");
+            }
+        }
     }
 }

@@ -3,8 +3,7 @@
 //! the `data_parallel` bench target; `compare` reuses the analysis and reports on existing runs.
 
 use super::analysis::{self, RunData};
-use super::report::{self, Outputs};
-use super::stats::Thresholds;
+use super::report::{self, Outputs, Publish};
 use super::summary::Summary;
 use super::turns::{run_in_turns, Turn, TurnArgs};
 use crate::config::Partition;
@@ -26,14 +25,6 @@ pub struct BenchArgs {
     /// World sizes to compare, each run with global batch = per-device batch × world size
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub world_sizes: Vec<usize>,
-    /// Per-device batch size b
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// Intra-op threads per rank
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
     /// How each global batch is split over the ranks (as `dp-bench --partition`): adaptive deals
     /// each step's examples in proportion to the ranks' measured speeds, balanced evens out their
     /// work at equal speeds; neither changes any step's examples. A list (`adaptive,balanced`)
@@ -55,6 +46,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     #[command(flatten)]
+    pub run: super::RunArgs,
+    #[command(flatten)]
     pub turns: TurnArgs,
     /// Keep the 1-rank configurations on the first core. By default (with --turn-examples and
     /// one thread) they run each part of an epoch on the next of the cores the largest
@@ -66,21 +59,12 @@ pub struct BenchArgs {
     /// own) [default: 6, 4 with --quick]
     #[arg(long)]
     pub reference_epochs: Option<usize>,
-    /// Leading epochs of each run excluded from the statistics
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
-    /// Confidence level of every interval
-    #[arg(long, default_value_t = 0.95)]
-    pub confidence: f64,
     /// Save this run's summary as baseline NAME
     #[arg(long)]
     pub save_baseline: Option<String>,
     /// Compare against baseline NAME
     #[arg(long)]
     pub baseline: Option<String>,
-    /// Launcher [env: DP_BENCH_MPIRUN]
-    #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
-    pub mpirun: String,
     /// Skip the PyTorch reference (scripts/torch_reference.py: eager on one rank, DDP on more)
     #[arg(long)]
     pub no_reference: bool,
@@ -100,9 +84,6 @@ pub struct BenchArgs {
     pub update_doc: Option<PathBuf>,
     /// Run only configurations whose id contains this text
     pub filter: Option<String>,
-    /// Passed by `cargo bench`; ignored.
-    #[arg(long, hide = true)]
-    pub bench: bool,
 }
 
 /// One configuration to run.
@@ -129,7 +110,7 @@ impl BenchArgs {
         let cores = largest.min(crate::gate::usable_cores().len());
         (!self.baseline_on_first_core
             && self.turns.turn_examples > 0
-            && self.threads == 1
+            && self.run.threads == 1
             && cores > 1)
             .then_some(cores)
     }
@@ -147,16 +128,16 @@ impl BenchArgs {
             [("--epochs", self.epochs()), ("--reference-epochs", self.reference_epochs())]
         {
             anyhow::ensure!(
-                epochs >= self.warmup + 2,
+                epochs >= self.run.warmup + 2,
                 "{flag} {epochs} leaves fewer than 2 measured epochs after --warmup {}: at least \
                  2 are needed for an interval",
-                self.warmup
+                self.run.warmup
             );
         }
         anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
         anyhow::ensure!(!self.partition.is_empty(), "--partition is empty");
         anyhow::ensure!(
-            self.confidence > 0.0 && self.confidence < 1.0,
+            self.run.confidence > 0.0 && self.run.confidence < 1.0,
             "--confidence must be in (0, 1)"
         );
         Ok(())
@@ -176,9 +157,9 @@ impl BenchArgs {
                 "--train-examples",
                 &examples.to_string(),
                 "--threads",
-                &self.threads.to_string(),
+                &self.run.threads.to_string(),
                 "--preset",
-                &self.preset,
+                &self.run.preset,
                 "--dataset",
                 &self.dataset,
                 "--benchmark-only",
@@ -194,7 +175,7 @@ impl BenchArgs {
             .iter()
             .flat_map(|&n| partitions(n).iter().enumerate().map(move |(k, &p)| (n, k, p)))
             .map(|(n, k, partition)| {
-                let global = self.batch * n;
+                let global = self.run.batch * n;
                 let mut args = workload(global);
                 args.extend(["--world-size".into(), n.to_string()]);
                 args.extend(["--partition".into(), partition.to_string()]);
@@ -206,9 +187,9 @@ impl BenchArgs {
             });
         let independent =
             self.world_sizes.iter().filter(|&&n| n > 1 && !self.no_independent).map(|&n| {
-                let mut args = workload(self.batch);
+                let mut args = workload(self.run.batch);
                 args.push("--independent".into());
-                let id = analysis::config_id(n, self.batch * n, None) + analysis::INDEPENDENT;
+                let id = analysis::config_id(n, self.run.batch * n, None) + analysis::INDEPENDENT;
                 Planned { id, world_size: n, args, reference: false }
             });
         data_parallel
@@ -321,7 +302,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let turns = plan
         .iter()
         .map(|p| {
-            let mut command = bound_launcher(&args.mpirun, p.world_size);
+            let mut command = bound_launcher(&args.run.mpirun, p.world_size);
             command.arg(binary).args(&p.args).arg("--workdir").arg(runs_dir.join(&p.id));
             Turn {
                 id: p.id.clone(),
@@ -349,52 +330,36 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             }
         }
     }
-    // The reference trains on the token ids of dp-bench's first run, so both do the same work.
-    let ours = runs.first().map(|r| r.dir.clone());
-    if let (true, Some(ours)) = (reference, ours) {
-        let exported = Command::new(binary)
-            .arg("export-examples")
-            .arg("--workdir")
-            .arg(&ours)
-            .arg("--out")
-            .arg(ours.join("examples.json"))
-            .status();
-        for p in plan.iter().filter(|p| p.reference) {
-            let dir = runs_dir.join(format!("pytorch_{}", p.id));
-            let result = match &exported {
-                Ok(s) if s.success() => {
-                    let epochs = args.reference_epochs();
-                    run_reference(&python, root, (&ours, p, epochs), &dir, &bar)
-                }
-                other => Err(anyhow::anyhow!("exporting the examples failed: {other:?}")),
-            };
-            match result.and_then(|()| Ok(RunData::load(&dir)?)) {
-                Ok(run) => runs.push(run),
-                Err(e) => {
-                    bar.suspend(|| eprintln!("data_parallel/pytorch_{}: FAILED: {e:#}", p.id));
-                    failures.push(format!("pytorch_{}", p.id));
-                }
-            }
-        }
+    if reference {
+        run_references(
+            args,
+            (binary, root, &python),
+            &plan,
+            &runs_dir,
+            &mut runs,
+            &mut failures,
+            &bar,
+        );
     } else if !args.no_reference {
         eprintln!("data_parallel: no {} for the PyTorch reference: skipped", python.display());
     }
     bar.finish_and_clear();
     anyhow::ensure!(!runs.is_empty(), "every configuration failed: {}", failures.join(", "));
-    let summary = analysis::analyse(&runs, args.warmup, args.confidence)?;
+    let summary = analysis::analyse(&runs, args.run.warmup, args.run.confidence)?;
     let baseline_file = |name: &str| out_dir.join("baselines").join(format!("{name}.json"));
-    let (changes, baseline_name) = match &args.baseline {
-        Some(name) => {
-            let old = Summary::read(&baseline_file(name)).map_err(|e| {
-                anyhow::anyhow!("baseline {name:?}: {e} (save one with --save-baseline {name})")
-            })?;
-            (report::baseline_changes(&summary, &old, Thresholds::default()), Some(name.as_str()))
-        }
-        None => (Vec::new(), None),
+    let baseline = match &args.baseline {
+        Some(name) => Some(Summary::read(&baseline_file(name)).map_err(|e| {
+            anyhow::anyhow!("baseline {name:?}: {e} (save one with --save-baseline {name})")
+        })?),
+        None => None,
     };
-    print!("{}", report::terminal::render(&summary, &changes, baseline_name));
-    let outputs = Outputs { dir: out_dir.clone(), figures: root.join("submit/figures") };
-    let page = report::write_all(&summary, &changes, baseline_name, &outputs)?;
+    let publish = Publish {
+        baseline: args.baseline.as_deref().zip(baseline.as_ref()),
+        outputs: Outputs { dir: out_dir.clone(), figures: root.join("submit/figures") },
+        // The document's table is replaced only by a run in which every configuration ran.
+        update_doc: args.update_doc.as_deref().filter(|_| failures.is_empty()),
+    };
+    report::publish(&summary, &publish)?;
     report::write_index(&criterion_dir(root))?;
     if let Some(name) = &args.save_baseline {
         let path = baseline_file(name);
@@ -402,20 +367,53 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         crate::metrics::write_json(&path, &summary)?;
         println!("saved baseline {name:?} to {}", path.display());
     }
-    println!("report: {}", page.display());
-    println!("figures: {}", outputs.figures.display());
+    println!("figures: {}", publish.outputs.figures.display());
     anyhow::ensure!(
         failures.is_empty(),
         "configurations failed: {}{}",
         failures.join(", "),
         if args.update_doc.is_some() { " (the document's table is left as it was)" } else { "" }
     );
-    if let Some(doc) = &args.update_doc {
-        let table = report::markdown::render(&summary);
-        report::markdown::update_doc(doc, report::markdown::DocTable::DATA_PARALLEL, &table)?;
-        println!("table: {}", doc.display());
-    }
     Ok(summary)
+}
+
+/// The PyTorch reference for each configuration that has one, on the token ids of dp-bench's
+/// first run (so both do the same work): its runs join `runs`, its failures `failures`.
+/// `(binary, root, python)`: `dp-bench`, the project root and the reference's interpreter.
+fn run_references(
+    args: &BenchArgs,
+    (binary, root, python): (&Path, &Path, &Path),
+    plan: &[Planned],
+    runs_dir: &Path,
+    runs: &mut Vec<RunData>,
+    failures: &mut Vec<String>,
+    bar: &ProgressBar,
+) {
+    let Some(ours) = runs.first().map(|r| r.dir.clone()) else { return };
+    let exported = Command::new(binary)
+        .arg("export-examples")
+        .arg("--workdir")
+        .arg(&ours)
+        .arg("--out")
+        .arg(ours.join("examples.json"))
+        .status();
+    for p in plan.iter().filter(|p| p.reference) {
+        let dir = runs_dir.join(format!("pytorch_{}", p.id));
+        let result = match &exported {
+            Ok(s) if s.success() => {
+                let epochs = args.reference_epochs();
+                run_reference(python, root, (&ours, p, epochs), &dir, bar)
+            }
+            other => Err(anyhow::anyhow!("exporting the examples failed: {other:?}")),
+        };
+        match result.and_then(|()| Ok(RunData::load(&dir)?)) {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                bar.suspend(|| eprintln!("data_parallel/pytorch_{}: FAILED: {e:#}", p.id));
+                failures.push(format!("pytorch_{}", p.id));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

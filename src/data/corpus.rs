@@ -77,7 +77,7 @@ pub fn load_path(path: &Path, sizes: SplitSizes) -> Result<Corpus, CorpusError> 
 }
 
 /// The first `limit` pairs of one split of a directory: `{stem}.de/.en`, their `.gz` forms, or
-/// `{stem}.jsonl`.
+/// `{stem}.jsonl`. A split of which nothing is asked (`limit` 0) may be missing.
 fn load_split(
     dir: &Path,
     split: &'static str,
@@ -98,6 +98,9 @@ fn load_split(
             pairs.truncate(limit);
             return Ok(pairs);
         }
+    }
+    if limit == 0 {
+        return Ok(Vec::new());
     }
     let expected = stems
         .iter()
@@ -328,5 +331,14 @@ mod tests {
         write(&dir.path().join("train.en"), "a\n");
         let err = load_path(dir.path(), SIZES).unwrap_err();
         assert!(matches!(err, CorpusError::NoSplit { split: "validation", .. }), "{err}");
+        // A split of which nothing is asked may be missing; the training split may not.
+        let train_only = load_path(dir.path(), SplitSizes { train: 5, val: 0, test: 0 }).unwrap();
+        assert_eq!(
+            (train_only.train.len(), train_only.val.len(), train_only.test.len()),
+            (1, 0, 0)
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let err = load_path(empty.path(), SplitSizes { train: 1, val: 0, test: 0 }).unwrap_err();
+        assert!(matches!(err, CorpusError::NoSplit { split: "train", .. }), "{err}");
     }
 }

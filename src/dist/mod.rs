@@ -3,6 +3,7 @@
 //! step, and the start-up broadcast of rank 0's parameters.
 
 use crate::config::AllReduce;
+use crate::slices::as_mut_slice;
 use mpi::collective::SystemOperation;
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::datatype::PartitionMut;
@@ -156,16 +157,6 @@ fn mpi_in_place() -> Option<*const std::ffi::c_void> {
         }
     });
     value.map(|v| v as *const std::ffi::c_void)
-}
-
-/// A contiguous f32 CPU tensor as a slice.
-///
-/// # Safety
-/// `t` must be a contiguous CPU float tensor that outlives the slice and that nothing else reads
-/// or writes while the slice is alive.
-pub(crate) unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
-    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
 
 /// Elements per `MPI_Allreduce` of the flat buffer (4 MiB of f32): large enough that per-call
@@ -335,9 +326,8 @@ pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
 
 /// Makes the contiguous CPU f32 tensor `t` equal to rank 0's on every rank.
 pub fn broadcast_tensor(comm: &dyn Communicator, t: &mut Tensor) {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    // SAFETY: checked above; `t` is used by this call alone.
-    comm.broadcast_f32(unsafe { as_mut_slice(t) }, 0);
+    // `t` is used by this call alone.
+    comm.broadcast_f32(crate::slices::values_mut(t), 0);
 }
 
 /// Rank 0's `value`, on every rank.

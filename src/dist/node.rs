@@ -125,6 +125,7 @@ impl NodeBuffer {
         // SAFETY: `win` is a live window in a lock_all epoch.
         unsafe { check(ffi::MPI_Win_sync(self.win)) };
         self.node.barrier();
+        // SAFETY: as above.
         unsafe { check(ffi::MPI_Win_sync(self.win)) };
     }
 
@@ -218,6 +219,9 @@ fn allocate(
     size: impl Fn(i32) -> usize,
 ) -> (ffi::MPI_Win, Vec<*mut f32>) {
     let mut base: *mut f32 = std::ptr::null_mut();
+    // SAFETY: `MPI_Win` is a plain C handle (an integer in MPICH, a pointer in Open MPI), for
+    // which all-zero bytes are a valid, if meaningless, value; MPI_Win_allocate_shared below
+    // overwrites it before it is used.
     let mut win: ffi::MPI_Win = unsafe { std::mem::zeroed() };
     // SAFETY: plain MPI-3 calls on a live communicator; `base` receives this rank's segment and
     // the shared queries every other rank's, all valid until MPI_Finalize (never freed).

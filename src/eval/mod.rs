@@ -10,6 +10,40 @@ use crate::dist::Communicator;
 use crate::model::{greedy_decode, Gpt};
 use serde::{Deserialize, Serialize};
 
+/// What the evaluation after an epoch found, the same on every rank.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub validation_loss: f64,
+    /// Corpus BLEU of the test translations.
+    pub bleu: f64,
+    /// Seconds the evaluation took.
+    pub seconds: f64,
+    pub translations: Vec<Translation>,
+}
+
+/// The evaluation after an epoch: the validation loss over `val` and greedy translations of
+/// `test` scored with BLEU, `on_item` told of each example and sentence done.
+pub fn evaluate(
+    model: &Gpt,
+    tok: &Tokenizer,
+    (val, test): (&[Example], &[Pair]),
+    max_len: usize,
+    comm: &dyn Communicator,
+    mut on_item: impl FnMut(usize),
+) -> Evaluation {
+    let start = std::time::Instant::now();
+    let validation_loss = validation_loss(model, val, tok.pad, max_len, comm, &mut on_item);
+    let translations = translate_all(model, tok, test, max_len, comm, &mut on_item);
+    let hyps: Vec<String> = translations.iter().map(|t| t.hypothesis.clone()).collect();
+    let refs: Vec<String> = translations.iter().map(|t| t.reference.clone()).collect();
+    Evaluation {
+        validation_loss,
+        bleu: bleu::corpus_bleu(&hyps, &refs).score,
+        seconds: start.elapsed().as_secs_f64(),
+        translations,
+    }
+}
+
 /// Examples per evaluation forward pass.
 const EVAL_BATCH: usize = 64;
 /// Sentences decoded together.

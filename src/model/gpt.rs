@@ -2,14 +2,13 @@
 //! self-attention, GELU(tanh) MLP, learned positions, LM head tied to `wte`. Parameter names follow
 //! GPT-2 checkpoints (`wte`, `wpe`, `h.N.attn.c_attn`, `ln_f`).
 
-mod by_hand;
 mod config;
 mod pass;
 
 pub use config::GptConfig;
 use config::INIT_STD;
 
-use super::dropout::dropout;
+use super::cpu::{self, dropout::dropout};
 use crate::config::CpuMatmul;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -23,43 +22,31 @@ fn linear(p: nn::Path, input: i64, output: i64, stdev: f64) -> nn::Linear {
     nn::linear(p, input, output, cfg)
 }
 
-/// `x · wᵀ + b` over the last dimension of `x`. With `onednn`, through oneDNN's inner product
-/// (its tensors live in oneDNN's layout, so `x` goes in and the result comes out through a copy;
-/// autograd knows both ops, and the backward runs in oneDNN too).
+/// `x · wᵀ + b` over the last dimension of `x`. With `onednn` (CPU only), through oneDNN's inner
+/// product (`cpu::onednn`).
 fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>, onednn: bool) -> Tensor {
-    if !onednn || x.numel() == 0 {
-        return x.linear(w, b);
+    match onednn && x.numel() > 0 {
+        true => cpu::onednn::affine(x, w, b),
+        false => x.linear(w, b),
     }
-    let mut shape = x.size();
-    let k = shape.pop().expect("a matrix or more");
-    shape.push(w.size()[0]);
-    strided(to_onednn(&x.reshape([-1, k])).mkldnn_linear(w, b)).view(shape.as_slice())
 }
 
 /// The backward of [`affine`] for the output gradient `dy` (N, out) of the rows `x` (N, in):
 /// writes `w`'s gradient (and `b`'s) over whatever it held — a product that does not read back
 /// the old values — and returns `x`'s (N, in).
-fn affine_backward(
+pub(super) fn affine_backward(
     x: &Tensor,
     dy: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
     onednn: bool,
 ) -> Tensor {
-    let w_grad = w.grad();
-    assert!(w_grad.defined(), "the model's gradients must exist before a step");
+    assert!(w.grad().defined(), "the model's gradients must exist before a step");
     if onednn {
-        let dy = to_onednn(dy);
-        let (gw, gb) = to_onednn(x).mkldnn_linear_backward_weights(&dy, w, b.is_some());
-        w_grad.shallow_clone().copy_(&strided(gw));
-        if let Some(b) = b {
-            b.grad().copy_(&strided(gb));
-        }
-        strided(Tensor::mkldnn_linear_backward_input(x.size(), &dy, w))
-    } else {
-        write_parameter_grads(x, dy, w, b);
-        dy.mm(w)
+        return cpu::onednn::affine_backward(x, dy, w, b);
     }
+    write_parameter_grads(x, dy, w, b);
+    dy.mm(w)
 }
 
 /// Writes the gradients of `x · wᵀ + b`'s parameters for the output gradient `dy` (N, out) of
@@ -72,27 +59,12 @@ pub(super) fn write_parameter_grads(x: &Tensor, dy: &Tensor, w: &Tensor, b: Opti
     }
 }
 
-/// `t` in oneDNN's layout (a copy).
-fn to_onednn(t: &Tensor) -> Tensor {
-    t.f_to_mkldnn(None).expect("oneDNN takes contiguous f32 CPU tensors")
-}
-
-/// `t` as an ordinary strided tensor: oneDNN ops return their own layout or not, depending on
-/// the op and the libtorch version.
-fn strided(t: Tensor) -> Tensor {
-    if t.is_mkldnn() {
-        t.to_dense(None, false)
-    } else {
-        t
-    }
-}
-
-fn dense(lin: &nn::Linear, x: &Tensor, onednn: bool) -> Tensor {
+pub(super) fn dense(lin: &nn::Linear, x: &Tensor, onednn: bool) -> Tensor {
     affine(x, &lin.ws, lin.bs.as_ref(), onednn)
 }
 
 /// GPT-2's LayerNorm epsilon.
-const LN_EPS: f64 = 1e-5;
+pub(super) const LN_EPS: f64 = 1e-5;
 
 fn layer_norm(p: nn::Path, n_embd: i64) -> nn::LayerNorm {
     nn::layer_norm(p, vec![n_embd], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
@@ -119,12 +91,12 @@ pub enum Mask<'a> {
 }
 
 #[derive(Debug)]
-struct CausalSelfAttention {
-    c_attn: nn::Linear,
-    c_proj: nn::Linear,
-    n_head: i64,
-    dropout: f64,
-    onednn: bool,
+pub(super) struct CausalSelfAttention {
+    pub(super) c_attn: nn::Linear,
+    pub(super) c_proj: nn::Linear,
+    pub(super) n_head: i64,
+    pub(super) dropout: f64,
+    pub(super) onednn: bool,
 }
 
 impl CausalSelfAttention {
@@ -163,7 +135,7 @@ impl CausalSelfAttention {
             // libtorch's attention with dropout on the CPU is its unfused "math" path; the same
             // steps here draw the mask with the fast generator.
             Mask::Causal if p > 0.0 && x.device() == Device::Cpu => {
-                causal_attention_with_dropout(&q, &k, &v, p)
+                cpu::reference::causal_attention_with_dropout(&q, &k, &v, p)
             }
             Mask::Causal => Tensor::scaled_dot_product_attention(
                 &q,
@@ -184,30 +156,12 @@ impl CausalSelfAttention {
     }
 }
 
-/// `softmax(q·kᵀ/√d + causal mask) · v` with dropout `p` on the attention weights, as
-/// `scaled_dot_product_attention` computes it without a fused kernel. (B, nh, T, hs) each. The
-/// scale goes on `q` (T·hs elements, not T²) and the mask is added (a vectorised pass whose
-/// gradient is the identity) rather than filled in.
-fn causal_attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, p: f64) -> Tensor {
-    let (t, s) = (q.size()[2], k.size()[2]);
-    let scale = 1.0 / (q.size()[3] as f64).sqrt();
-    let future = causal_mask(t, s, q.device());
-    let weights = ((q * scale).matmul(&k.transpose(-2, -1)) + future).softmax(-1, Kind::Float);
-    dropout(&weights, p, true).matmul(v)
-}
-
-/// The additive causal mask (T, S) of T queries that are the last of S keys: −∞ where a query
-/// would attend to a later key, 0 elsewhere.
-fn causal_mask(t: i64, s: i64, device: Device) -> Tensor {
-    Tensor::full([t, s], f64::NEG_INFINITY, (Kind::Float, device)).triu(s - t + 1)
-}
-
 #[derive(Debug)]
-struct Mlp {
-    c_fc: nn::Linear,
-    c_proj: nn::Linear,
-    dropout: f64,
-    onednn: bool,
+pub(super) struct Mlp {
+    pub(super) c_fc: nn::Linear,
+    pub(super) c_proj: nn::Linear,
+    pub(super) dropout: f64,
+    pub(super) onednn: bool,
 }
 
 impl Mlp {
@@ -229,11 +183,11 @@ impl Mlp {
 }
 
 #[derive(Debug)]
-struct Block {
-    ln_1: nn::LayerNorm,
-    attn: CausalSelfAttention,
-    ln_2: nn::LayerNorm,
-    mlp: Mlp,
+pub(super) struct Block {
+    pub(super) ln_1: nn::LayerNorm,
+    pub(super) attn: CausalSelfAttention,
+    pub(super) ln_2: nn::LayerNorm,
+    pub(super) mlp: Mlp,
 }
 
 impl Block {
@@ -261,13 +215,13 @@ impl Block {
 /// The whole model. `hidden*` return the final-LayerNorm states; `logits` applies the tied head.
 #[derive(Debug)]
 pub struct Gpt {
-    wte: nn::Embedding,
-    wpe: nn::Embedding,
-    h: Vec<Block>,
-    ln_f: nn::LayerNorm,
+    pub(super) wte: nn::Embedding,
+    pub(super) wpe: nn::Embedding,
+    pub(super) h: Vec<Block>,
+    pub(super) ln_f: nn::LayerNorm,
     pub config: GptConfig,
     /// Matrix products go through oneDNN (CPU, asked for, and built into libtorch).
-    onednn: bool,
+    pub(super) onednn: bool,
 }
 
 impl Gpt {
@@ -510,7 +464,7 @@ mod tests {
         let qkv =
             || Tensor::randn([2, 3, 9, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let (q, k, v) = (qkv(), qkv(), qkv());
-        let ours = causal_attention_with_dropout(&q, &k, &v, 1e-12);
+        let ours = cpu::reference::causal_attention_with_dropout(&q, &k, &v, 1e-12);
         let theirs = Tensor::scaled_dot_product_attention(
             &q,
             &k,
@@ -527,7 +481,7 @@ mod tests {
             Tensor::cat(&g.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(), 0)
         };
         assert!(grads(&ours).allclose(&grads(&theirs), 1e-4, 1e-5, false));
-        let dropped = causal_attention_with_dropout(&q, &k, &v, 0.5);
+        let dropped = cpu::reference::causal_attention_with_dropout(&q, &k, &v, 0.5);
         assert!(!dropped.allclose(&theirs, 1e-3, 1e-3, false), "dropout changed nothing");
     }
 

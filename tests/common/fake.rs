@@ -32,6 +32,7 @@ pub fn config(world_size: usize, preset: Preset) -> Config {
         epoch_gate: None,
         turn_examples: None,
         rotate_cores: 0,
+        independent: false,
         copies: 1,
         copy: 0,
         padding: dp_bench::config::Padding::Fixed,

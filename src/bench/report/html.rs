@@ -1,7 +1,7 @@
 //! The HTML report: one self-contained page (figures inlined as data URIs, no network) with the
 //! summary table, the figures, per-configuration details and the run metadata.
 
-use crate::bench::plot::{fmt_rate, fmt_seconds, fmt_share};
+use crate::bench::format::{self, Layout::Html};
 use crate::bench::stats::Estimate;
 use crate::bench::summary::{BaselineChange, ConfigSummary, OfIndependent, Shortfall, Summary};
 use base64::Engine;
@@ -10,15 +10,6 @@ use std::path::PathBuf;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-fn interval(lo: f64, mid: f64, hi: f64, f: &dyn Fn(f64) -> String) -> String {
-    let show = |v: f64| if v.is_finite() { f(v) } else { "?".into() };
-    format!("{} <span class=ci>[{} – {}]</span>", show(mid), show(lo), show(hi))
-}
-
-fn ratio(e: &Estimate) -> String {
-    interval(e.lower, e.point, e.upper, &|v| format!("{v:.3}×"))
 }
 
 const STYLE: &str = "
@@ -61,18 +52,17 @@ fn summary_table(summary: &Summary, out: &mut String) {
             c.global_batch_size,
             c.local_batch_size,
             c.threads,
-            interval(t.lower, t.mean, t.upper, &fmt_seconds),
-            fmt_seconds(c.training_time.max_rank_mean),
-            interval(r.lower, r.mean, r.upper, &fmt_rate),
-            s.map_or("reference".into(), |s| ratio(&s.training_time)),
-            s.map_or("reference".into(), |s| ratio(&s.tokens_per_sec)),
+            Html.interval(t.lower, t.mean, t.upper, &format::seconds),
+            format::seconds(c.training_time.max_rank_mean),
+            Html.interval(r.lower, r.mean, r.upper, &format::rate),
+            s.map_or("reference".into(), |s| Html.ratio(&s.training_time)),
+            s.map_or("reference".into(), |s| Html.ratio(&s.tokens_per_sec)),
             s.map_or("—".into(), |s| {
-                let e = &s.efficiency_interval;
                 let paired = match s.paired_epochs {
                     0 => String::new(),
                     n => format!(" <small>({n} epoch pairs)</small>"),
                 };
-                interval(e.lower, e.point, e.upper, &|v| format!("{v:.3}")) + &paired
+                Html.estimate(&s.efficiency_interval, &format::three) + &paired
             }),
             c.allreduce_share * 100.0,
             c.epochs_measured,
@@ -117,7 +107,13 @@ fn ratio_table<'a>(
 ) {
     out.push_str(head);
     for (a, b, r) in rows {
-        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(a), esc(b), ratio(r));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(a),
+            esc(b),
+            Html.ratio(r)
+        );
     }
     out.push_str("</tbody></table>");
 }
@@ -143,8 +139,7 @@ fn shortfall_table(summary: &Summary, out: &mut String) {
         let _ = write!(out, "<th>{name}</th>");
     }
     out.push_str("</tr></thead><tbody>");
-    let percent =
-        |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{}%", fmt_share(v)));
+    let percent = |e: &Estimate| Html.estimate(e, &|v| format!("{}%", format::share(v)));
     for (s, f) in rows {
         let _ = write!(out, "<tr><td>{}</td><td>{}</td>", esc(&s.id), percent(&f.total));
         for (_, e) in f.parts() {
@@ -162,8 +157,7 @@ fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {
          <th>p</th><th>verdict</th><th>throughput change (CI)</th><th>p</th><th>verdict</th></tr></thead><tbody>",
         esc(name)
     );
-    let pct =
-        |e: &Estimate| interval(e.lower, e.point, e.upper, &|v| format!("{:+.2}%", v * 100.0));
+    let pct = |e: &Estimate| Html.estimate(e, &format::change);
     for c in changes {
         let class = |v: crate::bench::stats::Verdict| format!("{v:?}").to_lowercase();
         let _ = write!(
@@ -202,14 +196,14 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
         esc(&c.preset),
         esc(&c.dataset),
         esc(&c.run_dir),
-        fmt_seconds(t.mean),
-        fmt_seconds(t.median),
-        fmt_seconds(t.std_dev),
-        fmt_seconds(t.min),
-        fmt_seconds(t.max),
+        format::seconds(t.mean),
+        format::seconds(t.median),
+        format::seconds(t.std_dev),
+        format::seconds(t.min),
+        format::seconds(t.max),
         level * 100.0,
-        fmt_seconds(t.lower),
-        fmt_seconds(t.upper),
+        format::seconds(t.lower),
+        format::seconds(t.upper),
         o.low_severe,
         o.low_mild,
         o.high_mild,
@@ -235,16 +229,16 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             s.epochs[i],
-            fmt_seconds(s.training_time[i]),
-            fmt_seconds(s.training_time_max[i]),
-            fmt_rate(s.tokens_per_sec[i]),
-            fmt_seconds(s.compute_time[i]),
-            fmt_seconds(s.wait_time.get(i).copied().unwrap_or(0.0)),
-            fmt_seconds(s.allreduce_time[i]),
-            fmt_seconds(s.data_time.get(i).copied().unwrap_or(0.0)),
+            format::seconds(s.training_time[i]),
+            format::seconds(s.training_time_max[i]),
+            format::rate(s.tokens_per_sec[i]),
+            format::seconds(s.compute_time[i]),
+            format::seconds(s.wait_time.get(i).copied().unwrap_or(0.0)),
+            format::seconds(s.allreduce_time[i]),
+            format::seconds(s.data_time.get(i).copied().unwrap_or(0.0)),
         );
         for rank in &s.per_rank_time {
-            let _ = write!(out, "<td>{}</td>", fmt_seconds(rank[i]));
+            let _ = write!(out, "<td>{}</td>", format::seconds(rank[i]));
         }
         out.push_str("</tr>");
     }

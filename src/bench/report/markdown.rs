@@ -3,8 +3,7 @@
 //! regenerates it: `cargo bench --bench data_parallel -- --update-doc BENCHMARKS.md` (and the
 //! padding bench's the same way).
 
-use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds, fmt_share};
-use crate::bench::stats::Estimate;
+use crate::bench::format::{self, markdown_percent, markdown_ratio, Layout::Markdown};
 use crate::bench::summary::{ConfigSummary, OfIndependent, Shortfall, Summary};
 use std::path::Path;
 
@@ -28,19 +27,6 @@ impl DocTable {
     pub fn end(self) -> String {
         format!("<!-- dp-bench {} table: end -->", self.0)
     }
-}
-
-/// `point [lower, upper]`, a bound that could not be computed shown as `?`.
-fn interval(point: f64, lower: f64, upper: f64, f: &dyn Fn(f64) -> String) -> String {
-    format!("{} [{}, {}]", fmt_finite(point, f), fmt_finite(lower, f), fmt_finite(upper, f))
-}
-
-/// `point [lower, upper]` of a ratio, the point followed by `unit` and in bold if asked.
-fn ratio(e: &Estimate, unit: &str, bold: bool) -> String {
-    let point = format!("{:.3}{unit}", e.point);
-    let point = if bold { format!("**{point}**") } else { point };
-    let three = |v: f64| format!("{v:.3}");
-    format!("{point} [{}, {}]", fmt_finite(e.lower, &three), fmt_finite(e.upper, &three))
 }
 
 /// What ran where, from the first dp-bench configuration's `run.json`.
@@ -104,9 +90,10 @@ pub fn render(summary: &Summary) -> String {
         let t = &c.training_time.stats;
         let r = &c.tokens_per_sec;
         let (speedup, efficiency) = match summary.speedup.iter().find(|s| s.id == c.id) {
-            Some(s) => {
-                (ratio(&s.tokens_per_sec, "×", false), ratio(&s.efficiency_interval, "", true))
-            }
+            Some(s) => (
+                Markdown.ratio(&s.tokens_per_sec),
+                markdown_ratio(&s.efficiency_interval, "", true),
+            ),
             None => ("—".to_string(), "—".to_string()),
         };
         let implementation = match c.is_independent() {
@@ -117,14 +104,14 @@ pub fn render(summary: &Summary) -> String {
             "| `{}` | {implementation} | {} | {} | {} | {speedup} | {efficiency} |\n",
             c.id,
             c.world_size,
-            interval(t.mean, t.lower, t.upper, &fmt_seconds),
-            interval(r.mean, r.lower, r.upper, &fmt_rate),
+            Markdown.interval(t.lower, t.mean, t.upper, &format::seconds),
+            Markdown.interval(r.lower, r.mean, r.upper, &format::rate),
         );
     }
     if !summary.versus.is_empty() {
         out += "\nTokens/s, dp-bench ÷ reference (95 % CI):";
         for v in &summary.versus {
-            let r = ratio(&v.tokens_per_sec, "×", true);
+            let r = markdown_ratio(&v.tokens_per_sec, "×", true);
             out += &format!(" `{}` ÷ `{}` {r};", v.ours, v.theirs);
         }
         out.pop();
@@ -142,7 +129,12 @@ fn ceiling(summary: &Summary, out: &mut String) {
         .iter()
         .filter_map(|s| {
             let o = s.of_independent.as_ref()?;
-            Some(format!(" `{}` ÷ `{}` {};", s.id, o.id, ratio(&o.tokens_per_sec, "×", true)))
+            Some(format!(
+                " `{}` ÷ `{}` {};",
+                s.id,
+                o.id,
+                markdown_ratio(&o.tokens_per_sec, "×", true)
+            ))
         })
         .collect();
     if shares.is_empty() {
@@ -154,12 +146,6 @@ fn ceiling(summary: &Summary, out: &mut String) {
         shares.concat().trim_end_matches(';'),
         OfIndependent::NOTE
     );
-}
-
-/// `point [lower, upper]` of a share, in percent.
-fn percent(e: &Estimate) -> String {
-    let (one, point) = (|v| fmt_share(v), fmt_share(e.point));
-    format!("{point} % [{}, {}]", fmt_finite(e.lower, &one), fmt_finite(e.upper, &one))
 }
 
 /// Where each of dp-bench's multi-rank runs falls short of linear scaling, when any does.
@@ -181,8 +167,9 @@ fn shortfall_table(summary: &Summary, out: &mut String) {
     *out += &format!("| configuration | short of linear | {} |\n", parts.join(" | "));
     *out += &format!("| --- | --- |{}\n", " --- |".repeat(parts.len()));
     for (s, f) in rows {
-        let cells: Vec<String> = f.parts().iter().map(|(_, e)| percent(e)).collect();
-        *out += &format!("| `{}` | {} | {} |\n", s.id, percent(&f.total), cells.join(" | "));
+        let cells: Vec<String> = f.parts().iter().map(|(_, e)| markdown_percent(e)).collect();
+        *out +=
+            &format!("| `{}` | {} | {} |\n", s.id, markdown_percent(&f.total), cells.join(" | "));
     }
 }
 
@@ -266,13 +253,5 @@ mod tests {
         assert!(splice(&swapped, at, "x").unwrap_err().contains("before"));
         let other = format!("{}\n{}\n", DocTable::PADDING.begin(), DocTable::PADDING.end());
         assert!(splice(&other, at, "x").unwrap_err().contains("has no lines"));
-    }
-
-    #[test]
-    fn intervals_show_unknown_bounds_as_question_marks() {
-        assert_eq!(interval(2.0, f64::NAN, 3.0, &|v| format!("{v:.1}")), "2.0 [?, 3.0]");
-        let e = Estimate { point: 0.98, lower: 0.961, upper: f64::INFINITY };
-        assert_eq!(ratio(&e, "", true), "**0.980** [0.961, ?]");
-        assert_eq!(ratio(&e, "×", false), "0.980× [0.961, ?]");
     }
 }

@@ -45,6 +45,34 @@ pub fn baseline_changes(
         .collect()
 }
 
+/// What an analysis is compared against and where its reports go.
+pub struct Publish<'a> {
+    /// A saved summary to compare against, with the name the reports give it.
+    pub baseline: Option<(&'a str, &'a Summary)>,
+    pub outputs: Outputs,
+    /// A Markdown file whose data_parallel table (between its markers) becomes this summary's.
+    pub update_doc: Option<&'a Path>,
+}
+
+/// The tail of every data_parallel analysis, `cargo bench`'s and `dp-bench compare`'s: the
+/// changes against the baseline, the terminal report, every file (`write_all`), and the
+/// document's table. Returns the HTML page's path.
+pub fn publish(summary: &Summary, p: &Publish) -> anyhow::Result<PathBuf> {
+    let changes = p
+        .baseline
+        .map(|(_, old)| baseline_changes(summary, old, Thresholds::default()))
+        .unwrap_or_default();
+    let name = p.baseline.map(|(name, _)| name);
+    print!("{}", terminal::render(summary, &changes, name));
+    let page = write_all(summary, &changes, name, &p.outputs)?;
+    println!("report: {}", page.display());
+    if let Some(doc) = p.update_doc {
+        markdown::update_doc(doc, markdown::DocTable::DATA_PARALLEL, &markdown::render(summary))?;
+        println!("table: {}", doc.display());
+    }
+    Ok(page)
+}
+
 /// Where the artefacts of one analysis go.
 pub struct Outputs {
     /// `summary.json` and `report/index.html` go here.

@@ -1,23 +1,18 @@
 //! Criterion-style terminal lines: one block per configuration with the interval of the mean
 //! epoch time and throughput, then speedup and baseline verdicts.
 
-use crate::bench::plot::{fmt_finite, fmt_rate, fmt_seconds, fmt_share};
+use crate::bench::format::{self, Layout::Terminal};
 use crate::bench::stats::{Change, Estimate};
 use crate::bench::summary::{BaselineChange, Summary};
 
 const GROUP: &str = "data_parallel";
 
-fn triple(lo: f64, mid: f64, hi: f64, f: &dyn Fn(f64) -> String) -> String {
-    format!("[{} {} {}]", fmt_finite(lo, f), fmt_finite(mid, f), fmt_finite(hi, f))
-}
-
 fn ratio(e: &Estimate) -> String {
-    triple(e.lower, e.point, e.upper, &|v| format!("{v:.3}×"))
+    Terminal.ratio(e)
 }
 
 fn percent(c: &Change) -> String {
-    let r = &c.relative;
-    triple(r.lower, r.point, r.upper, &|v| format!("{:+.2}%", v * 100.0))
+    Terminal.estimate(&c.relative, &format::change)
 }
 
 /// The whole terminal report.
@@ -31,8 +26,8 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
         out += &format!(
             "{:<width$}  time:   {}  thrpt: {} tok/s\n",
             format!("{GROUP}/{}", c.id),
-            triple(t.lower, t.mean, t.upper, &fmt_seconds),
-            triple(r.lower, r.mean, r.upper, &fmt_rate),
+            Terminal.interval(t.lower, t.mean, t.upper, &format::seconds),
+            Terminal.interval(r.lower, r.mean, r.upper, &format::rate),
         );
         let o = &t.outliers;
         let rate = c
@@ -41,20 +36,19 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
         out += &format!(
             "{pad}{} measured epochs, max-rank time {}, all-reduce {:.1}% of the epoch{rate}, {} outliers ({} mild, {} severe)\n",
             c.epochs_measured,
-            fmt_seconds(c.training_time.max_rank_mean),
+            format::seconds(c.training_time.max_rank_mean),
             c.allreduce_share * 100.0,
             o.total(),
             o.low_mild + o.high_mild,
             o.low_severe + o.high_severe,
         );
         if let Some(s) = summary.speedup.iter().find(|s| s.id == c.id) {
-            let e = &s.efficiency_interval;
             out += &format!(
                 "{pad}speedup over {}: time {}  thrpt {}  efficiency {}{}\n",
                 s.reference,
                 ratio(&s.training_time),
                 ratio(&s.tokens_per_sec),
-                triple(e.lower, e.point, e.upper, &|v| format!("{v:.3}")),
+                Terminal.estimate(&s.efficiency_interval, &format::three),
                 match s.paired_epochs {
                     0 => String::new(),
                     n => format!("  ({n} epoch pairs)"),
@@ -74,7 +68,7 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                 );
             }
             if let Some(f) = &s.shortfall {
-                let share = |e: &Estimate| format!("{}%", fmt_share(e.point));
+                let share = |e: &Estimate| format!("{}%", format::share(e.point));
                 let parts: Vec<String> =
                     f.parts().iter().map(|(name, e)| format!("{name} {}", share(e))).collect();
                 out += &format!(

@@ -1,4 +1,4 @@
-//! One training pass of [`Gpt`]: written out by hand on the CPU (`by_hand`), through autograd
+//! One training pass of [`Gpt`]: written out by hand on the CPU (`model::cpu`), through autograd
 //! elsewhere, and the tied LM head's part, which both share.
 
 use super::{affine_backward, Gpt, Mask};
@@ -33,7 +33,7 @@ impl Gpt {
     /// the model over what its buffer held. The gradients must exist (`dist::FlatGrads` makes
     /// them). Returns the unscaled sum.
     ///
-    /// On the CPU the pass is written out by hand (`by_hand`): no autograd graph, and each
+    /// On the CPU the pass is written out by hand (`model::cpu`): no autograd graph, and each
     /// gradient written once. Elsewhere autograd runs it, after zeroing the gradients it adds
     /// to, with both ends of the tied `wte` done by hand: the LM head writes `wte`'s gradient
     /// (`Gpt::head_backward`) and the embedding lookup then adds to it.
@@ -88,7 +88,7 @@ impl Gpt {
     /// logits in place instead of autograd keeping them, their log-softmax and a zero-filled
     /// gradient alive; the head's weight gradient is written straight over `wte`'s gradient,
     /// whatever that held (nothing zeroes `wte`'s 71 % of tiny's buffer).
-    pub(super) fn head_backward(
+    pub(in crate::model) fn head_backward(
         &self,
         x: &Tensor,
         labels: &Tensor,
@@ -100,7 +100,7 @@ impl Gpt {
         let loss = if g.device() == Device::Cpu {
             let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
             let loss =
-                crate::model::xent::loss_and_gradient_in_place(&mut g, &labels, scale as f32);
+                crate::model::cpu::xent::loss_and_gradient_in_place(&mut g, &labels, scale as f32);
             Tensor::from(loss as f32)
         } else {
             // One row-wise log-softmax pass (as cross_entropy), then exp, scale, one-hot.

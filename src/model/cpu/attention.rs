@@ -1,5 +1,5 @@
 //! Causal self-attention with dropout for the hand-written training pass on the CPU
-//! ([`super::gpt`]'s `by_hand`), forward and backward, from the (N, 3C) output of `c_attn` to the
+//! ([`super::pass`]), forward and backward, from the (N, 3C) output of `c_attn` to the
 //! (N, C) merged heads and back.
 //!
 //! Head by head ([`super::blas`]): q, k and v of one head are read where they lie in the (N, 3C)
@@ -13,11 +13,12 @@
 use super::blas::{self, Matrix};
 use super::blocked::{block_rows, DenseBackward};
 use super::dropout::MaskStream;
-use super::kernels::{values, values_mut, LANES};
+use super::kernels::LANES;
 use super::softmax::{
     backward_rows, causal_softmax_dropout, causal_softmax_dropout_backward, forward_rows,
 };
 use crate::simd::vectorised;
+use crate::slices::{values, values_mut};
 use tch::{nn, Device, Kind, Tensor};
 
 /// The shape of the attention: B sequences of T positions, nh heads of hs channels.

@@ -1,5 +1,5 @@
 //! A block's MLP, `c_proj(GELU(c_fc(h)))`, forward and backward for the hand-written training
-//! pass on the CPU ([`super::gpt`]'s `by_hand`), through BLAS ([`super::blas`]) a block of rows
+//! pass on the CPU ([`super::pass`]), through BLAS ([`super::blas`]) a block of rows
 //! at a time.
 //!
 //! The MLP's (N, 4C) intermediates are the step's largest besides the attention weights: `c_fc`'s
@@ -16,9 +16,10 @@
 
 use super::blas::{self, Matrix};
 use super::blocked::{block_rows, DenseBackward};
-use super::gpt::write_parameter_grads;
-use super::kernels::{gelu_rows, values, values_mut};
+use super::kernels::gelu_rows;
+use crate::model::gpt::write_parameter_grads;
 use crate::simd::vectorised;
+use crate::slices::{values, values_mut};
 use tch::{nn, Device, Kind, Tensor};
 
 /// What the forward keeps for the backward: GELU's output and its derivative, (N, 4C) each.

@@ -1,4 +1,4 @@
-//! Row-wise CPU kernels for the hand-written training pass ([`super::gpt`]'s `by_hand`): the
+//! Row-wise CPU kernels for the hand-written training pass ([`super::pass`]): the
 //! LayerNorm forward that keeps what its backward needs, that backward (libtorch exports no
 //! `native_layer_norm_backward` to tch), and GPT-2's tanh GELU with its derivative in one pass,
 //! so that the backward pass evaluates no `tanh` (libtorch's GELU and its backward each call
@@ -6,6 +6,7 @@
 //! reductions keep [`LANES`] independent accumulators, and the exponential is branch-free.
 
 use crate::simd::vectorised;
+use crate::slices::{values, values_mut};
 use std::borrow::Cow;
 use tch::{Device, Kind, Tensor};
 
@@ -54,21 +55,6 @@ fn one_plus_minus_tanh(u: f32) -> (f32, f32) {
     } else {
         (big, small)
     }
-}
-
-/// A contiguous f32 CPU tensor's values.
-pub(super) fn values(t: &Tensor) -> &[f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    // SAFETY: a contiguous f32 CPU tensor, borrowed (and so alive) for the slice's lifetime; the
-    // kernels here only read it.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
-}
-
-/// A fresh (or exclusively owned) contiguous f32 CPU tensor's values, to write.
-pub(super) fn values_mut(t: &mut Tensor) -> &mut [f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    // SAFETY: as above, and `t` is borrowed mutably for the slice's lifetime.
-    unsafe { crate::dist::as_mut_slice(t) }
 }
 
 /// `bias`'s values, one per column of `x` (its last dimension), or zeros where there is none:

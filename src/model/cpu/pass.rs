@@ -7,24 +7,22 @@
 //!   small operations, and autograd's cost per operation is a large part of it;
 //! - every gradient is written straight into its view of the flat buffer (`mm_out`, the bias
 //!   column sums, the LayerNorm kernel), not produced and then added by `AccumulateGrad`;
-//! - LayerNorm and GELU run row-wise kernels ([`super::super::kernels`]); GELU's forward also
+//! - LayerNorm and GELU run row-wise kernels ([`super::kernels`]); GELU's forward also
 //!   yields its derivative, so the backward evaluates no `tanh`;
 //! - the MLP, and `c_attn`'s backward behind the heads', run a block of rows at a time, their
-//!   (N, 4C) and (N, 3C) intermediates kept in cache ([`crate::model::mlp`],
-//!   [`crate::model::attention::backward_through_dense`]);
+//!   (N, 4C) and (N, 3C) intermediates kept in cache ([`super::mlp`],
+//!   [`super::attention::backward_through_dense`]);
 //! - attention runs head by head while each head's (T, T) weights are in cache, with its causal
-//!   softmax and dropout as one row-wise kernel ([`crate::model::attention`]).
+//!   softmax and dropout as one row-wise kernel ([`super::attention`]).
 //!
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
 
-use super::{affine_backward, dense, Block, Gpt, LN_EPS};
-use crate::model::attention::{self, Heads};
-use crate::model::dropout::{add_dropped, times_mask, MaskStream};
-use crate::model::kernels::{
-    gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved,
-};
-use crate::model::{blas, mlp};
+use super::attention::{self, Heads};
+use super::dropout::{add_dropped, times_mask, MaskStream};
+use super::kernels::{gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved};
+use super::{blas, mlp};
+use crate::model::gpt::{affine_backward, dense, Block, Gpt, LN_EPS};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -172,7 +170,7 @@ impl Block {
 
 impl Gpt {
     /// [`Gpt::forward_backward`] on the CPU; see the module's documentation.
-    pub(super) fn forward_backward_by_hand(
+    pub(in crate::model) fn forward_backward_by_hand(
         &self,
         idx: &Tensor,
         index: &Tensor,

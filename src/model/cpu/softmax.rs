@@ -1,5 +1,5 @@
 //! Causal self-attention's softmax and dropout as one row-wise kernel, forward and backward, for
-//! the hand-written training pass ([`super::gpt`]'s `by_hand`).
+//! the hand-written training pass ([`super::pass`]).
 //!
 //! The attention weights are the largest tensors of a short model's step: B·heads·T² floats per
 //! layer (4 MB for the tiny preset's 16 × 4 × 128²), far more than a core's L2. As separate
@@ -17,8 +17,9 @@
 //!   `w'`, softmax's backward `w · (g − Σ g·w)` with `g = d · m` is `d · w' − w · Σ d · w'`.
 
 use super::dropout::MaskStream;
-use super::kernels::{exp, max, sum_of_products, total, values, values_mut, LANES};
+use super::kernels::{exp, max, sum_of_products, total, LANES};
 use crate::simd::vectorised;
+use crate::slices::{values, values_mut};
 use tch::Tensor;
 
 /// Over `scores`, the (R, T, T) products `q · kᵀ` of R heads, writes the causal attention

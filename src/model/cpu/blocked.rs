@@ -4,8 +4,8 @@
 //! summed over the blocks.
 
 use super::blas::{self, Matrix};
-use super::kernels::{values, values_mut};
 use crate::simd::vectorised;
+use crate::slices::{values, values_mut};
 use tch::{nn, Tensor};
 
 /// Bytes of a block's intermediate: a quarter of a 2 MB L2, leaving room for the operands it

@@ -9,8 +9,9 @@
 //! key comes from torch's global generator, so `tch::manual_seed` still fixes every mask.
 //! GPUs keep libtorch's dropout (its fused kernel is fast there).
 
-use super::kernels::{column_bias, values, values_mut};
+use super::kernels::column_bias;
 use crate::simd::vectorised;
+use crate::slices::{values, values_mut};
 use tch::{Device, Kind, Tensor};
 
 /// `x` with each element zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, when
@@ -147,7 +148,7 @@ vectorised! {
 }
 
 /// `x + (y + bias) · mask`: the residual add after dropout of a layer's output `y` (N, C) whose
-/// bias (C) is still to be added (see `by_hand`'s `dense_unbiased`), with the mask of `stream`
+/// bias (C) is still to be added (see `pass`'s `dense_unbiased`), with the mask of `stream`
 /// (none: no dropout) drawn in the same pass. One pass over three (N, C) matrices, where
 /// libtorch's `addmm` bias copy, the mask written and `addcmul` made four.
 pub(super) fn add_dropped(

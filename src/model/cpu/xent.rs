@@ -6,8 +6,9 @@
 //! Here each row (V = 8000 floats, 32 KB) is read once from memory and finished while it sits in
 //! the L1 cache: its maximum, then `exp(x − max)` written in place and summed, then the scale.
 
-use super::kernels::{exp, max, total, values_mut, LANES};
+use super::kernels::{exp, max, total, LANES};
 use crate::simd::vectorised;
+use crate::slices::values_mut;
 use tch::Tensor;
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
