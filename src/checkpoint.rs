@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoint.json";
 const SCHEMA: u32 = 1;
 
 /// `checkpoint.json`: which epoch the saved state ends, and where its tensors are.
@@ -43,7 +43,7 @@ fn tensors_name(epoch: usize) -> String {
 }
 
 /// Saves the state at the end of `epoch` (rank 0 only).
-pub fn save(
+pub(crate) fn save(
     dir: &Path,
     epoch: usize,
     state: &AdamWState,
@@ -77,7 +77,7 @@ pub fn save(
 }
 
 /// `checkpoint.json` of `dir`, if there is one.
-pub fn read_info(dir: &Path) -> Result<Option<CheckpointInfo>, CheckpointError> {
+pub(crate) fn read_info(dir: &Path) -> Result<Option<CheckpointInfo>, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::Corrupt { dir: dir.to_path_buf(), reason };
     let path = dir.join(CHECKPOINT_FILE);
     if !path.exists() {

@@ -36,7 +36,7 @@ impl Preset {
     }
 
     /// Tokenizer vocabulary cap (WORKLOAD.md: 8000 for tiny/small, GPT-2's 50257 for gpt2).
-    pub fn vocab_cap(self) -> usize {
+    pub(crate) fn vocab_cap(self) -> usize {
         match self {
             Preset::Tiny | Preset::Small => 8000,
             Preset::Gpt2 => 50257,
@@ -144,7 +144,7 @@ impl CpuMatmul {
 
     /// `Auto` made concrete for this machine's CPU: BLAS where MKL takes its own fast paths
     /// (an Intel CPU), oneDNN elsewhere.
-    pub fn resolve(self) -> Self {
+    pub(crate) fn resolve(self) -> Self {
         match self {
             CpuMatmul::Auto if cpu_vendor().as_deref() == Some("GenuineIntel") => CpuMatmul::Blas,
             CpuMatmul::Auto => CpuMatmul::Onednn,
@@ -263,7 +263,7 @@ const TURNS: &str = "Benchmark plumbing (set by `cargo bench`)";
 
 /// A count that the command line may leave to the run (`auto`): replaced by
 /// [`Config::resolve`] once MPI is up.
-pub const AUTO: usize = usize::MAX;
+pub(crate) const AUTO: usize = usize::MAX;
 
 /// `auto` or a whole number (validated later, so `0` gets the message that names its flag).
 fn count_or_auto(s: &str) -> Result<usize, String> {
@@ -472,7 +472,7 @@ impl Config {
     /// `local_ranks` of them on this host: the world size (the MPI world's; 1 for independent
     /// copies, which are as many as the MPI world's ranks), the threads per rank (the host's
     /// cores divided by its ranks), and `--cpu-matmul auto` made concrete for this CPU.
-    pub fn resolve(mut self, mpi_size: usize, local_ranks: usize) -> Config {
+    pub(crate) fn resolve(mut self, mpi_size: usize, local_ranks: usize) -> Config {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if self.world_size == AUTO {
             self.world_size = if self.independent { 1 } else { mpi_size };
@@ -487,7 +487,7 @@ impl Config {
 
     /// Steps between two stops within an epoch (`--turn-examples`), when runs take turns within
     /// epochs: whole global batches, at least one.
-    pub fn steps_per_turn(&self) -> Option<usize> {
+    pub(crate) fn steps_per_turn(&self) -> Option<usize> {
         let examples = self.turn_examples.filter(|_| self.epoch_gate.is_some())?;
         Some((examples / self.batch_size).max(1))
     }
@@ -497,13 +497,13 @@ impl Config {
     }
 
     /// The run directory of copy `copy` of an `--independent` run into `workdir`.
-    pub fn copy_dir(workdir: &Path, copy: usize) -> PathBuf {
+    pub(crate) fn copy_dir(workdir: &Path, copy: usize) -> PathBuf {
         workdir.join(format!("copy{copy}"))
     }
 
     /// The rank this process stands at epoch gates as: its own, or in a set of independent
     /// copies (each rank 0 of a run of its own) its copy, so the copies wait as one run's ranks.
-    pub fn gate_rank(&self, rank: usize) -> usize {
+    pub(crate) fn gate_rank(&self, rank: usize) -> usize {
         rank + self.copy
     }
 
@@ -584,7 +584,7 @@ impl Config {
         Ok(())
     }
 
-    pub fn validate_world(&self, mpi_world_size: usize) -> Result<(), ConfigError> {
+    pub(crate) fn validate_world(&self, mpi_world_size: usize) -> Result<(), ConfigError> {
         if self.world_size != mpi_world_size {
             return Err(ConfigError::WorldSizeMismatch {
                 given: self.world_size,

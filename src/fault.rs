@@ -27,12 +27,12 @@ const REPORTED: &str = "reported";
 /// The status of a rank that finished normally.
 const DONE: &str = "done";
 
-pub fn status_path(dir: &Path, rank: usize) -> PathBuf {
+pub(crate) fn status_path(dir: &Path, rank: usize) -> PathBuf {
     dir.join(format!(".rank{rank}.status"))
 }
 
 /// Opens this rank's status file in `dir`.
-pub fn open_status(dir: &Path, rank: usize) -> std::io::Result<()> {
+pub(crate) fn open_status(dir: &Path, rank: usize) -> std::io::Result<()> {
     RANK.store(rank, Ordering::Relaxed);
     let file = File::create(status_path(dir, rank))?;
     let _ = STATUS.set((file, dir.to_path_buf()));
@@ -119,7 +119,7 @@ pub fn abort_on_panic() {
 
 /// SIGINT and SIGTERM end the rank at once (collectives cannot be left half-way); rank 0 says
 /// where the run stopped. Finished epochs are on disk already: every file is written atomically.
-pub fn stop_on_signals() -> std::io::Result<()> {
+pub(crate) fn stop_on_signals() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
@@ -153,7 +153,7 @@ pub struct Watched {
 }
 
 /// Starts the sentinel for this host's ranks (call on the host's first rank only).
-pub fn spawn_sentinel(dir: &Path, ranks: &[Watched], host: &str) -> std::io::Result<()> {
+pub(crate) fn spawn_sentinel(dir: &Path, ranks: &[Watched], host: &str) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     let list: Vec<String> = ranks.iter().map(|w| format!("{}:{}", w.rank, w.pid)).collect();
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
@@ -180,7 +180,7 @@ pub fn spawn_sentinel(dir: &Path, ranks: &[Watched], host: &str) -> std::io::Res
 
 /// `dp-bench watch`: waits until the first watched rank ends; if it ended without a word, says
 /// which rank it was and where; returns once every watched rank is gone.
-pub fn sentinel(dir: &Path, host: &str, ranks: &[Watched]) -> anyhow::Result<()> {
+pub(crate) fn sentinel(dir: &Path, host: &str, ranks: &[Watched]) -> anyhow::Result<()> {
     let mut fds: Vec<(Watched, i32)> = Vec::new();
     for &w in ranks {
         // SAFETY: a plain syscall; a negative result means the rank is gone already.

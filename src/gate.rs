@@ -44,15 +44,15 @@ impl Stop {
 }
 
 /// The controller's side and the ranks' side agree on these names.
-pub fn ready_file(dir: &Path, stop: Stop, rank: usize) -> PathBuf {
+pub(crate) fn ready_file(dir: &Path, stop: Stop, rank: usize) -> PathBuf {
     dir.join(format!("ready-{}.rank{rank}", stop.name()))
 }
 
-pub fn open_file(dir: &Path, stop: Stop) -> PathBuf {
+pub(crate) fn open_file(dir: &Path, stop: Stop) -> PathBuf {
     dir.join(format!("open-{}", stop.name()))
 }
 
-pub fn controller_file(dir: &Path) -> PathBuf {
+pub(crate) fn controller_file(dir: &Path) -> PathBuf {
     dir.join("controller")
 }
 
@@ -85,7 +85,7 @@ pub fn wait(dir: &Path, stop: Stop, rank: usize) -> anyhow::Result<()> {
 
 /// Binds the calling thread to `core` of this host (`sched_setaffinity`): a one-rank run that
 /// takes turns moves to the next core at each stop (`dp-bench --rotate-cores`).
-pub fn pin_to_core(core: usize) -> std::io::Result<()> {
+pub(crate) fn pin_to_core(core: usize) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it (`core` is checked
     // against its capacity), and sched_setaffinity reads exactly its size.
     unsafe {
@@ -103,7 +103,7 @@ pub fn pin_to_core(core: usize) -> std::io::Result<()> {
 
 /// The host's online cores that this process may run on (a batch system's cpuset can leave some
 /// out): each is tried in turn, and the calling thread's cores are restored.
-pub fn usable_cores() -> Vec<usize> {
+pub(crate) fn usable_cores() -> Vec<usize> {
     // SAFETY: sysconf has no preconditions; sched_getaffinity and sched_setaffinity read and
     // write exactly one cpu_set_t of the size they are given.
     unsafe {
@@ -120,7 +120,8 @@ pub fn usable_cores() -> Vec<usize> {
 }
 
 /// The calling thread's core now.
-pub fn current_core() -> Option<usize> {
+#[cfg(test)]
+pub(crate) fn current_core() -> Option<usize> {
     // SAFETY: sched_getcpu has no preconditions.
     usize::try_from(unsafe { libc::sched_getcpu() }).ok()
 }
@@ -152,7 +153,7 @@ impl Controller {
     }
 
     /// Whether all `ranks` ranks wait at the gate of `stop`.
-    pub fn all_ready(&self, stop: Stop, ranks: usize) -> bool {
+    pub(crate) fn all_ready(&self, stop: Stop, ranks: usize) -> bool {
         (0..ranks).all(|r| ready_file(&self.dir, stop, r).exists())
     }
 

@@ -34,7 +34,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// them made every step page-fault them back in (~200 k faults and ~1 s of kernel time per
 /// 2000-example epoch; ~4 % of the epoch, BENCHMARKS.md). The peak memory is unchanged: what is
 /// kept is what the step uses again. `MIMALLOC_PURGE_DELAY` in the environment wins.
-pub fn keep_freed_memory() {
+pub(crate) fn keep_freed_memory() {
     /// `mi_option_purge_delay` in mimalloc 2 and 3 (`mimalloc.h`).
     const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
     extern "C" {
@@ -47,7 +47,7 @@ pub fn keep_freed_memory() {
 }
 
 /// The libtorch version the binary was built against (read from the torch package by build.rs).
-pub const LIBTORCH_VERSION: &str = env!("DP_BENCH_LIBTORCH_VERSION");
+pub(crate) const LIBTORCH_VERSION: &str = env!("DP_BENCH_LIBTORCH_VERSION");
 
 /// Bad input: reported as one line, exit status 2. `quiet` errors are consequences of an error
 /// another rank already reported.
@@ -63,11 +63,11 @@ impl UsageError {
         UsageError { message: message.into(), quiet: false }.into()
     }
 
-    pub fn quiet_error(message: impl Into<String>) -> anyhow::Error {
+    pub(crate) fn quiet_error(message: impl Into<String>) -> anyhow::Error {
         UsageError { message: message.into(), quiet: true }.into()
     }
 
-    pub fn from_err(e: impl std::fmt::Display) -> anyhow::Error {
+    pub(crate) fn from_err(e: impl std::fmt::Display) -> anyhow::Error {
         Self::error(e.to_string())
     }
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const RUN_FILE: &str = "run.json";
-pub const RUN_SCHEMA: u32 = 1;
+pub(crate) const RUN_FILE: &str = "run.json";
+pub(crate) const RUN_SCHEMA: u32 = 1;
 
 /// One rank's measurements of one epoch (WORKLOAD.md, "Metrics").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,7 +115,7 @@ impl EpochRecord {
     }
 
     /// Whether this epoch is among the first `warmup` of its process, so excluded from samples.
-    pub fn is_warmup(&self, warmup: usize) -> bool {
+    pub(crate) fn is_warmup(&self, warmup: usize) -> bool {
         self.process_epoch.unwrap_or(self.epoch) < warmup
     }
 
@@ -180,7 +180,7 @@ pub struct RunInfo {
 
 /// This host's CPU as `/proc/cpuinfo` names it, with its logical cores (not only those this
 /// process may use): `Intel(R) Xeon(R) Processor, 2 logical cores`. Empty where unknown.
-pub fn cpu_description() -> String {
+pub(crate) fn cpu_description() -> String {
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return String::new();
     };
@@ -202,11 +202,11 @@ fn ours() -> String {
     IMPLEMENTATION.to_string()
 }
 
-pub const IMPLEMENTATION: &str = "dp-bench";
+pub(crate) const IMPLEMENTATION: &str = "dp-bench";
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a crash)
 /// never sees half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
@@ -265,7 +265,10 @@ fn result_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, usize)>> {
 /// another configuration's results (unless `--overwrite`), and clears the result files a run of
 /// the same configuration left behind — all of them, or with `--resume` those of epochs after
 /// `keep_through` (the last checkpointed epoch).
-pub fn prepare_workdir(config: &Config, keep_through: Option<usize>) -> Result<(), WorkdirError> {
+pub(crate) fn prepare_workdir(
+    config: &Config,
+    keep_through: Option<usize>,
+) -> Result<(), WorkdirError> {
     let dir = &config.workdir;
     let io = |source| WorkdirError::Io { path: dir.clone(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -312,7 +315,7 @@ pub fn prepare_workdir(config: &Config, keep_through: Option<usize>) -> Result<(
 /// prepares its own [`Config::copy_dir`] as any run does: creates it, and refuses it when it
 /// holds an ordinary run's `run.json` or records, which `dp-bench compare` would read instead of
 /// the copies — unless `--overwrite`, which removes them.
-pub fn prepare_copies_dir(config: &Config) -> Result<(), WorkdirError> {
+pub(crate) fn prepare_copies_dir(config: &Config) -> Result<(), WorkdirError> {
     let dir = &config.workdir;
     let io = |source| WorkdirError::Io { path: dir.clone(), source };
     std::fs::create_dir_all(dir).map_err(io)?;

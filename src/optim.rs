@@ -176,7 +176,7 @@ impl AdamW {
     /// updated, so after `false` the caller stops training (as `Trainer` does) rather than go
     /// on from a half-made update. Not sharded (a sharded update's gradient was checked as it
     /// was summed).
-    pub fn step_if_finite(&mut self, grad: &Tensor) -> bool {
+    pub(crate) fn step_if_finite(&mut self, grad: &Tensor) -> bool {
         assert!(self.shard.is_none(), "a sharded gradient is checked where it is summed");
         self.update(grad, true)
     }

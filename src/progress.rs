@@ -14,7 +14,7 @@ impl Progress {
     }
 
     /// A bar of `len` units; hidden on other ranks and when stderr is not a terminal.
-    pub fn bar(&self, len: u64, message: &str) -> ProgressBar {
+    pub(crate) fn bar(&self, len: u64, message: &str) -> ProgressBar {
         if !self.visible {
             return ProgressBar::hidden();
         }
@@ -26,7 +26,7 @@ impl Progress {
         ProgressBar::new(len).with_style(style).with_message(message.to_string())
     }
 
-    pub fn note(&self, line: &str) {
+    pub(crate) fn note(&self, line: &str) {
         if self.visible {
             println!("{line}");
         }

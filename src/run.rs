@@ -15,7 +15,7 @@ use crate::UsageError;
 use anyhow::Context;
 use tch::Device;
 
-pub const MODEL_FILE: &str = "model.safetensors";
+pub(crate) const MODEL_FILE: &str = "model.safetensors";
 
 /// Runs `f` on rank 0 and shares its outcome: an error there becomes an error on every rank, so
 /// no rank waits in a collective for a rank that gave up.

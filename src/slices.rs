@@ -26,7 +26,7 @@ pub fn values(t: &Tensor) -> &[f32] {
 }
 
 /// A fresh (or exclusively owned) contiguous f32 CPU tensor's values, to write.
-pub fn values_mut(t: &mut Tensor) -> &mut [f32] {
+pub(crate) fn values_mut(t: &mut Tensor) -> &mut [f32] {
     check(t);
     // SAFETY: as `values`, and `t` is borrowed mutably for the slice's lifetime.
     unsafe { as_mut_slice(t) }
@@ -38,7 +38,7 @@ pub fn values_mut(t: &mut Tensor) -> &mut [f32] {
 /// # Safety
 /// `t` must be a contiguous CPU float tensor that outlives the slice and that nothing else reads
 /// or writes while the slice is alive.
-pub unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
+pub(crate) unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
     debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
@@ -48,7 +48,7 @@ pub unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
 ///
 /// # Safety
 /// As [`as_mut_slice`], for the elements in `range`.
-pub unsafe fn elements<'a>(t: &'a mut Tensor, range: &Range<usize>) -> &'a mut [f32] {
+pub(crate) unsafe fn elements<'a>(t: &'a mut Tensor, range: &Range<usize>) -> &'a mut [f32] {
     debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     assert!(range.end <= t.numel(), "elements {range:?} of {}", t.numel());
     std::slice::from_raw_parts_mut((t.data_ptr() as *mut f32).add(range.start), range.len())

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Waits for queued device work, so the clock measures work done, not work launched.
-pub fn synchronize(device: Device) {
+pub(crate) fn synchronize(device: Device) {
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
     }
@@ -247,7 +247,7 @@ impl<'a> Trainer<'a> {
     /// step done, between barriers, with the device synchronised before each clock reading; with
     /// `turns`, less the time stopped at its gates (each stop ends with a barrier, so the ranks
     /// go on together).
-    pub fn train_epoch(
+    pub(crate) fn train_epoch(
         &mut self,
         data: &mut BatchSource,
         epoch: usize,

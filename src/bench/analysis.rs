@@ -67,7 +67,7 @@ impl RunData {
     /// ranks, each taking the one-rank run's batch: copy r's records become rank r's, so the
     /// analysis sums their throughput and averages their time as it does a run's ranks'. The
     /// copies must be of one configuration and have the same epochs.
-    pub fn merge_copies(dir: &Path, copies: Vec<RunData>) -> Result<Self, AnalysisError> {
+    pub(crate) fn merge_copies(dir: &Path, copies: Vec<RunData>) -> Result<Self, AnalysisError> {
         let n = copies.len();
         let first = &copies[0];
         for other in &copies[1..] {
@@ -232,7 +232,7 @@ fn workload_fields(c: &Config) -> [(&'static str, String); 6] {
 }
 
 /// Refuses runs that do not measure the same workload, and the same configuration twice.
-pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
+pub(crate) fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
     let first = runs.first().ok_or(AnalysisError::Empty)?;
     for other in &runs[1..] {
         for ((what, va), (_, vb)) in
@@ -265,12 +265,16 @@ pub fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
 }
 
 /// What ends the id of independent copies of a one-rank run (`dp-bench --independent`).
-pub const INDEPENDENT: &str = "_independent";
+pub(crate) const INDEPENDENT: &str = "_independent";
 
 /// `ws{N}_bs{B}`, or `ws{N}_bs{B}_{partition}` for a multi-rank run split otherwise than the
 /// first configuration of its kind (which keeps the plain id): the bench names the
 /// configurations of `--partition adaptive,balanced` so, and `config_ids` reads them back so.
-pub fn config_id(world_size: usize, batch_size: usize, other_split: Option<Partition>) -> String {
+pub(crate) fn config_id(
+    world_size: usize,
+    batch_size: usize,
+    other_split: Option<Partition>,
+) -> String {
     match other_split {
         None => format!("ws{world_size}_bs{batch_size}"),
         Some(partition) => format!("ws{world_size}_bs{batch_size}_{partition}"),
@@ -281,7 +285,7 @@ pub fn config_id(world_size: usize, batch_size: usize, other_split: Option<Parti
 /// than the first such run, `ws2_bs32_independent` for independent copies of a one-rank run),
 /// with `_t{T}` when the runs differ in threads per rank, prefixed by the implementation when
 /// it is a reference (`pytorch-ddp_ws2_bs32`).
-pub fn config_ids(runs: &[RunData]) -> Vec<String> {
+pub(crate) fn config_ids(runs: &[RunData]) -> Vec<String> {
     let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
     let split = |r: &RunData| {
         let ours = r.info.implementation == crate::metrics::IMPLEMENTATION;

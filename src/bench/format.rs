@@ -47,7 +47,7 @@ pub fn times(v: f64) -> String {
 }
 
 /// Three decimals: an efficiency, or a ratio's bound where the unit is written once.
-pub fn three(v: f64) -> String {
+pub(crate) fn three(v: f64) -> String {
     format!("{v:.3}")
 }
 
@@ -80,13 +80,13 @@ impl Layout {
     }
 
     /// An estimate with its interval, each number written by `f`.
-    pub fn estimate(self, e: &Estimate, f: &dyn Fn(f64) -> String) -> String {
+    pub(crate) fn estimate(self, e: &Estimate, f: &dyn Fn(f64) -> String) -> String {
         self.interval(e.lower, e.point, e.upper, f)
     }
 
     /// A ratio with its interval: `×` after every number, except in Markdown, where it follows
     /// the point alone (`1.806× [1.772, 1.841]`).
-    pub fn ratio(self, e: &Estimate) -> String {
+    pub(crate) fn ratio(self, e: &Estimate) -> String {
         match self {
             Layout::Markdown => markdown_ratio(e, "×", false),
             _ => self.estimate(e, &times),
@@ -96,14 +96,14 @@ impl Layout {
 
 /// A Markdown ratio: `point [lower, upper]` with three decimals, `unit` after the point alone,
 /// and the point in bold if asked (the table's headline numbers).
-pub fn markdown_ratio(e: &Estimate, unit: &str, bold: bool) -> String {
+pub(crate) fn markdown_ratio(e: &Estimate, unit: &str, bold: bool) -> String {
     let point = format!("{:.3}{unit}", e.point);
     let point = if bold { format!("**{point}**") } else { point };
     format!("{point} [{}, {}]", finite(e.lower, &three), finite(e.upper, &three))
 }
 
 /// A share in percent with its interval, in Markdown: `5.8 % [5.5, 6.2]`.
-pub fn markdown_percent(e: &Estimate) -> String {
+pub(crate) fn markdown_percent(e: &Estimate) -> String {
     format!("{} % [{}, {}]", share(e.point), finite(e.lower, &share), finite(e.upper, &share))
 }
 

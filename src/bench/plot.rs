@@ -360,7 +360,7 @@ macro_rules! on_backend {
 }
 
 /// The figures of a summary, written into `dir`; returns the PNG paths.
-pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
     register_font();
     std::fs::create_dir_all(dir)?;
     let level = (summary.confidence_level * 100.0).round();

@@ -105,7 +105,7 @@ impl BenchArgs {
     /// Over how many cores the 1-rank configurations move, part by part (`dp-bench
     /// --rotate-cores N`): those the largest configuration's ranks are bound to. `None` when they
     /// stay on the first.
-    pub fn baseline_cores(&self) -> Option<usize> {
+    pub(crate) fn baseline_cores(&self) -> Option<usize> {
         let largest = self.world_sizes.iter().copied().max().unwrap_or(1);
         let cores = largest.min(crate::gate::usable_cores().len());
         (!self.baseline_on_first_core
@@ -115,7 +115,7 @@ impl BenchArgs {
             .then_some(cores)
     }
 
-    pub fn reference_epochs(&self) -> usize {
+    pub(crate) fn reference_epochs(&self) -> usize {
         self.reference_epochs.unwrap_or(if self.quick { 4 } else { 6 })
     }
 
@@ -145,7 +145,7 @@ impl BenchArgs {
 
     /// The configurations, filtered: each world size under each partition, then (unless
     /// `--no-independent`) each world size above one as independent one-rank copies.
-    pub fn plan(&self) -> Vec<Planned> {
+    pub(crate) fn plan(&self) -> Vec<Planned> {
         let examples = self.train_examples.unwrap_or(if self.quick { 512 } else { 5000 });
         // What every configuration trains, for `batch` examples per step and rank.
         let workload = |batch: usize| {
@@ -219,7 +219,7 @@ fn bound(n: usize) -> bool {
 /// `launcher` with each rank bound to its own core when there are enough cores: ranks that the
 /// scheduler moves around lose their caches and meet each other on one core (measured: ~4 %
 /// off a 2-rank epoch here, see BENCHMARKS.md).
-pub fn bound_launcher(mpirun: &str, n: usize) -> Command {
+pub(crate) fn bound_launcher(mpirun: &str, n: usize) -> Command {
     let mut cmd = launcher(mpirun, n);
     if bound(n) {
         let open_mpi = cmd.get_args().any(|a| a == "--allow-run-as-root");

@@ -20,7 +20,7 @@ pub struct Estimate {
 mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
         if v.is_finite() {
             s.serialize_f64(*v)
         } else {
@@ -28,7 +28,7 @@ mod nan_as_null {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
 }
@@ -48,7 +48,7 @@ pub fn std_dev(x: &[f64]) -> f64 {
 
 /// Percentile `p` in [0, 100] with linear interpolation between closest ranks (as criterion and
 /// numpy's default do).
-pub fn percentile(x: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(x: &[f64], p: f64) -> f64 {
     let mut s = x.to_vec();
     s.sort_by(f64::total_cmp);
     let rank = p / 100.0 * (s.len() - 1) as f64;
@@ -56,7 +56,7 @@ pub fn percentile(x: &[f64], p: f64) -> f64 {
     s[lo] + (s[hi] - s[lo]) * (rank - lo as f64)
 }
 
-pub fn median(x: &[f64]) -> f64 {
+pub(crate) fn median(x: &[f64]) -> f64 {
     percentile(x, 50.0)
 }
 
@@ -70,7 +70,7 @@ pub struct Outliers {
 }
 
 impl Outliers {
-    pub fn classify(x: &[f64]) -> Self {
+    pub(crate) fn classify(x: &[f64]) -> Self {
         let (q1, q3) = (percentile(x, 25.0), percentile(x, 75.0));
         let iqr = q3 - q1;
         let mut o = Outliers::default();
@@ -94,7 +94,7 @@ impl Outliers {
 }
 
 /// Two-sided Student-t quantile for `level` (e.g. 0.95) and `df` degrees of freedom.
-pub fn t_quantile(level: f64, df: f64) -> f64 {
+pub(crate) fn t_quantile(level: f64, df: f64) -> f64 {
     let t = StudentsT::new(0.0, 1.0, df).expect("positive degrees of freedom");
     t.inverse_cdf(1.0 - (1.0 - level) / 2.0)
 }
@@ -139,7 +139,7 @@ impl Summary {
 /// Fieller's interval for the ratio of the means of two independent samples, mean(num) /
 /// mean(den), with Welch–Satterthwaite degrees of freedom. `None` when the denominator's mean is
 /// not significantly different from zero (the interval is then unbounded).
-pub fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
+pub(crate) fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
     let (a, b) = (mean(num), mean(den));
     let (n1, n2) = (num.len() as f64, den.len() as f64);
     let v11 = std_dev(num).powi(2) / n1; // variance of mean(num)
@@ -167,7 +167,7 @@ pub fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> 
 /// logarithms (n − 1 degrees of freedom). Pairing takes out what the pairs share, such as the
 /// machine's drift in speed over minutes, which independent samples leave in the interval.
 /// `None` with fewer than two pairs or a value that is not positive.
-pub fn paired_ratio(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
+pub(crate) fn paired_ratio(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
     if num.len() != den.len() || num.len() < 2 || num.iter().chain(den).any(|&v| v <= 0.0) {
         return None;
     }
@@ -179,7 +179,7 @@ pub fn paired_ratio(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
 
 /// `ratio_of_means`, or the point ratio with unbounded (NaN) bounds where Fieller's interval is
 /// unbounded.
-pub fn ratio_estimate(num: &[f64], den: &[f64], level: f64) -> Estimate {
+pub(crate) fn ratio_estimate(num: &[f64], den: &[f64], level: f64) -> Estimate {
     ratio_of_means(num, den, level).unwrap_or(Estimate {
         point: mean(num) / mean(den),
         lower: f64::NAN,
@@ -188,7 +188,7 @@ pub fn ratio_estimate(num: &[f64], den: &[f64], level: f64) -> Estimate {
 }
 
 /// Welch's two-sided t-test p-value for a difference between the means of two samples.
-pub fn welch_p_value(x: &[f64], y: &[f64]) -> f64 {
+pub(crate) fn welch_p_value(x: &[f64], y: &[f64]) -> f64 {
     let (vx, vy) = (std_dev(x).powi(2) / x.len() as f64, std_dev(y).powi(2) / y.len() as f64);
     if vx + vy == 0.0 {
         return if mean(x) == mean(y) { 1.0 } else { 0.0 };

@@ -6,7 +6,7 @@ use crate::metrics::RunInfo;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 /// The measured epochs of one configuration, one value per epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,13 +82,13 @@ pub struct ConfigSummary {
 impl ConfigSummary {
     /// Whether this is independent copies of a one-rank run (`dp-bench --independent`), read
     /// as one run of as many ranks.
-    pub fn is_independent(&self) -> bool {
+    pub(crate) fn is_independent(&self) -> bool {
         self.run.config.copies > 1
     }
 
     /// The rate of one rank's matrix products over the measured epochs (operations ÷ the
     /// ranks' time), when the records count them.
-    pub fn flops_per_rank_per_sec(&self) -> Option<f64> {
+    pub(crate) fn flops_per_rank_per_sec(&self) -> Option<f64> {
         let s = &self.samples;
         (!s.flops.is_empty()).then(|| {
             let time: f64 = s.training_time.iter().sum::<f64>() * self.world_size as f64;
@@ -135,7 +135,8 @@ pub struct OfIndependent {
 
 impl OfIndependent {
     /// What the reports say about the independent runs.
-    pub const NOTE: &'static str = "A configuration ending in `_independent` is as many 1-rank \
+    pub(crate) const NOTE: &'static str =
+        "A configuration ending in `_independent` is as many 1-rank \
         runs side by side as its ranks, each training the 1-rank run's batches on its own core, \
         none talking to another. They share the machine's caches, memory bandwidth and power as \
         the ranks do, so their efficiency is the most a run of that many ranks can reach on \
@@ -169,7 +170,8 @@ pub struct Shortfall {
 
 impl Shortfall {
     /// What the reports say about the split, after the sentence that introduces it.
-    pub const NOTE: &'static str = "Compute is the forward, backward and optimiser taking longer \
+    pub(crate) const NOTE: &'static str =
+        "Compute is the forward, backward and optimiser taking longer \
         side by side than alone (the machine's shared caches and memory), less the optimiser work \
         the ranks split; waiting is the time at each step's barrier for the slowest rank.";
 

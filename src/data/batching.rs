@@ -17,7 +17,7 @@ pub struct Example {
 }
 
 impl Example {
-    pub fn encode(tok: &Tokenizer, pair: &Pair, max_len: usize) -> Self {
+    pub(crate) fn encode(tok: &Tokenizer, pair: &Pair, max_len: usize) -> Self {
         let mut ids = tok.encode(&pair.de);
         ids.push(tok.eos_de);
         let prompt_len = ids.len();
@@ -28,7 +28,7 @@ impl Example {
     }
 
     /// Input positions whose label is a target token: `ids[i + 1]` with `i + 1 >= prompt_len`.
-    pub fn target_positions(&self) -> std::ops::Range<usize> {
+    pub(crate) fn target_positions(&self) -> std::ops::Range<usize> {
         let end = self.ids.len().saturating_sub(1);
         self.prompt_len.saturating_sub(1).min(end)..end
     }
@@ -55,7 +55,7 @@ pub struct Batch {
 
 /// The input positions a batch of `examples` is padded to: `max_len` (fixed), or the longest
 /// example's inputs (dynamic).
-pub fn padded_len(examples: &[&Example], padding: Padding, max_len: usize) -> usize {
+pub(crate) fn padded_len(examples: &[&Example], padding: Padding, max_len: usize) -> usize {
     match padding {
         Padding::Fixed => max_len,
         Padding::Dynamic => examples

@@ -62,7 +62,7 @@ const VAL_NAMES: &[&str] = &["val", "valid", "validation", "dev"];
 const TEST_NAMES: &[&str] = &["test", "test_2016_flickr", "test2016"];
 
 /// Loads a corpus from a directory of parallel files or a JSON-lines file.
-pub fn load_path(path: &Path, sizes: SplitSizes) -> Result<Corpus, CorpusError> {
+pub(crate) fn load_path(path: &Path, sizes: SplitSizes) -> Result<Corpus, CorpusError> {
     if !path.exists() {
         return Err(CorpusError::Missing(path.to_path_buf()));
     }

@@ -9,7 +9,8 @@ pub mod source;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use batching::{collate, padded_len, Batch, Example};
+pub(crate) use batching::padded_len;
+pub use batching::{collate, Batch, Example};
 pub use corpus::{Corpus, Pair, SplitSizes};
 pub use partition::{Schedule, SpeedDeal};
 pub use source::{BatchSource, Step};
@@ -20,7 +21,7 @@ use crate::config::{Config, DatasetSpec};
 /// Loads the configured corpus: the built-in one from the seed, or files from disk. With
 /// `--benchmark-only`, which evaluates nothing, no validation or test example is read, so a
 /// corpus with only a training split will do.
-pub fn load_corpus(config: &Config) -> Result<Corpus, corpus::CorpusError> {
+pub(crate) fn load_corpus(config: &Config) -> Result<Corpus, corpus::CorpusError> {
     let evaluated = |n: usize| if config.benchmark_only { 0 } else { n };
     let sizes = SplitSizes {
         train: config.train_examples,

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Example indices `0..n` shuffled once with the seed; the same order every epoch.
-pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     order
@@ -87,7 +87,7 @@ impl Schedule {
     /// possible, each keeping its number of examples: the longest-processing-time rule (costliest
     /// example first, to the rank with the least work that still has room). The examples of a
     /// step, and so the summed gradient, do not change. Deterministic: ties keep index order.
-    pub fn balance(&mut self, cost: impl Fn(usize) -> u64) {
+    pub(crate) fn balance(&mut self, cost: impl Fn(usize) -> u64) {
         for step in &mut self.steps {
             let room: Vec<usize> = step.iter().map(Vec::len).collect();
             let mut examples: Vec<usize> = step.iter().flatten().copied().collect();
@@ -115,7 +115,8 @@ impl Schedule {
     }
 
     /// All example indices of one rank, in the order it sees them.
-    pub fn rank_examples(&self, rank: usize) -> Vec<usize> {
+    #[cfg(test)]
+    pub(crate) fn rank_examples(&self, rank: usize) -> Vec<usize> {
         self.steps.iter().flat_map(|s| s[rank].iter().copied()).collect()
     }
 }
@@ -145,7 +146,8 @@ impl SpeedDeal {
     }
 
     /// The estimates so far (work per second, by rank).
-    pub fn speeds(&self) -> Option<&[f64]> {
+    #[cfg(test)]
+    pub(crate) fn speeds(&self) -> Option<&[f64]> {
         self.speeds.as_deref()
     }
 
@@ -155,7 +157,7 @@ impl SpeedDeal {
     /// equal. Every rank gets an example while the step has one per rank. Deterministic: ties go
     /// to the lower rank and the lower index. Returns each rank's examples and their summed cost
     /// (what `observe` takes as the rank's work).
-    pub fn deal(
+    pub(crate) fn deal(
         &self,
         step: &[Vec<usize>],
         cost: impl Fn(usize) -> u64,
@@ -194,7 +196,7 @@ impl SpeedDeal {
 
     /// Takes in one step: each rank's dealt `work` (summed cost) and the `seconds` it computed.
     /// A rank with no work or no time keeps its estimate.
-    pub fn observe(&mut self, work: &[u64], seconds: &[f32]) {
+    pub(crate) fn observe(&mut self, work: &[u64], seconds: &[f32]) {
         let fresh: Vec<Option<f64>> = work
             .iter()
             .zip(seconds)
@@ -223,7 +225,7 @@ impl Default for SpeedDeal {
 }
 
 /// The shard of `0..n` that rank `rank` of `world` evaluates: `rank, rank + world, …`.
-pub fn eval_shard(n: usize, world: usize, rank: usize) -> Vec<usize> {
+pub(crate) fn eval_shard(n: usize, world: usize, rank: usize) -> Vec<usize> {
     (rank..n).step_by(world).collect()
 }
 

@@ -82,7 +82,7 @@ impl<'a> BatchSource<'a> {
 
     /// Whether the ranks' shares are dealt by their measured speeds, so the trainer must
     /// exchange each step's compute times and hand them to [`BatchSource::observe`].
-    pub fn is_adaptive(&self) -> bool {
+    pub(crate) fn is_adaptive(&self) -> bool {
         self.deal.is_some()
     }
 
@@ -108,7 +108,7 @@ impl<'a> BatchSource<'a> {
 
     /// Under the adaptive deal, each rank's compute seconds of the last step (the same on every
     /// rank): the speeds the next deal goes by. Otherwise nothing.
-    pub fn observe(&mut self, rank_seconds: &[f32]) {
+    pub(crate) fn observe(&mut self, rank_seconds: &[f32]) {
         if let Some(deal) = &mut self.deal {
             deal.observe(&self.work, rank_seconds);
         }

@@ -318,7 +318,7 @@ const MAX_WORDS: usize = 25;
 /// sentence goes to test, validation or train by a hash of its German side (1 : 1 : 8), so the
 /// splits are disjoint and each split is a prefix of a fixed sequence: asking for more training
 /// examples never changes the validation or test sets.
-pub fn generate(seed: u64, sizes: SplitSizes) -> Corpus {
+pub(crate) fn generate(seed: u64, sizes: SplitSizes) -> Corpus {
     let mut gen = Generator { lex: Lexicon::new(), rng: ChaCha8Rng::seed_from_u64(seed) };
     let mut seen = HashSet::new();
     let mut corpus = Corpus { train: vec![], val: vec![], test: vec![] };

@@ -9,9 +9,9 @@ use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, NormalizerWrapper, TokenizerBuilder};
 
-pub const EOS_DE: &str = "<eos_de>";
-pub const EOS_EN: &str = "<eos_en>";
-pub const PAD: &str = "<pad>";
+pub(crate) const EOS_DE: &str = "<eos_de>";
+pub(crate) const EOS_EN: &str = "<eos_en>";
+pub(crate) const PAD: &str = "<pad>";
 
 const TOKENIZER_FILE: &str = "tokenizer.json";
 const FINGERPRINT_FILE: &str = "tokenizer.meta.json";
@@ -99,7 +99,7 @@ impl Tokenizer {
     }
 
     /// Writes the tokenizer atomically (temporary file, then rename).
-    pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), TokenizerError> {
         let tmp = path.with_extension("json.tmp");
         self.inner.save(&tmp, false).map_err(lib_err)?;
         std::fs::rename(&tmp, path)
@@ -108,7 +108,7 @@ impl Tokenizer {
 
     /// Loads `dir/tokenizer.json` when its fingerprint matches `pairs`, else trains and saves one.
     /// Returns the tokenizer and whether it was trained now.
-    pub fn load_or_train(
+    pub(crate) fn load_or_train(
         dir: &Path,
         pairs: &[Pair],
         vocab_cap: usize,
@@ -129,7 +129,7 @@ impl Tokenizer {
     }
 
     /// Default path of the tokenizer in a run directory.
-    pub fn path_in(dir: &Path) -> std::path::PathBuf {
+    pub(crate) fn path_in(dir: &Path) -> std::path::PathBuf {
         dir.join(TOKENIZER_FILE)
     }
 
@@ -138,13 +138,13 @@ impl Tokenizer {
     }
 
     /// Token ids of a sentence, without special tokens.
-    pub fn encode(&self, text: &str) -> Vec<i64> {
+    pub(crate) fn encode(&self, text: &str) -> Vec<i64> {
         let enc = self.inner.encode(text, false).expect("byte-level BPE encodes any text");
         enc.get_ids().iter().map(|&i| i64::from(i)).collect()
     }
 
     /// Text of token ids; special tokens are dropped.
-    pub fn decode(&self, ids: &[i64]) -> String {
+    pub(crate) fn decode(&self, ids: &[i64]) -> String {
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
         let text = self.inner.decode(&ids, true).expect("ids come from this tokenizer");
         text.trim().to_string()

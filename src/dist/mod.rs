@@ -178,7 +178,7 @@ pub struct FlatGrads {
 
 /// The shared-memory buffer for `len` gradients (and `host_len` f32 per host) that `allreduce`
 /// asks for, where the ranks of a host can share one. Collective.
-pub fn gradient_node_buffer(
+pub(crate) fn gradient_node_buffer(
     comm: &dyn Communicator,
     allreduce: AllReduce,
     len: usize,
@@ -199,7 +199,7 @@ impl FlatGrads {
 
     /// As [`FlatGrads::new`], in `shared` where there is one (its buffers must hold one f32 per
     /// parameter value).
-    pub fn with_shared(vars: &[Tensor], shared: Option<Rc<NodeBuffer>>) -> Self {
+    pub(crate) fn with_shared(vars: &[Tensor], shared: Option<Rc<NodeBuffer>>) -> Self {
         let device = vars.first().map_or(Device::Cpu, |v| v.device());
         let total: i64 = vars.iter().map(|v| v.numel() as i64).sum();
         // SAFETY: the window holds `total` f32 and is never freed (see `NodeBuffer::new`).
@@ -310,7 +310,7 @@ pub fn all_reduce_per_parameter(comm: &dyn Communicator, vars: &[Tensor]) {
 }
 
 /// Makes every rank's parameters equal to rank 0's.
-pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
+pub(crate) fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
     if comm.size() == 1 {
         return;
     }
@@ -325,13 +325,13 @@ pub fn broadcast_parameters(comm: &dyn Communicator, vars: &[Tensor]) {
 }
 
 /// Makes the contiguous CPU f32 tensor `t` equal to rank 0's on every rank.
-pub fn broadcast_tensor(comm: &dyn Communicator, t: &mut Tensor) {
+pub(crate) fn broadcast_tensor(comm: &dyn Communicator, t: &mut Tensor) {
     // `t` is used by this call alone.
     comm.broadcast_f32(crate::slices::values_mut(t), 0);
 }
 
 /// Rank 0's `value`, on every rank.
-pub fn from_root(comm: &dyn Communicator, value: f64) -> f64 {
+pub(crate) fn from_root(comm: &dyn Communicator, value: f64) -> f64 {
     let mut v = [if comm.rank() == 0 { value } else { 0.0 }];
     comm.all_reduce_sum_f64(&mut v);
     v[0]

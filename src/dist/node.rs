@@ -109,7 +109,7 @@ impl NodeBuffer {
     }
 
     /// The host's shared region and its length in f32 (length 0 unless asked for).
-    pub fn host_region(&self) -> (*mut f32, usize) {
+    pub(crate) fn host_region(&self) -> (*mut f32, usize) {
         (self.host, self.host_len)
     }
 

@@ -22,7 +22,7 @@ fn py_split(s: &str) -> impl Iterator<Item = &str> {
 /// sacreBLEU's `13a` tokenizer (mteval-v13a): drop `<skipped>` and hyphenated line breaks,
 /// unescape four HTML entities, then split off punctuation and symbols, periods and commas unless
 /// they sit between digits, and dashes after digits.
-pub fn tokenize_13a(line: &str) -> String {
+pub(crate) fn tokenize_13a(line: &str) -> String {
     static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         [
             (r"([\{-~\[-` -&\(-\+:-@/])", " $1 "),
@@ -167,7 +167,7 @@ impl BleuStats {
 
 impl Bleu {
     /// sacreBLEU's verbose part: `83.3/40.0/25.0/8.3 (BP = 1.000 ratio = 1.000 hyp_len = 12 ref_len = 12)`.
-    pub fn verbose(&self) -> String {
+    pub(crate) fn verbose(&self) -> String {
         let p: Vec<String> = self.precisions.iter().map(|p| format!("{p:.1}")).collect();
         let ratio = if self.ref_len > 0 { self.sys_len as f64 / self.ref_len as f64 } else { 0.0 };
         format!(
@@ -181,7 +181,7 @@ impl Bleu {
 }
 
 /// The signature of our defaults, in sacreBLEU's format.
-pub fn signature(nrefs: usize) -> String {
+pub(crate) fn signature(nrefs: usize) -> String {
     format!(
         "nrefs:{nrefs}|case:mixed|eff:no|tok:13a|smooth:exp|version:dp-bench-{}",
         env!("CARGO_PKG_VERSION")

@@ -23,7 +23,7 @@ pub struct Evaluation {
 
 /// The evaluation after an epoch: the validation loss over `val` and greedy translations of
 /// `test` scored with BLEU, `on_item` told of each example and sentence done.
-pub fn evaluate(
+pub(crate) fn evaluate(
     model: &Gpt,
     tok: &Tokenizer,
     (val, test): (&[Example], &[Pair]),
@@ -102,7 +102,7 @@ pub fn prompt(tok: &Tokenizer, src: &str, max_len: usize) -> Vec<i64> {
 
 /// Greedy translations of every pair, decoded shard by shard and gathered, in input order, on
 /// every rank.
-pub fn translate_all(
+pub(crate) fn translate_all(
     model: &Gpt,
     tok: &Tokenizer,
     pairs: &[Pair],

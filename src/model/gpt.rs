@@ -259,7 +259,7 @@ impl Gpt {
 
     /// Hidden states of `idx` (B, t) at explicit `positions` (B, t) with an explicit attention mask
     /// over the cached plus new keys; appends the new keys and values to `cache`. No dropout.
-    pub fn hidden_cached(
+    pub(crate) fn hidden_cached(
         &self,
         idx: &Tensor,
         positions: &Tensor,
@@ -320,7 +320,7 @@ impl Gpt {
 }
 
 /// Number of elements over all trainable variables.
-pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+pub(crate) fn parameter_count(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
 }
 

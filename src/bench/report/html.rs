@@ -295,7 +295,7 @@ const INDEX_END: &str = "<!-- /dp-bench reports -->";
 
 /// The index of all benchmark reports under `target/criterion`: `existing` (criterion's page)
 /// with a marked section of links, or a page of its own.
-pub fn index_page(existing: Option<&str>, benches: &[String]) -> String {
+pub(crate) fn index_page(existing: Option<&str>, benches: &[String]) -> String {
     let mut section = format!("{INDEX_BEGIN}<section><h2>All benchmark reports</h2><ul>");
     for b in benches {
         let _ = write!(section, "<li><a href=\"../{0}/report/index.html\">{0}</a></li>", esc(b));

@@ -14,9 +14,9 @@ pub struct DocTable(&'static str);
 
 impl DocTable {
     /// `cargo bench --bench data_parallel`'s side-by-side table ([`render`]).
-    pub const DATA_PARALLEL: DocTable = DocTable("data_parallel");
+    pub(crate) const DATA_PARALLEL: DocTable = DocTable("data_parallel");
     /// `cargo bench --bench padding`'s table.
-    pub const PADDING: DocTable = DocTable("padding");
+    pub(crate) const PADDING: DocTable = DocTable("padding");
 
     /// The line after which the table starts.
     pub fn begin(self) -> String {
@@ -175,7 +175,7 @@ fn shortfall_table(summary: &Summary, out: &mut String) {
 
 /// `doc` with the lines between `at`'s marker lines replaced by `table`. The markers stay, so
 /// the next run replaces the table again; everything else is kept as it is.
-pub fn splice(doc: &str, at: DocTable, table: &str) -> Result<String, String> {
+pub(crate) fn splice(doc: &str, at: DocTable, table: &str) -> Result<String, String> {
     let (begin, end) = (at.begin(), at.end());
     let line_at = |marker: &str| {
         let mut offset = 0;
@@ -209,14 +209,14 @@ fn spliced(path: &Path, at: DocTable, table: &str) -> anyhow::Result<String> {
 }
 
 /// Checks, before any work, that `path` is a readable document with `at`'s markers.
-pub fn check_doc(path: &Path, at: DocTable) -> anyhow::Result<()> {
+pub(crate) fn check_doc(path: &Path, at: DocTable) -> anyhow::Result<()> {
     spliced(path, at, "").map(drop).map_err(|e| anyhow::anyhow!("--update-doc: {e}"))
 }
 
 /// Replaces `at`'s table in the document at `path` with `table` (written whole to a temporary
 /// name and renamed, so an interrupted write leaves the old document). A document without the
 /// markers is an error and is left untouched.
-pub fn update_doc(path: &Path, at: DocTable, table: &str) -> anyhow::Result<()> {
+pub(crate) fn update_doc(path: &Path, at: DocTable, table: &str) -> anyhow::Result<()> {
     let new = spliced(path, at, table)?;
     crate::metrics::write_atomic(path, new.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Each configuration's change against a saved baseline of the same id (configurations the
 /// baseline lacks are skipped).
-pub fn baseline_changes(
+pub(crate) fn baseline_changes(
     summary: &Summary,
     baseline: &Summary,
     t: Thresholds,
@@ -57,7 +57,7 @@ pub struct Publish<'a> {
 /// The tail of every data_parallel analysis, `cargo bench`'s and `dp-bench compare`'s: the
 /// changes against the baseline, the terminal report, every file (`write_all`), and the
 /// document's table. Returns the HTML page's path.
-pub fn publish(summary: &Summary, p: &Publish) -> anyhow::Result<PathBuf> {
+pub(crate) fn publish(summary: &Summary, p: &Publish) -> anyhow::Result<PathBuf> {
     let changes = p
         .baseline
         .map(|(_, old)| baseline_changes(summary, old, Thresholds::default()))

@@ -48,7 +48,7 @@ impl<'a> DenseBackward<'a> {
 
     /// Zeroed, for the caller to sum the columns of the next block's output gradient into, where
     /// it makes that gradient; then [`DenseBackward::add_summed`].
-    pub fn block_sums(&mut self) -> &mut [f32] {
+    pub(crate) fn block_sums(&mut self) -> &mut [f32] {
         self.block_sums.fill(0.0);
         &mut self.block_sums
     }
@@ -61,7 +61,7 @@ impl<'a> DenseBackward<'a> {
     }
 
     /// [`DenseBackward::add`] with `dy`'s column sums already in [`DenseBackward::block_sums`].
-    pub fn add_summed(&mut self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
+    pub(crate) fn add_summed(&mut self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
         let outputs = self.sums.len();
         let inputs = self.weight.len() / outputs.max(1);
         let m = dy.len() / outputs.max(1);

@@ -28,7 +28,7 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
 
 /// A dropout mask of `shape`: 0 with probability `p`, `1 / (1 - p)` otherwise, from a key drawn
 /// from torch's global generator.
-pub fn mask(shape: &[i64], p: f64) -> Tensor {
+pub(crate) fn mask(shape: &[i64], p: f64) -> Tensor {
     let stream = MaskStream::draw(p);
     let mut out = Tensor::empty(shape, (Kind::Float, Device::Cpu));
     fill(values_mut(&mut out), stream);

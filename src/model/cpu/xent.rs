@@ -13,7 +13,7 @@ use tch::Tensor;
 
 /// Overwrites each row of the (n, V) f32 CPU matrix `logits` with `scale · (softmax(row) −
 /// one-hot(label))` and returns the summed loss `Σ (log Σ exp(row) − row[label])`, in f64.
-pub fn loss_and_gradient_in_place(logits: &mut Tensor, labels: &[i64], scale: f32) -> f64 {
+pub(crate) fn loss_and_gradient_in_place(logits: &mut Tensor, labels: &[i64], scale: f32) -> f64 {
     let (n, v) = logits.size2().expect("an (n, V) matrix");
     assert_eq!(labels.len() as i64, n, "one label per row");
     // A contiguous f32 CPU matrix (checked there).

@@ -35,7 +35,7 @@ impl GptConfig {
     /// and sequence for attention's two (T, T) products over whole squares, and 6·C·V per target
     /// for the tied head, which runs only where the loss is. The usual count behind model FLOPs
     /// utilisation; LayerNorm, softmax, GELU and the optimiser are left out.
-    pub fn step_flops(&self, sequences: usize, seq_len: usize, targets: usize) -> f64 {
+    pub(crate) fn step_flops(&self, sequences: usize, seq_len: usize, targets: usize) -> f64 {
         let d = self.dims;
         let (c, layers, v) = (d.n_embd as f64, d.n_layer as f64, self.vocab_size as f64);
         let (b, t) = (sequences as f64, seq_len as f64);
