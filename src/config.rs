@@ -220,11 +220,18 @@ impl OptimizerState {
     }
 }
 
+/// The kind of device each rank trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     Cpu,
     Cuda,
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_value_name(self, f)
+    }
 }
 
 /// Where the parallel text comes from.
@@ -318,8 +325,10 @@ pub struct Config {
     /// Seed of the corpus, the shuffle, the initial weights and dropout
     #[arg(long, help_heading = TRAINING, default_value_t = 1234)]
     pub seed: u64,
-    /// Intra-op threads per rank [default: the host's cores divided by the ranks on the host]
-    #[arg(long, help_heading = DISTRIBUTION, default_value = "auto", hide_default_value = true, value_parser = count_or_auto)]
+    /// Intra-op threads per rank. The same whatever the world size, so that runs of 1 and N
+    /// ranks give each rank the same share of the machine and compare one device with N; `auto`
+    /// gives each rank the host's cores divided by the ranks on the host
+    #[arg(long, help_heading = DISTRIBUTION, default_value = "1", value_parser = count_or_auto)]
     pub threads: usize,
     /// cpu, or cuda (rank r uses its node-local GPU r mod count)
     #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = DeviceKind::Cpu)]
@@ -470,8 +479,8 @@ pub enum ConfigError {
 impl Config {
     /// Fills in what the command line left to the machine, for an MPI world of `mpi_size` ranks,
     /// `local_ranks` of them on this host: the world size (the MPI world's; 1 for independent
-    /// copies, which are as many as the MPI world's ranks), the threads per rank (the host's
-    /// cores divided by its ranks), and `--cpu-matmul auto` made concrete for this CPU.
+    /// copies, which are as many as the MPI world's ranks), `--threads auto` (the host's cores
+    /// divided by its ranks), and `--cpu-matmul auto` made concrete for this CPU.
     pub(crate) fn resolve(mut self, mpi_size: usize, local_ranks: usize) -> Config {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if self.world_size == AUTO {

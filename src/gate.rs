@@ -101,6 +101,20 @@ pub(crate) fn pin_to_core(core: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How many cores this thread may run on now, by its affinity mask: 1 when `mpirun -bind-to core`
+/// bound it to one; `None` where the mask cannot be read.
+pub(crate) fn affinity_cores() -> Option<usize> {
+    // SAFETY: sched_getaffinity writes exactly one cpu_set_t of the size it is given, and
+    // CPU_COUNT reads that set.
+    unsafe {
+        let mut mine: libc::cpu_set_t = std::mem::zeroed();
+        match libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mine) {
+            0 => usize::try_from(libc::CPU_COUNT(&mine)).ok(),
+            _ => None,
+        }
+    }
+}
+
 /// The host's online cores that this process may run on (a batch system's cpuset can leave some
 /// out): each is tried in turn, and the calling thread's cores are restored.
 pub(crate) fn usable_cores() -> Vec<usize> {

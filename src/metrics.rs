@@ -169,6 +169,10 @@ pub struct RunInfo {
     /// Host name of each rank, by rank.
     pub hosts: Vec<String>,
     pub threads_per_rank: usize,
+    /// Cores rank 0 could run on, by its affinity: 1 when bound to a core (or, with
+    /// `--rotate-cores`, pinned to one core at a time). Absent in older files and the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores_per_rank: Option<usize>,
     pub device: String,
     pub crate_version: String,
     pub start_time: String,

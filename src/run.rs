@@ -156,6 +156,7 @@ fn set_up(
         config.n_epochs,
         dir.display()
     ));
+    progress.note(&rank_share(config));
     let corpus = data::load_corpus(config).map_err(UsageError::from_err)?;
     if corpus.train.len() < config.train_examples {
         progress.note(&format!(
@@ -202,6 +203,34 @@ fn set_up(
     Ok(RunData { tok, train, val, test: corpus.test, resume_from, hosts })
 }
 
+/// The cores this rank may run on: one at a time when it rotates over cores itself, else what its
+/// affinity allows.
+fn cores_per_rank(config: &Config) -> Option<usize> {
+    match config.rotate_cores {
+        0 => crate::gate::affinity_cores(),
+        _ => Some(1),
+    }
+}
+
+/// What each rank gets, said before a run starts: runs that are compared should give every rank
+/// the same (`dp-bench compare` flags those that did not).
+fn rank_share(config: &Config) -> String {
+    let threads = match config.threads {
+        1 => "1 intra-op thread".to_string(),
+        n => format!("{n} intra-op threads"),
+    };
+    let device = match config.device {
+        DeviceKind::Cpu => "the CPU",
+        DeviceKind::Cuda => "its own GPU",
+    };
+    let cores = match cores_per_rank(config) {
+        Some(1) => "bound to one core".to_string(),
+        Some(n) => format!("free to run on {n} cores (`mpirun -bind-to core` binds each to one)"),
+        None => "binding unknown".to_string(),
+    };
+    format!("each rank: {threads} on {device}, {cores}")
+}
+
 /// `cpu` or `cuda:N`, as run.json records a rank's device.
 fn device_name(device: Device) -> String {
     match device {
@@ -231,6 +260,7 @@ fn write_run_info(
             host: run.hosts[0].clone(),
             hosts: run.hosts.clone(),
             threads_per_rank: config.threads,
+            cores_per_rank: cores_per_rank(config),
             device: device_name(device),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             start_time: chrono::Utc::now().to_rfc3339(),

@@ -466,7 +466,26 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
         paired_epochs: if paired { cs.training_time.len() } else { 0 },
         shortfall: shortfall_of(reference, c, paired, level),
         of_independent: None,
+        unlike: unlike(reference, c),
     }
+}
+
+/// Where the ranks of `c` got other resources than those of `reference`, one sentence each:
+/// threads per rank, and the cores a rank could run on (its binding) where both runs recorded
+/// it. (Runs on different kinds of device are refused outright by `check_comparable`.)
+pub(crate) fn unlike(reference: &ConfigSummary, c: &ConfigSummary) -> Vec<String> {
+    let (a, b) = (&reference.run, &c.run);
+    let mut out = Vec::new();
+    let mut differ = |what: &str, x: String, y: String| {
+        if x != y {
+            out.push(format!("{what}: {x} in `{}`, {y} in `{}`", reference.id, c.id));
+        }
+    };
+    differ("threads per rank", a.threads_per_rank.to_string(), b.threads_per_rank.to_string());
+    if let (Some(x), Some(y)) = (a.cores_per_rank, b.cores_per_rank) {
+        differ("cores each rank could run on", x.to_string(), y.to_string());
+    }
+    out
 }
 
 /// Epoch `i` of `x`, mean over ranks: its time, then the parts the records split it into —

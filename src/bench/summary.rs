@@ -123,6 +123,18 @@ pub struct SpeedupSummary {
     /// Against as many independent one-rank runs side by side, when those ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of_independent: Option<OfIndependent>,
+    /// How this run's ranks got other resources than the reference's (threads per rank, device
+    /// kind, binding), one sentence each: then the speedup does not compare one device with N
+    /// alone. Empty for a like-for-like comparison.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlike: Vec<String>,
+}
+
+impl SpeedupSummary {
+    /// What the reports say after the differences of a comparison that is not like for like.
+    pub(crate) const UNLIKE_FIX: &'static str = "The speedup mixes the change in devices with a \
+        change in what each rank gets: rerun both with the same --threads (default 1), --device \
+        and binding (the bench binds each rank to a core)";
 }
 
 /// A multi-rank run's summed throughput against that of as many independent one-rank runs side

@@ -65,6 +65,7 @@ pub fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[
         host: "h".into(),
         hosts: vec!["h".into(); times.len()],
         threads_per_rank: 1,
+        cores_per_rank: Some(1),
         device: "cpu".into(),
         crate_version: "0".into(),
         start_time: "2026-01-01T00:00:00Z".into(),

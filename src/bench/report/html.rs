@@ -3,7 +3,9 @@
 
 use crate::bench::format::{self, Layout::Html};
 use crate::bench::stats::Estimate;
-use crate::bench::summary::{BaselineChange, ConfigSummary, OfIndependent, Shortfall, Summary};
+use crate::bench::summary::{
+    BaselineChange, ConfigSummary, OfIndependent, Shortfall, SpeedupSummary, Summary,
+};
 use base64::Engine;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -56,7 +58,10 @@ fn summary_table(summary: &Summary, out: &mut String) {
             format::seconds(c.training_time.max_rank_mean),
             Html.interval(r.lower, r.mean, r.upper, &format::rate),
             s.map_or("reference".into(), |s| Html.ratio(&s.training_time)),
-            s.map_or("reference".into(), |s| Html.ratio(&s.tokens_per_sec)),
+            s.map_or("reference".into(), |s| {
+                let mark = if s.unlike.is_empty() { "" } else { " <span class=regressed>⚠</span>" };
+                Html.ratio(&s.tokens_per_sec) + mark
+            }),
             s.map_or("—".into(), |s| {
                 let paired = match s.paired_epochs {
                     0 => String::new(),
@@ -70,6 +75,7 @@ fn summary_table(summary: &Summary, out: &mut String) {
         );
     }
     out.push_str("</tbody></table>");
+    unlike(summary, out);
     if !summary.versus.is_empty() {
         ratio_table(
             out,
@@ -249,6 +255,27 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
 }
 
 /// The report page; `figures` are PNG files inlined as data URIs.
+/// The comparisons that are not like for like (marked ⚠ in the table), and the fix.
+fn unlike(summary: &Summary, out: &mut String) {
+    let unlike: Vec<_> = summary.speedup.iter().filter(|s| !s.unlike.is_empty()).collect();
+    if unlike.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<div id=unlike class=regressed><p><strong>Not like for like (⚠):</strong></p><ul>",
+    );
+    for s in unlike {
+        let _ = write!(
+            out,
+            "<li><code>{}</code> against <code>{}</code>: {}</li>",
+            esc(&s.id),
+            esc(&s.reference),
+            esc(&s.unlike.join("; "))
+        );
+    }
+    let _ = write!(out, "</ul><p>{}.</p></div>", esc(SpeedupSummary::UNLIKE_FIX));
+}
+
 pub fn page(
     summary: &Summary,
     changes: &[BaselineChange],

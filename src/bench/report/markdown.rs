@@ -4,7 +4,7 @@
 //! padding bench's the same way).
 
 use crate::bench::format::{self, markdown_percent, markdown_ratio, Layout::Markdown};
-use crate::bench::summary::{ConfigSummary, OfIndependent, Shortfall, Summary};
+use crate::bench::summary::{ConfigSummary, OfIndependent, Shortfall, SpeedupSummary, Summary};
 use std::path::Path;
 
 /// A generated table's place in a document: after the line `<!-- dp-bench NAME table: begin -->`
@@ -91,7 +91,7 @@ pub fn render(summary: &Summary) -> String {
         let r = &c.tokens_per_sec;
         let (speedup, efficiency) = match summary.speedup.iter().find(|s| s.id == c.id) {
             Some(s) => (
-                Markdown.ratio(&s.tokens_per_sec),
+                Markdown.ratio(&s.tokens_per_sec) + if s.unlike.is_empty() { "" } else { " ⚠" },
                 markdown_ratio(&s.efficiency_interval, "", true),
             ),
             None => ("—".to_string(), "—".to_string()),
@@ -117,9 +117,24 @@ pub fn render(summary: &Summary) -> String {
         out.pop();
         out += ".\n";
     }
+    unlike(summary, &mut out);
     ceiling(summary, &mut out);
     shortfall_table(summary, &mut out);
     out
+}
+
+/// The comparisons that are not like for like (marked ⚠ in the table), and the fix.
+fn unlike(summary: &Summary, out: &mut String) {
+    let unlike: Vec<_> = summary.speedup.iter().filter(|s| !s.unlike.is_empty()).collect();
+    if unlike.is_empty() {
+        return;
+    }
+    *out += "\n**Not like for like** (⚠):";
+    for s in unlike {
+        *out += &format!(" `{}` against `{}`: {};", s.id, s.reference, s.unlike.join("; "));
+    }
+    out.pop();
+    *out += &format!(". {}.\n", SpeedupSummary::UNLIKE_FIX);
 }
 
 /// Each multi-rank run's share of what the cores allow, when the independent runs ran.

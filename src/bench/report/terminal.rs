@@ -3,7 +3,7 @@
 
 use crate::bench::format::{self, Layout::Terminal};
 use crate::bench::stats::{Change, Estimate};
-use crate::bench::summary::{BaselineChange, Summary};
+use crate::bench::summary::{BaselineChange, SpeedupSummary, Summary};
 
 const GROUP: &str = "data_parallel";
 
@@ -43,8 +43,12 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             o.low_severe + o.high_severe,
         );
         if let Some(s) = summary.speedup.iter().find(|s| s.id == c.id) {
+            let label = match s.unlike.is_empty() {
+                true => String::new(),
+                false => " (NOT like for like)".to_string(),
+            };
             out += &format!(
-                "{pad}speedup over {}: time {}  thrpt {}  efficiency {}{}\n",
+                "{pad}speedup over {}{label}: time {}  thrpt {}  efficiency {}{}\n",
                 s.reference,
                 ratio(&s.training_time),
                 ratio(&s.tokens_per_sec),
@@ -54,6 +58,13 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                     n => format!("  ({n} epoch pairs)"),
                 },
             );
+            if !s.unlike.is_empty() {
+                out += &format!(
+                    "{pad}WARNING: not like for like ({}). {}\n",
+                    s.unlike.join("; "),
+                    SpeedupSummary::UNLIKE_FIX
+                );
+            }
             if let Some(o) = &s.of_independent {
                 out += &format!(
                     "{pad}of what the cores allow: {} of the throughput of {}\n",
