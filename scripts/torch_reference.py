@@ -144,7 +144,16 @@ def train(rank, args):
     local = args.batch_size // world
     steps = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     os.makedirs(args.workdir, exist_ok=True)
+    trained_epochs = 0
     for epoch in range(args.n_epochs):
+        # The bench's stopping rule: rank 0 looks for the stop file, and every rank learns its
+        # answer, so all stop before the same epoch.
+        stop = torch.tensor([1.0 if rank == 0 and args.stop_file and os.path.exists(args.stop_file) else 0.0])
+        if world > 1:
+            dist.broadcast(stop, 0)
+        if stop.item() > 0:
+            break
+        trained_epochs = epoch + 1
         trained.train()
         tokens = target_tokens = 0
         allreduce_time = data_time = loss_sum = 0.0
@@ -199,7 +208,7 @@ def train(rank, args):
         info = dict(template)
         info["implementation"] = f"pytorch-{args.mode}"
         info["config"] = dict(template["config"], world_size=world, batch_size=args.batch_size,
-                              threads=args.threads, n_epochs=args.n_epochs)
+                              threads=args.threads, n_epochs=trained_epochs)
         info["libtorch_version"] = torch.__version__
         info["mpi_library"] = "torch.distributed gloo" if world > 1 else "none"
         info["threads_per_rank"] = args.threads
@@ -222,6 +231,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--bind", action="store_true", help="pin rank r to core r (mod cores)")
+    p.add_argument("--stop-file", help="stop before the next epoch once this file exists (the bench's time budget)")
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
     if args.batch_size % args.world_size:

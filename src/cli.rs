@@ -114,6 +114,11 @@ pub struct CompareArgs {
     /// A summary.json to compare against (e.g. a saved baseline)
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// With --baseline: exit with status 1, naming each configuration, its change with its
+    /// interval and p-value, when criterion's verdict on its throughput or epoch time is
+    /// "regressed" (a CI gate)
+    #[arg(long, requires = "baseline")]
+    pub fail_on_regression: bool,
     /// Replace the table between the `<!-- dp-bench data_parallel table: begin/end -->` lines
     /// of this Markdown file (e.g. BENCHMARKS.md) with these runs' (also in OUT/table.md)
     #[arg(long, value_name = "FILE")]

@@ -52,7 +52,10 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         outputs: report::Outputs { dir: args.out.clone(), figures: args.out.join("figures") },
         update_doc: args.update_doc.as_deref(),
     };
-    report::publish(&summary, &publish)?;
+    let (_, changes) = report::publish(&summary, &publish)?;
+    if args.fail_on_regression {
+        report::fail_on_regression(&changes, name.as_deref().unwrap_or("baseline"))?;
+    }
     Ok(())
 }
 

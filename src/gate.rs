@@ -15,6 +15,10 @@
 //! a spell of slowness shorter than an epoch falls on all of them alike; the time a rank spends
 //! stopped is not part of its epoch's training time.
 //!
+//! Before an epoch the controller may instead end the run: `end-epoch{e}` tells every rank to
+//! train no more epochs and finish as if the run had been asked for `e` (the bench stops sampling
+//! once its intervals are narrow enough or its time is spent).
+//!
 //! A rank waits asleep (one file check every 20 ms, ~0.01 % of a core per waiting rank), so the
 //! waiting runs take next to nothing from the one that trains. The controller writes `controller` (`host\tpid`) into the
 //! directory; a rank on the same host stops with an error when that process is gone, rather than
@@ -52,6 +56,10 @@ pub(crate) fn open_file(dir: &Path, stop: Stop) -> PathBuf {
     dir.join(format!("open-{}", stop.name()))
 }
 
+pub(crate) fn end_file(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("end-epoch{epoch}"))
+}
+
 pub(crate) fn controller_file(dir: &Path) -> PathBuf {
     dir.join("controller")
 }
@@ -60,14 +68,28 @@ pub(crate) fn controller_file(dir: &Path) -> PathBuf {
 const POLL: Duration = Duration::from_millis(20);
 const CONTROLLER_CHECK: Duration = Duration::from_millis(500);
 
-/// Waits at the gate of `stop` in `dir` as `rank`.
-pub fn wait(dir: &Path, stop: Stop, rank: usize) -> anyhow::Result<()> {
+/// What a rank finds at a gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Go on.
+    Open,
+    /// Before an epoch: train no more epochs.
+    End,
+}
+
+/// Waits at the gate of `stop` in `dir` as `rank`, until it opens or, before an epoch, the
+/// controller ends the run there.
+pub fn wait(dir: &Path, stop: Stop, rank: usize) -> anyhow::Result<Gate> {
     let ready = ready_file(dir, stop, rank);
     std::fs::write(&ready, b"")
         .map_err(|e| anyhow::anyhow!("epoch gate: cannot write {}: {e}", ready.display()))?;
     let open = open_file(dir, stop);
+    let end = (stop.part == 0).then(|| end_file(dir, stop.epoch));
     let mut since_check = Duration::ZERO;
     while !open.exists() {
+        if end.as_ref().is_some_and(|e| e.exists()) {
+            return Ok(Gate::End);
+        }
         std::thread::sleep(POLL);
         since_check += POLL;
         if since_check >= CONTROLLER_CHECK {
@@ -80,7 +102,7 @@ pub fn wait(dir: &Path, stop: Stop, rank: usize) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(Gate::Open)
 }
 
 /// Binds the calling thread to `core` of this host (`sched_setaffinity`): a one-rank run that
@@ -174,6 +196,11 @@ impl Controller {
     pub fn open(&self, stop: Stop) -> std::io::Result<()> {
         std::fs::write(open_file(&self.dir, stop), b"")
     }
+
+    /// Ends the run before epoch `epoch`: its ranks train no more epochs.
+    pub fn end(&self, epoch: usize) -> std::io::Result<()> {
+        std::fs::write(end_file(&self.dir, epoch), b"")
+    }
 }
 
 #[cfg(test)]
@@ -188,7 +215,7 @@ mod tests {
         let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = opened.clone();
         let rank = std::thread::spawn(move || {
-            wait(&dir, Stop { epoch: 3, part: 2 }, 1).unwrap();
+            assert_eq!(wait(&dir, Stop { epoch: 3, part: 2 }, 1).unwrap(), Gate::Open);
             seen.load(std::sync::atomic::Ordering::SeqCst)
         });
         let stop = Stop { epoch: 3, part: 2 };
@@ -204,6 +231,22 @@ mod tests {
         opened.store(true, std::sync::atomic::Ordering::SeqCst);
         gate.open(stop).unwrap();
         assert!(rank.join().unwrap(), "the rank went on only after the gate opened");
+    }
+
+    #[test]
+    fn a_rank_told_to_end_before_an_epoch_trains_no_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gate = Controller::new(&tmp.path().join("gate")).unwrap();
+        let dir = gate.dir.clone();
+        let rank = std::thread::spawn(move || wait(&dir, Stop::epoch(4), 0).unwrap());
+        while !gate.all_ready(Stop::epoch(4), 1) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        gate.end(5).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!rank.is_finished(), "the end of another epoch ended this one");
+        gate.end(4).unwrap();
+        assert_eq!(rank.join().unwrap(), Gate::End);
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyho
 
     for epoch in first_epoch..config.n_epochs {
         if let Some(gate) = &config.epoch_gate {
-            crate::gate::wait(gate, crate::gate::Stop::epoch(epoch), config.gate_rank(rank))?;
+            let stop = crate::gate::Stop::epoch(epoch);
+            if crate::gate::wait(gate, stop, config.gate_rank(rank))? == crate::gate::Gate::End {
+                progress.note(&format!("ended by the bench after {epoch} epochs"));
+                break;
+            }
         }
         let stats =
             train_one_epoch(config, &mut trainer, &mut data, epoch, turns.as_ref(), &progress)?;

@@ -280,6 +280,7 @@ impl<'a> Trainer<'a> {
                 synchronize(device);
                 let stopped = Instant::now();
                 let stop = crate::gate::Stop { epoch, part: k / turns.steps };
+                // Within an epoch a gate only opens (a run ends only between epochs).
                 crate::gate::wait(&turns.dir, stop, turns.gate_rank).map_err(EpochError::Gate)?;
                 turns.pin(epoch, stop.part, parts)?;
                 self.comm.barrier();

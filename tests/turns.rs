@@ -56,7 +56,7 @@ fn runs_take_turns_epoch_by_epoch_and_a_failure_stops_only_its_own_run() {
         turn("bad", 1, dir, &["--batch-size", "65"]),
         turn("two", 2, dir, &[]),
     ];
-    let outcomes = run_in_turns(turns, &options(None), &ProgressBar::hidden());
+    let outcomes = run_in_turns(turns, &options(None), &ProgressBar::hidden(), &mut |_| true);
     let ids: Vec<&str> = outcomes.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["one", "bad", "two"], "outcomes in the order given");
     assert!(outcomes[0].1.is_ok(), "{:?}", outcomes[0].1);
@@ -92,7 +92,9 @@ fn runs_take_turns_within_epochs_without_changing_what_they_compute() {
         gated("one", 1, 4, dir, &["--rotate-cores", "2"]),
         gated("two", 2, 4, dir, &["--batch-size", "32"]),
     ];
-    for (id, outcome) in run_in_turns(turns, &options(Some(32)), &ProgressBar::hidden()) {
+    for (id, outcome) in
+        run_in_turns(turns, &options(Some(32)), &ProgressBar::hidden(), &mut |_| true)
+    {
         assert!(outcome.is_ok(), "{id}: {outcome:?}");
     }
     let ok = command("alone", 1, 4, dir, &[]).output().unwrap();
@@ -140,10 +142,36 @@ fn a_run_that_stalls_is_stopped_and_the_others_go_on() {
     ];
     let options = TurnOptions { stall_timeout: Duration::from_secs(3), ..options(None) };
     let started = Instant::now();
-    let outcomes = run_in_turns(turns, &options, &ProgressBar::hidden());
+    let outcomes = run_in_turns(turns, &options, &ProgressBar::hidden(), &mut |_| true);
     assert!(started.elapsed() < Duration::from_secs(120), "the hung run was waited for");
     let err = format!("{:#}", outcomes[0].1.as_ref().unwrap_err());
     assert!(err.contains("stalled in epoch 0: no progress for 3 s"), "{err}");
     assert!(outcomes[1].1.is_ok(), "{:?}", outcomes[1].1);
     assert!(dir.join("one").join("rank0_results_epoch2.json").exists());
+}
+
+/// The controller ends every run between epochs when told to: each trains the epochs it was let
+/// train, writes their records and its final weights, and exits successfully.
+#[test]
+fn runs_end_together_between_epochs_when_the_controller_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let turns =
+        vec![turn("one", 1, dir, &["--n-epochs", "9"]), turn("two", 2, dir, &["--n-epochs", "9"])];
+    let options = TurnOptions { epochs: 9, ..options(None) };
+    let mut asked = Vec::new();
+    let outcomes = run_in_turns(turns, &options, &ProgressBar::hidden(), &mut |epoch| {
+        asked.push(epoch);
+        epoch < 1
+    });
+    assert_eq!(asked, [0, 1], "asked after each epoch of all runs, until it said no");
+    for (id, outcome) in outcomes {
+        assert!(outcome.is_ok(), "{id}: {outcome:?}");
+        let run = dir.join(&id);
+        assert!(results(&run, 0, 1).is_object(), "{id} trained epoch 1");
+        assert!(!run.join("rank0_results_epoch2.json").exists(), "{id} trained epoch 2");
+        assert!(run.join("model.safetensors").exists(), "{id} finished as a run does");
+    }
+    let loaded = RunData::load(&dir.join("two")).unwrap();
+    assert_eq!(loaded.samples(0).unwrap().training_time.len(), 2);
 }

@@ -393,6 +393,7 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         configs,
         speedup,
         versus,
+        sampling: None,
     })
 }
 

@@ -124,9 +124,11 @@ pub fn run_padding_bench(
     let out_dir = criterion_dir(root).join("padding");
     let total = variants.len() * args.epochs();
     let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>16} [{bar:40}] {pos}/{len} epochs {elapsed_precise}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let dataset_arg = dataset
         .to_str()
@@ -156,7 +158,9 @@ pub fn run_padding_bench(
             Turn { id: format!("padding/{name}"), ranks: 1, command, gate }
         })
         .collect();
-    for (id, outcome) in run_in_turns(turns, &args.turns.options(args.epochs()), &bar) {
+    for (id, outcome) in
+        run_in_turns(turns, &args.turns.options(args.epochs()), &bar, &mut |_| true)
+    {
         outcome.map_err(|e| anyhow::anyhow!("{id}: {e:#}"))?;
     }
     bar.finish_and_clear();

@@ -4,6 +4,7 @@
 
 use super::analysis::{self, RunData};
 use super::report::{self, Outputs, Publish};
+use super::sampling::{self, Ended, Sampling};
 use super::summary::Summary;
 use super::turns::{run_in_turns, Turn, TurnArgs};
 use crate::config::Partition;
@@ -11,6 +12,10 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The default time budget of the bench: about ten minutes on a 2-core machine.
+const DEFAULT_BUDGET: Duration = Duration::from_secs(600);
 
 /// Options of `cargo bench --bench data_parallel -- [OPTIONS] [FILTER]`.
 #[derive(Debug, Clone, Parser)]
@@ -19,9 +24,21 @@ use std::process::Command;
     about = "Single- vs multi-device data-parallel training benchmark"
 )]
 pub struct BenchArgs {
-    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs, the reference too)
+    /// Smaller workload for CI (512 examples, 1 warm-up + 3 measured epochs, the reference too;
+    /// no time budget)
     #[arg(long, env = "DP_BENCH_QUICK")]
     pub quick: bool,
+    /// Time for the whole bench, the PyTorch reference included (10m, 90s, 1h30m): the
+    /// configurations take turns epoch by epoch until every speedup's interval is within
+    /// --target-width or the time is spent, after at least 5 measured epoch pairs; the reference
+    /// gets 30 % of it and the same rule on its mean epoch time. 0: no budget, every run trains
+    /// --epochs epochs [default: 10m; none with --quick]
+    #[arg(long, value_parser = sampling::parse_duration, value_name = "DURATION")]
+    pub time_budget: Option<Duration>,
+    /// Under the time budget, stop once every speedup's interval is within ± this share of its
+    /// value (0.01: ±1 %)
+    #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
+    pub target_width: f64,
     /// World sizes to compare, each run with global batch = per-device batch × world size
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub world_sizes: Vec<usize>,
@@ -36,13 +53,15 @@ pub struct BenchArgs {
     /// `synthetic` or a corpus path (as `dp-bench --dataset`)
     #[arg(long, default_value = "synthetic")]
     pub dataset: String,
-    /// Training examples per epoch [default: 5000, 512 with --quick]
+    /// Training examples per epoch [default: 1280 under a time budget, so that more epoch pairs
+    /// fit in it; 5000 without one; 512 with --quick]
     #[arg(long)]
     pub train_examples: Option<usize>,
-    /// Epochs per configuration, warm-up included. The configurations run side by side and take
-    /// turns epoch by epoch (ws1 epoch 0, ws2 epoch 0, ws1 epoch 1, …; `dp-bench --epoch-gate`),
-    /// so the machine's drift in speed over minutes falls on every configuration alike and the
-    /// speedups pair epoch j of each [default: 13, 4 with --quick]
+    /// Epochs per configuration, warm-up included; under a time budget, the most. The
+    /// configurations run side by side and take turns epoch by epoch (ws1 epoch 0, ws2 epoch 0,
+    /// ws1 epoch 1, …; `dp-bench --epoch-gate`), so the machine's drift in speed over minutes
+    /// falls on every configuration alike and the speedups pair epoch j of each [default: 60
+    /// under a time budget, 13 without one, 4 with --quick]
     #[arg(long)]
     pub epochs: Option<usize>,
     #[command(flatten)]
@@ -56,7 +75,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub baseline_on_first_core: bool,
     /// Epochs of each PyTorch reference run, warm-up included (it runs after dp-bench's, on its
-    /// own) [default: 6, 4 with --quick]
+    /// own); under a time budget, the most [default: 30 under a time budget, 6 without one, 4
+    /// with --quick]
     #[arg(long)]
     pub reference_epochs: Option<usize>,
     /// Save this run's summary as baseline NAME
@@ -65,6 +85,11 @@ pub struct BenchArgs {
     /// Compare against baseline NAME
     #[arg(long)]
     pub baseline: Option<String>,
+    /// With --baseline: exit with status 1, naming each configuration, its change with its
+    /// interval and p-value, when criterion's verdict on its throughput or epoch time is
+    /// "regressed" (a CI gate)
+    #[arg(long, requires = "baseline")]
+    pub fail_on_regression: bool,
     /// Skip the PyTorch reference (scripts/torch_reference.py: eager on one rank, DDP on more)
     #[arg(long)]
     pub no_reference: bool,
@@ -97,9 +122,33 @@ pub struct Planned {
 }
 
 impl BenchArgs {
-    /// Epochs per configuration, warm-up included.
+    /// The time budget of the whole bench, if any.
+    pub fn budget(&self) -> Option<Duration> {
+        match self.time_budget {
+            Some(b) => Some(b).filter(|b| !b.is_zero()),
+            None if self.quick => None,
+            None => Some(DEFAULT_BUDGET),
+        }
+    }
+
+    /// Epochs per configuration, warm-up included (the most, under a time budget).
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
+        let default = match (self.quick, self.budget()) {
+            (true, _) => 4,
+            (false, Some(_)) => 60,
+            (false, None) => 13,
+        };
+        self.epochs.unwrap_or(default)
+    }
+
+    /// Training examples per epoch.
+    pub fn train_examples(&self) -> usize {
+        let default = match (self.quick, self.budget()) {
+            (true, _) => 512,
+            (false, Some(_)) => 1280,
+            (false, None) => 5000,
+        };
+        self.train_examples.unwrap_or(default)
     }
 
     /// Over how many cores the 1-rank configurations move, part by part (`dp-bench
@@ -116,7 +165,12 @@ impl BenchArgs {
     }
 
     pub(crate) fn reference_epochs(&self) -> usize {
-        self.reference_epochs.unwrap_or(if self.quick { 4 } else { 6 })
+        let default = match (self.quick, self.budget()) {
+            (true, _) => 4,
+            (false, Some(_)) => 30,
+            (false, None) => 6,
+        };
+        self.reference_epochs.unwrap_or(default)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -135,6 +189,24 @@ impl BenchArgs {
             );
         }
         anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
+        anyhow::ensure!(
+            self.target_width > 0.0 && self.target_width < 1.0,
+            "--target-width {} must be in (0, 1), e.g. 0.01 for ±1 %",
+            self.target_width
+        );
+        if self.budget().is_some() {
+            for (flag, epochs) in
+                [("--epochs", self.epochs()), ("--reference-epochs", self.reference_epochs())]
+            {
+                anyhow::ensure!(
+                    epochs >= self.run.warmup + sampling::MIN_PAIRS,
+                    "{flag} {epochs}: under a time budget each run needs room for {} measured \
+                     epochs after --warmup {}",
+                    sampling::MIN_PAIRS,
+                    self.run.warmup
+                );
+            }
+        }
         anyhow::ensure!(!self.partition.is_empty(), "--partition is empty");
         anyhow::ensure!(
             self.run.confidence > 0.0 && self.run.confidence < 1.0,
@@ -146,7 +218,7 @@ impl BenchArgs {
     /// The configurations, filtered: each world size under each partition, then (unless
     /// `--no-independent`) each world size above one as independent one-rank copies.
     pub(crate) fn plan(&self) -> Vec<Planned> {
-        let examples = self.train_examples.unwrap_or(if self.quick { 512 } else { 5000 });
+        let examples = self.train_examples();
         // What every configuration trains, for `batch` examples per step and rank.
         let workload = |batch: usize| {
             [
@@ -212,7 +284,7 @@ pub fn launcher(mpirun: &str, n: usize) -> Command {
 }
 
 /// Whether `n` ranks get a core each (and are bound to it).
-fn bound(n: usize) -> bool {
+pub(crate) fn bound(n: usize) -> bool {
     n <= std::thread::available_parallelism().map_or(1, |c| c.get())
 }
 
@@ -228,50 +300,6 @@ pub(crate) fn bound_launcher(mpirun: &str, n: usize) -> Command {
     cmd
 }
 
-/// The PyTorch reference of configuration `p` (eager on one rank, DDP on more) into `dir`, on the
-/// token ids and workload of dp-bench's run in `ours`.
-fn run_reference(
-    python: &Path,
-    root: &Path,
-    (ours, p, epochs): (&Path, &Planned, usize),
-    dir: &Path,
-    bar: &ProgressBar,
-) -> anyhow::Result<()> {
-    let flag = |name: &str| {
-        let i = p.args.iter().position(|a| a == name).expect("planned flag");
-        p.args[i + 1].clone()
-    };
-    let mode = if p.world_size == 1 { "eager" } else { "ddp" };
-    // The script does not clear its directory; samples of an older run must not mix in.
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    let mut cmd = Command::new(python);
-    cmd.arg(root.join("scripts/torch_reference.py"))
-        .arg("--examples")
-        .arg(ours.join("examples.json"))
-        .arg("--template")
-        .arg(ours.join(crate::metrics::RUN_FILE))
-        .args(["--mode", mode, "--world-size", &p.world_size.to_string()])
-        .args(["--batch-size", &flag("--batch-size"), "--n-epochs", &epochs.to_string()])
-        .args(["--threads", &flag("--threads")])
-        .args(bound(p.world_size).then_some("--bind"))
-        .arg("--workdir")
-        .arg(dir);
-    run_reporting(cmd, &format!("pytorch-{mode}_{}", p.id), bar)
-}
-
-/// Runs `cmd` to the end, advancing `bar` on each `epoch …` line of its output.
-fn run_reporting(cmd: Command, id: &str, bar: &ProgressBar) -> anyhow::Result<()> {
-    bar.set_message(id.to_string());
-    let (mut child, errors, lines) = super::turns::spawn_reporting(cmd, id, bar)?;
-    let status = child.wait()?;
-    let _ = lines.join();
-    let errors = errors.join().unwrap_or_default();
-    anyhow::ensure!(status.success(), "{id} failed ({status}): {}", errors.join(" | "));
-    Ok(())
-}
-
 /// Where `cargo bench` writes: `target/criterion` (honouring `CARGO_TARGET_DIR`).
 pub fn criterion_dir(manifest_dir: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -280,25 +308,79 @@ pub fn criterion_dir(manifest_dir: &Path) -> PathBuf {
         .join("criterion")
 }
 
-/// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
-pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
-    args.validate()?;
-    let plan = args.plan();
-    anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
-    let out_dir = criterion_dir(root).join("data_parallel");
-    let runs_dir = out_dir.join("runs");
-    let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
-    let reference = !args.no_reference && python.exists();
-    let references = if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
-    let epochs = plan.len() * args.epochs() + references * args.reference_epochs();
-    let bar = ProgressBar::new(epochs as u64).with_style(
-        ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    // A configuration that fails is reported with its reason; the others are still analysed.
-    let mut runs = Vec::new();
-    let mut failures = Vec::new();
+/// Decides after each round of epochs whether dp-bench's configurations train another: the time
+/// budget and the precision target (`sampling`), and the progress bar's account of both.
+struct Sampler<'a> {
+    args: &'a BenchArgs,
+    plan: &'a [Planned],
+    runs_dir: &'a Path,
+    /// dp-bench's share of the budget.
+    budget: Duration,
+    start: Instant,
+    last_round: Instant,
+    ended: Option<Ended>,
+    bar: &'a ProgressBar,
+}
+
+impl Sampler<'_> {
+    /// After epoch `epoch` of every configuration: whether they train another.
+    fn go_on(&mut self, epoch: usize) -> bool {
+        let now = Instant::now();
+        let round = now - std::mem::replace(&mut self.last_round, now);
+        let pairs = (epoch + 1).saturating_sub(self.args.run.warmup);
+        let widest = self.widest();
+        let elapsed = now - self.start;
+        self.bar.set_message(format!(
+            "widest interval ±{:.1} % (target ±{:.1} %), {} of {} left",
+            widest * 100.0,
+            self.args.target_width * 100.0,
+            sampling::clock(self.budget.saturating_sub(elapsed).as_secs_f64()),
+            sampling::clock(self.budget.as_secs_f64()),
+        ));
+        self.ended =
+            sampling::decide(pairs, widest, (elapsed, round, self.budget), self.args.target_width);
+        self.ended.is_none()
+    }
+
+    /// The relative half-width of the widest speedup interval of the configurations so far.
+    fn widest(&self) -> f64 {
+        let runs: Vec<RunData> = self
+            .plan
+            .iter()
+            .filter_map(|p| RunData::load(&self.runs_dir.join(&p.id)).ok())
+            .collect();
+        match analysis::analyse(&runs, self.args.run.warmup, self.args.run.confidence) {
+            Ok(summary) => widest(&summary),
+            Err(_) => f64::INFINITY,
+        }
+    }
+}
+
+/// The relative half-width of the widest interval among dp-bench's speedups in `summary`.
+fn widest(summary: &Summary) -> f64 {
+    summary
+        .speedup
+        .iter()
+        .filter(|s| {
+            summary
+                .configs
+                .iter()
+                .any(|c| c.id == s.id && c.run.implementation == crate::metrics::IMPLEMENTATION)
+        })
+        .map(|s| sampling::half_width(&s.tokens_per_sec))
+        .fold(0.0, f64::max)
+}
+
+/// dp-bench's configurations, side by side and taking turns, under `budget` when there is one:
+/// the runs that finished (in the plan's order), the ids of those that failed, and how sampling
+/// ended.
+fn run_configurations(
+    args: &BenchArgs,
+    binary: &Path,
+    (plan, runs_dir): (&[Planned], &Path),
+    budget: Option<Duration>,
+    bar: &ProgressBar,
+) -> (Vec<RunData>, Vec<String>, Option<(Ended, Duration)>) {
     let turns = plan
         .iter()
         .map(|p| {
@@ -312,13 +394,28 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             }
         })
         .collect();
-    for (id, outcome) in run_in_turns(turns, &args.turns.options(args.epochs()), &bar) {
+    let start = Instant::now();
+    let mut sampler = budget.map(|budget| Sampler {
+        args,
+        plan,
+        runs_dir,
+        budget,
+        start,
+        last_round: start,
+        ended: None,
+        bar,
+    });
+    let mut go_on = |epoch: usize| sampler.as_mut().is_none_or(|s| s.go_on(epoch));
+    let outcomes = run_in_turns(turns, &args.turns.options(args.epochs()), bar, &mut go_on);
+    let ended = sampler.map(|s| (s.ended.unwrap_or(Ended::EpochLimit), start.elapsed()));
+    let (mut runs, mut failures) = (Vec::new(), Vec::new());
+    for (id, outcome) in outcomes {
         if let Err(e) = outcome {
             bar.suspend(|| eprintln!("data_parallel/{id}: FAILED: {e:#}"));
             failures.push(id);
         }
     }
-    for p in &plan {
+    for p in plan {
         if failures.contains(&p.id) {
             continue;
         }
@@ -330,22 +427,81 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             }
         }
     }
-    if reference {
-        run_references(
-            args,
-            (binary, root, &python),
-            &plan,
-            &runs_dir,
-            &mut runs,
-            &mut failures,
-            &bar,
+    (runs, failures, ended)
+}
+
+/// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
+pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
+    args.validate()?;
+    let plan = args.plan();
+    anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
+    let out_dir = criterion_dir(root).join("data_parallel");
+    let runs_dir = out_dir.join("runs");
+    let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
+    let reference = !args.no_reference && python.exists();
+    let references = if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
+    let budget = args.budget();
+    if let Some(b) = budget {
+        println!(
+            "data_parallel: a time budget of {} ({} for the PyTorch reference), sampling until \
+             every speedup's interval is within ±{:.1} %; epochs of {} examples, so that more \
+             epoch pairs fit in it",
+            sampling::clock(b.as_secs_f64()),
+            if reference {
+                format!("{:.0} %", sampling::REFERENCE_SHARE * 100.0)
+            } else {
+                "none".into()
+            },
+            args.target_width * 100.0,
+            args.train_examples()
         );
+    }
+    let epochs = plan.len() * args.epochs() + references * args.reference_epochs();
+    let bar = ProgressBar::new(epochs as u64).with_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let ours_budget = budget.map(|b| match reference {
+        true => b.mul_f64(1.0 - sampling::REFERENCE_SHARE),
+        false => b,
+    });
+    // A configuration that fails is reported with its reason; the others are still analysed.
+    let (mut runs, mut failures, ended) =
+        run_configurations(args, binary, (&plan, &runs_dir), ours_budget, &bar);
+    if reference {
+        let paths = (binary, root, python.as_path());
+        let out = (&mut runs, &mut failures);
+        super::reference::run_references(args, paths, (&plan, &runs_dir), budget, out, &bar);
     } else if !args.no_reference {
         eprintln!("data_parallel: no {} for the PyTorch reference: skipped", python.display());
     }
     bar.finish_and_clear();
     anyhow::ensure!(!runs.is_empty(), "every configuration failed: {}", failures.join(", "));
-    let summary = analysis::analyse(&runs, args.run.warmup, args.run.confidence)?;
+    let mut summary = analysis::analyse(&runs, args.run.warmup, args.run.confidence)?;
+    summary.sampling = ended.zip(budget).map(|((ended_by, elapsed), budget)| Sampling {
+        ended_by,
+        widest: widest(&summary),
+        target_width: args.target_width,
+        budget_s: budget.as_secs_f64(),
+        elapsed_s: elapsed.as_secs_f64(),
+        pairs: summary.speedup.iter().map(|s| s.paired_epochs).max().unwrap_or(0),
+    });
+    publish(args, root, &summary, &failures)?;
+    Ok(summary)
+}
+
+/// The reports of a finished bench, its baseline saved and compared, and its exit status: an
+/// error when a configuration failed, or, with `--fail-on-regression`, regressed.
+fn publish(
+    args: &BenchArgs,
+    root: &Path,
+    summary: &Summary,
+    failures: &[String],
+) -> anyhow::Result<()> {
+    let out_dir = criterion_dir(root).join("data_parallel");
     let baseline_file = |name: &str| out_dir.join("baselines").join(format!("{name}.json"));
     let baseline = match &args.baseline {
         Some(name) => Some(Summary::read(&baseline_file(name)).map_err(|e| {
@@ -359,12 +515,12 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         // The document's table is replaced only by a run in which every configuration ran.
         update_doc: args.update_doc.as_deref().filter(|_| failures.is_empty()),
     };
-    report::publish(&summary, &publish)?;
+    let (_, changes) = report::publish(summary, &publish)?;
     report::write_index(&criterion_dir(root))?;
     if let Some(name) = &args.save_baseline {
         let path = baseline_file(name);
         std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-        crate::metrics::write_json(&path, &summary)?;
+        crate::metrics::write_json(&path, summary)?;
         println!("saved baseline {name:?} to {}", path.display());
     }
     println!("figures: {}", publish.outputs.figures.display());
@@ -374,46 +530,10 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         failures.join(", "),
         if args.update_doc.is_some() { " (the document's table is left as it was)" } else { "" }
     );
-    Ok(summary)
-}
-
-/// The PyTorch reference for each configuration that has one, on the token ids of dp-bench's
-/// first run (so both do the same work): its runs join `runs`, its failures `failures`.
-/// `(binary, root, python)`: `dp-bench`, the project root and the reference's interpreter.
-fn run_references(
-    args: &BenchArgs,
-    (binary, root, python): (&Path, &Path, &Path),
-    plan: &[Planned],
-    runs_dir: &Path,
-    runs: &mut Vec<RunData>,
-    failures: &mut Vec<String>,
-    bar: &ProgressBar,
-) {
-    let Some(ours) = runs.first().map(|r| r.dir.clone()) else { return };
-    let exported = Command::new(binary)
-        .arg("export-examples")
-        .arg("--workdir")
-        .arg(&ours)
-        .arg("--out")
-        .arg(ours.join("examples.json"))
-        .status();
-    for p in plan.iter().filter(|p| p.reference) {
-        let dir = runs_dir.join(format!("pytorch_{}", p.id));
-        let result = match &exported {
-            Ok(s) if s.success() => {
-                let epochs = args.reference_epochs();
-                run_reference(python, root, (&ours, p, epochs), &dir, bar)
-            }
-            other => Err(anyhow::anyhow!("exporting the examples failed: {other:?}")),
-        };
-        match result.and_then(|()| Ok(RunData::load(&dir)?)) {
-            Ok(run) => runs.push(run),
-            Err(e) => {
-                bar.suspend(|| eprintln!("data_parallel/pytorch_{}: FAILED: {e:#}", p.id));
-                failures.push(format!("pytorch_{}", p.id));
-            }
-        }
+    if args.fail_on_regression {
+        report::fail_on_regression(&changes, args.baseline.as_deref().unwrap_or("baseline"))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

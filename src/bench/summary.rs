@@ -220,6 +220,10 @@ pub struct Summary {
     /// dp-bench against each reference implementation's run of the same world size and batch.
     #[serde(default)]
     pub versus: Vec<VersusSummary>,
+    /// How the bench's sampling ended (its time budget and precision target); absent from
+    /// `dp-bench compare`'s summaries and the bench's fixed-size runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<super::sampling::Sampling>,
 }
 
 /// dp-bench's throughput ÷ a reference implementation's, on the same workload.

@@ -190,6 +190,18 @@ impl Running {
         Ok(turned.unwrap_or(Turned::EpochDone))
     }
 
+    /// Ends the run before epoch `epoch`, where every rank waits (`Turned::EpochDone`): its ranks
+    /// train no more epochs and the run finishes; waits until it has.
+    fn end(&mut self, epoch: usize) -> anyhow::Result<()> {
+        let ranks = self.ranks;
+        let at = |g: &Controller| g.all_ready(Stop::epoch(epoch), ranks).then_some(());
+        self.wait_for(&format!("before epoch {epoch}"), true, at)?;
+        self.gate.end(epoch)?;
+        let ended = self.wait_for(&format!("ending before epoch {epoch}"), true, |_| None::<()>)?;
+        debug_assert!(ended.is_none());
+        Ok(())
+    }
+
     /// The run's standard error, once it has exited.
     fn stderr(&mut self) -> Vec<String> {
         self.errors.take().and_then(|h| h.join().ok()).unwrap_or_default()
@@ -215,14 +227,17 @@ impl Running {
     }
 }
 
-/// Runs `turns` side by side for `options.epochs` epochs each, one epoch at a time in the order
-/// given — with `options.turn_examples`, one part of an epoch at a time; `bar` advances with each
-/// finished epoch. A run that fails or stalls is stopped and reported with its reason; the others
-/// go on. Returns each run's id and outcome, in the order given.
+/// Runs `turns` side by side for up to `options.epochs` epochs each, one epoch at a time in the
+/// order given — with `options.turn_examples`, one part of an epoch at a time; `bar` advances
+/// with each finished epoch. After every epoch of all runs, `go_on(epoch)` says whether they
+/// train another; when it says no, every run ends there. A run that fails or stalls is stopped
+/// and reported with its reason; the others go on. Returns each run's id and outcome, in the
+/// order given.
 pub fn run_in_turns(
     turns: Vec<Turn>,
     options: &TurnOptions,
     bar: &ProgressBar,
+    go_on: &mut dyn FnMut(usize) -> bool,
 ) -> Vec<(String, anyhow::Result<()>)> {
     let epochs = options.epochs;
     let mut runs: Vec<Result<Running, (String, anyhow::Error)>> = turns
@@ -242,7 +257,7 @@ pub fn run_in_turns(
                 if !*going || run.failed.is_some() {
                     continue;
                 }
-                bar.set_message(run.id.clone());
+                bar.set_prefix(run.id.clone());
                 match run.turn(Stop { epoch, part }, epochs) {
                     Ok(Turned::More) => any = true,
                     Ok(Turned::EpochDone) => *going = false,
@@ -252,6 +267,14 @@ pub fn run_in_turns(
             if !any {
                 break;
             }
+        }
+        if epoch + 1 < epochs && !go_on(epoch) {
+            for run in runs.iter_mut().flatten().filter(|r| r.failed.is_none()) {
+                if let Err(e) = run.end(epoch + 1) {
+                    run.fail(e);
+                }
+            }
+            break;
         }
     }
     runs.into_iter()

@@ -294,6 +294,9 @@ pub fn page(
         summary.confidence_level * 100.0,
         esc(&summary.interval_method),
     );
+    if let Some(s) = &summary.sampling {
+        let _ = write!(out, "<p id=sampling>{}</p>", esc(&s.sentence()));
+    }
     summary_table(summary, &mut out);
     if let (Some(name), false) = (baseline, changes.is_empty()) {
         baseline_table(changes, name, &mut out);

@@ -81,6 +81,9 @@ pub fn render(summary: &Summary) -> String {
                 r.epochs_measured
             );
         }
+        if let Some(s) = &summary.sampling {
+            out += &format!(" {}", s.sentence());
+        }
         out += "\n\n";
     }
     out += "| configuration | implementation | ranks | epoch time (95 % CI) | tokens/s, sum (95 % CI) \

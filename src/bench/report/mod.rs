@@ -56,8 +56,11 @@ pub struct Publish<'a> {
 
 /// The tail of every data_parallel analysis, `cargo bench`'s and `dp-bench compare`'s: the
 /// changes against the baseline, the terminal report, every file (`write_all`), and the
-/// document's table. Returns the HTML page's path.
-pub(crate) fn publish(summary: &Summary, p: &Publish) -> anyhow::Result<PathBuf> {
+/// document's table. Returns the HTML page's path and the changes against the baseline.
+pub(crate) fn publish(
+    summary: &Summary,
+    p: &Publish,
+) -> anyhow::Result<(PathBuf, Vec<BaselineChange>)> {
     let changes = p
         .baseline
         .map(|(_, old)| baseline_changes(summary, old, Thresholds::default()))
@@ -70,7 +73,36 @@ pub(crate) fn publish(summary: &Summary, p: &Publish) -> anyhow::Result<PathBuf>
         markdown::update_doc(doc, markdown::DocTable::DATA_PARALLEL, &markdown::render(summary))?;
         println!("table: {}", doc.display());
     }
-    Ok(page)
+    Ok((page, changes))
+}
+
+/// A CI gate (`--fail-on-regression`): an error naming every configuration whose throughput or
+/// epoch time criterion's verdict calls regressed against baseline `name`, each with its change,
+/// interval and p-value; `Ok` when none did.
+pub(crate) fn fail_on_regression(changes: &[BaselineChange], name: &str) -> anyhow::Result<()> {
+    use super::format::{change, Layout::Markdown};
+    let regressed: Vec<String> = changes
+        .iter()
+        .flat_map(|c| {
+            [("throughput", &c.tokens_per_sec), ("epoch time", &c.training_time)]
+                .into_iter()
+                .filter(|(_, ch)| ch.verdict == stats::Verdict::Regressed)
+                .map(move |(what, ch)| {
+                    format!(
+                        "{} {what} {} (p = {:.4})",
+                        c.id,
+                        Markdown.estimate(&ch.relative, &change),
+                        ch.p_value
+                    )
+                })
+        })
+        .collect();
+    anyhow::ensure!(
+        regressed.is_empty(),
+        "regressed against baseline {name:?}: {}",
+        regressed.join("; ")
+    );
+    Ok(())
 }
 
 /// Where the artefacts of one analysis go.

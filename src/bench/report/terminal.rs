@@ -113,5 +113,8 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
     if summary.reference.is_none() {
         out += "(no one-device configuration: speedups need a run with world size 1)\n";
     }
+    if let Some(s) = &summary.sampling {
+        out += &format!("{}\n", s.sentence());
+    }
     out
 }
