@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// When a reference run stops: after `share` of time, or once its mean epoch time's interval is
-/// within `target_width`, after `sampling::MIN_PAIRS` measured epochs either way.
+/// within `target_width`, after `sampling::REFERENCE_MIN_EPOCHS` measured epochs either way.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stopping {
     pub share: Duration,
@@ -154,7 +154,8 @@ fn should_stop(times: &[f64], elapsed: Duration, rule: Stopping) -> Option<Ended
             (s.upper - s.lower) / 2.0 / s.mean
         }
     };
-    sampling::decide(measured.len(), widest, (elapsed, last, rule.share), rule.target_width)
+    let measured = (measured.len(), sampling::REFERENCE_MIN_EPOCHS);
+    sampling::decide(measured, widest, (elapsed, last, rule.share), rule.target_width)
 }
 
 #[cfg(test)]
@@ -171,9 +172,10 @@ mod tests {
         };
         // A warm-up epoch, then measured epochs: too few, steady, or scattered.
         let epochs = |measured: &[f64]| [&[9.0][..], measured].concat();
-        let few = epochs(&vec![1.0; sampling::MIN_PAIRS - 1]);
-        let steady = epochs(&[1.0, 1.001, 0.999, 1.0, 1.0005, 0.9995][..sampling::MIN_PAIRS]);
-        let scattered = epochs(&[1.0, 1.5, 0.7, 1.2, 0.8, 1.3][..sampling::MIN_PAIRS]);
+        let least = sampling::REFERENCE_MIN_EPOCHS;
+        let few = epochs(&vec![1.0; least - 1]);
+        let steady = epochs(&[1.0, 1.0001, 0.9999, 1.0, 1.00005, 0.99995][..least]);
+        let scattered = epochs(&[1.0, 1.5, 0.7, 1.2, 0.8, 1.3][..least]);
         let early = Duration::from_secs(10);
         assert_eq!(should_stop(&few, early, rule), None, "too few measured epochs");
         assert_eq!(should_stop(&steady, early, rule), Some(Ended::Precision));

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// Time for the whole bench, the PyTorch reference included (10m, 90s, 1h30m): the
     /// configurations take turns epoch by epoch until every speedup's interval is within
     /// --target-width or the time is spent, after at least 5 measured epoch pairs; the reference
-    /// gets 30 % of it and the same rule on its mean epoch time. 0: no budget, every run trains
+    /// gets 25 % of it and the same rule on its mean epoch time. 0: no budget, every run trains
     /// --epochs epochs [default: 10m; none with --quick]
     #[arg(long, value_parser = sampling::parse_duration, value_name = "DURATION")]
     pub time_budget: Option<Duration>,
@@ -131,24 +131,23 @@ impl BenchArgs {
         }
     }
 
+    /// A size's default in this bench's mode: `[quick, under a time budget, fixed]`.
+    fn by_mode(&self, [quick, budgeted, fixed]: [usize; 3]) -> usize {
+        match (self.quick, self.budget()) {
+            (true, _) => quick,
+            (false, Some(_)) => budgeted,
+            (false, None) => fixed,
+        }
+    }
+
     /// Epochs per configuration, warm-up included (the most, under a time budget).
     pub fn epochs(&self) -> usize {
-        let default = match (self.quick, self.budget()) {
-            (true, _) => 4,
-            (false, Some(_)) => 60,
-            (false, None) => 13,
-        };
-        self.epochs.unwrap_or(default)
+        self.epochs.unwrap_or_else(|| self.by_mode([4, 60, 13]))
     }
 
     /// Training examples per epoch.
     pub fn train_examples(&self) -> usize {
-        let default = match (self.quick, self.budget()) {
-            (true, _) => 512,
-            (false, Some(_)) => 1280,
-            (false, None) => 5000,
-        };
-        self.train_examples.unwrap_or(default)
+        self.train_examples.unwrap_or_else(|| self.by_mode([512, 1280, 5000]))
     }
 
     /// Over how many cores the 1-rank configurations move, part by part (`dp-bench
@@ -165,12 +164,7 @@ impl BenchArgs {
     }
 
     pub(crate) fn reference_epochs(&self) -> usize {
-        let default = match (self.quick, self.budget()) {
-            (true, _) => 4,
-            (false, Some(_)) => 30,
-            (false, None) => 6,
-        };
-        self.reference_epochs.unwrap_or(default)
+        self.reference_epochs.unwrap_or_else(|| self.by_mode([4, 30, 6]))
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -195,14 +189,14 @@ impl BenchArgs {
             self.target_width
         );
         if self.budget().is_some() {
-            for (flag, epochs) in
-                [("--epochs", self.epochs()), ("--reference-epochs", self.reference_epochs())]
-            {
+            for (flag, epochs, least) in [
+                ("--epochs", self.epochs(), sampling::MIN_PAIRS),
+                ("--reference-epochs", self.reference_epochs(), sampling::REFERENCE_MIN_EPOCHS),
+            ] {
                 anyhow::ensure!(
-                    epochs >= self.run.warmup + sampling::MIN_PAIRS,
-                    "{flag} {epochs}: under a time budget each run needs room for {} measured \
-                     epochs after --warmup {}",
-                    sampling::MIN_PAIRS,
+                    epochs >= self.run.warmup + least,
+                    "{flag} {epochs}: under a time budget each run needs room for {least} \
+                     measured epochs after --warmup {}",
                     self.run.warmup
                 );
             }
@@ -337,6 +331,7 @@ impl Sampler<'_> {
             sampling::clock(self.budget.saturating_sub(elapsed).as_secs_f64()),
             sampling::clock(self.budget.as_secs_f64()),
         ));
+        let pairs = (pairs, sampling::MIN_PAIRS);
         self.ended =
             sampling::decide(pairs, widest, (elapsed, round, self.budget), self.args.target_width);
         self.ended.is_none()
@@ -597,5 +592,21 @@ mod tests {
         assert_eq!(rotates(&["--baseline-on-first-core"]), None);
         assert_eq!(rotates(&["--turn-examples", "0"]), None);
         assert_eq!(rotates(&["--threads", "2"]), None);
+    }
+
+    #[test]
+    fn the_time_budget_and_the_sizes_follow_the_mode() {
+        let sizes = |flags: &[&str]| {
+            let a = BenchArgs::parse_from(["data_parallel"].iter().chain(flags));
+            (a.budget().map(|b| b.as_secs()), a.epochs(), a.train_examples(), a.reference_epochs())
+        };
+        assert_eq!(sizes(&[]), (Some(600), 60, 1280, 30), "the default: ten minutes");
+        assert_eq!(sizes(&["--quick"]), (None, 4, 512, 4), "CI's size, no budget");
+        assert_eq!(sizes(&["--time-budget", "0"]), (None, 13, 5000, 6), "the fixed plan");
+        assert_eq!(sizes(&["--time-budget", "1h", "--epochs", "90"]), (Some(3600), 90, 1280, 30));
+        let gate = BenchArgs::try_parse_from(["data_parallel", "--fail-on-regression"]);
+        assert!(gate.unwrap_err().to_string().contains("--baseline"), "the gate needs a baseline");
+        let narrow = BenchArgs::parse_from(["data_parallel", "--target-width", "0"]);
+        assert!(narrow.validate().is_err());
     }
 }

@@ -18,9 +18,13 @@ use std::time::Duration;
 /// intervals the rule stops on at 0.93 where 3 let it fall to 0.91 (the test below).
 pub const MIN_PAIRS: usize = 5;
 
+/// Measured epochs of each reference run before the rule may stop it. Its runs are slower per
+/// epoch and compared by their means (Fieller), not in pairs: two give an interval.
+pub const REFERENCE_MIN_EPOCHS: usize = 2;
+
 /// The reference's share of the time budget when it runs (dp-bench's configurations take the
-/// rest): its runs are slower per epoch and compared by means, so they get fewer epochs.
-pub const REFERENCE_SHARE: f64 = 0.3;
+/// rest): enough for a warm-up and `REFERENCE_MIN_EPOCHS` of eager and DDP on 2 cores.
+pub const REFERENCE_SHARE: f64 = 0.25;
 
 /// What stopped sampling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,16 +92,17 @@ pub fn half_width(e: &Estimate) -> f64 {
     }
 }
 
-/// The rule, after a round: with `pairs` measured pairs whose widest interval is `widest`,
-/// `elapsed` since the start and the last round having taken `round`, whether to stop and why.
-/// Another round is not started when it would end past the budget.
+/// The rule, after a round: with `pairs` measured pairs (at least `min_pairs` before it may
+/// stop) whose widest interval is `widest`, `elapsed` since the start and the last round having
+/// taken `round`, whether to stop and why. Another round is not started when it would end past
+/// the budget.
 pub fn decide(
-    pairs: usize,
+    (pairs, min_pairs): (usize, usize),
     widest: f64,
     (elapsed, round, budget): (Duration, Duration, Duration),
     target_width: f64,
 ) -> Option<Ended> {
-    if pairs < MIN_PAIRS {
+    if pairs < min_pairs {
         return None;
     }
     if widest <= target_width {
@@ -155,11 +160,18 @@ mod tests {
     fn the_rule_waits_for_enough_pairs_then_stops_on_precision_or_budget() {
         let s = Duration::from_secs;
         let (budget, enough) = ((s(100), s(10), s(600)), MIN_PAIRS);
-        assert_eq!(decide(enough - 1, 0.001, budget, 0.01), None, "too few pairs, however narrow");
-        assert_eq!(decide(enough, 0.009, budget, 0.01), Some(Ended::Precision));
-        assert_eq!(decide(enough, 0.02, budget, 0.01), None);
-        assert_eq!(decide(enough, 0.02, (s(591), s(10), s(600)), 0.01), Some(Ended::Budget));
-        assert_eq!(decide(enough, f64::INFINITY, (s(590), s(10), s(600)), 0.01), None);
+        assert_eq!(
+            decide((enough - 1, enough), 0.001, budget, 0.01),
+            None,
+            "too few pairs, however narrow"
+        );
+        assert_eq!(decide((enough, enough), 0.009, budget, 0.01), Some(Ended::Precision));
+        assert_eq!(decide((enough, enough), 0.02, budget, 0.01), None);
+        assert_eq!(
+            decide((enough, enough), 0.02, (s(591), s(10), s(600)), 0.01),
+            Some(Ended::Budget)
+        );
+        assert_eq!(decide((enough, enough), f64::INFINITY, (s(590), s(10), s(600)), 0.01), None);
     }
 
     /// Draws `n` epoch pairs whose throughput ratio is `ratio` times log-normal noise of `sigma`
