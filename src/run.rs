@@ -137,6 +137,8 @@ struct RunData {
     /// The checkpoint rank 0 found, when resuming.
     resume_from: Option<CheckpointInfo>,
     hosts: Vec<String>,
+    /// The cores this rank may run on (`cores_per_rank`).
+    cores: Option<usize>,
 }
 
 /// The set-up stage: the corpus checked, the workdir made ready (only now may a previous run's
@@ -160,7 +162,8 @@ fn set_up(
         config.n_epochs,
         dir.display()
     ));
-    progress.note(&rank_share(config));
+    let cores = cores_per_rank(config);
+    progress.note(&rank_share(config, cores));
     let corpus = data::load_corpus(config).map_err(UsageError::from_err)?;
     if corpus.train.len() < config.train_examples {
         progress.note(&format!(
@@ -204,7 +207,7 @@ fn set_up(
     };
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
     on_root(comm, || check_memory(config, tok.vocab_size()))?;
-    Ok(RunData { tok, train, val, test: corpus.test, resume_from, hosts })
+    Ok(RunData { tok, train, val, test: corpus.test, resume_from, hosts, cores })
 }
 
 /// The cores this rank may run on: one at a time when it rotates over cores itself, else what its
@@ -216,9 +219,9 @@ fn cores_per_rank(config: &Config) -> Option<usize> {
     }
 }
 
-/// What each rank gets, said before a run starts: runs that are compared should give every rank
-/// the same (`dp-bench compare` flags those that did not).
-fn rank_share(config: &Config) -> String {
+/// What each rank gets (`cores`: those it may run on), said before a run starts: runs that are
+/// compared should give every rank the same (`dp-bench compare` flags those that did not).
+fn rank_share(config: &Config, cores: Option<usize>) -> String {
     let threads = match config.threads {
         1 => "1 intra-op thread".to_string(),
         n => format!("{n} intra-op threads"),
@@ -227,7 +230,7 @@ fn rank_share(config: &Config) -> String {
         DeviceKind::Cpu => "the CPU",
         DeviceKind::Cuda => "its own GPU",
     };
-    let cores = match cores_per_rank(config) {
+    let cores = match cores {
         Some(1) => "bound to one core".to_string(),
         Some(n) => format!("free to run on {n} cores (`mpirun -bind-to core` binds each to one)"),
         None => "binding unknown".to_string(),
@@ -264,7 +267,7 @@ fn write_run_info(
             host: run.hosts[0].clone(),
             hosts: run.hosts.clone(),
             threads_per_rank: config.threads,
-            cores_per_rank: cores_per_rank(config),
+            cores_per_rank: run.cores,
             device: device_name(device),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             start_time: chrono::Utc::now().to_rfc3339(),

@@ -4,7 +4,7 @@
 
 use super::analysis::{self, RunData};
 use super::report::{self, Outputs, Publish};
-use super::sampling::{self, Ended, Sampling};
+use super::sampling::{self, Ended, Sampler, Sampling};
 use super::summary::Summary;
 use super::turns::{run_in_turns, Turn, TurnArgs};
 use crate::config::Partition;
@@ -12,7 +12,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The default time budget of the bench: about ten minutes on a 2-core machine.
 const DEFAULT_BUDGET: Duration = Duration::from_secs(600);
@@ -302,70 +302,6 @@ pub fn criterion_dir(manifest_dir: &Path) -> PathBuf {
         .join("criterion")
 }
 
-/// Decides after each round of epochs whether dp-bench's configurations train another: the time
-/// budget and the precision target (`sampling`), and the progress bar's account of both.
-struct Sampler<'a> {
-    args: &'a BenchArgs,
-    plan: &'a [Planned],
-    runs_dir: &'a Path,
-    /// dp-bench's share of the budget.
-    budget: Duration,
-    start: Instant,
-    last_round: Instant,
-    ended: Option<Ended>,
-    bar: &'a ProgressBar,
-}
-
-impl Sampler<'_> {
-    /// After epoch `epoch` of every configuration: whether they train another.
-    fn go_on(&mut self, epoch: usize) -> bool {
-        let now = Instant::now();
-        let round = now - std::mem::replace(&mut self.last_round, now);
-        let pairs = (epoch + 1).saturating_sub(self.args.run.warmup);
-        let widest = self.widest();
-        let elapsed = now - self.start;
-        self.bar.set_message(format!(
-            "widest interval ±{:.1} % (target ±{:.1} %), {} of {} left",
-            widest * 100.0,
-            self.args.target_width * 100.0,
-            sampling::clock(self.budget.saturating_sub(elapsed).as_secs_f64()),
-            sampling::clock(self.budget.as_secs_f64()),
-        ));
-        let pairs = (pairs, sampling::MIN_PAIRS);
-        self.ended =
-            sampling::decide(pairs, widest, (elapsed, round, self.budget), self.args.target_width);
-        self.ended.is_none()
-    }
-
-    /// The relative half-width of the widest speedup interval of the configurations so far.
-    fn widest(&self) -> f64 {
-        let runs: Vec<RunData> = self
-            .plan
-            .iter()
-            .filter_map(|p| RunData::load(&self.runs_dir.join(&p.id)).ok())
-            .collect();
-        match analysis::analyse(&runs, self.args.run.warmup, self.args.run.confidence) {
-            Ok(summary) => widest(&summary),
-            Err(_) => f64::INFINITY,
-        }
-    }
-}
-
-/// The relative half-width of the widest interval among dp-bench's speedups in `summary`.
-fn widest(summary: &Summary) -> f64 {
-    summary
-        .speedup
-        .iter()
-        .filter(|s| {
-            summary
-                .configs
-                .iter()
-                .any(|c| c.id == s.id && c.run.implementation == crate::metrics::IMPLEMENTATION)
-        })
-        .map(|s| sampling::half_width(&s.tokens_per_sec))
-        .fold(0.0, f64::max)
-}
-
 /// dp-bench's configurations, side by side and taking turns, under `budget` when there is one:
 /// the runs that finished (in the plan's order), the ids of those that failed, and how sampling
 /// ended.
@@ -389,20 +325,10 @@ fn run_configurations(
             }
         })
         .collect();
-    let start = Instant::now();
-    let mut sampler = budget.map(|budget| Sampler {
-        args,
-        plan,
-        runs_dir,
-        budget,
-        start,
-        last_round: start,
-        ended: None,
-        bar,
-    });
+    let mut sampler = budget.map(|b| Sampler::new(args, (plan, runs_dir), b, bar));
     let mut go_on = |epoch: usize| sampler.as_mut().is_none_or(|s| s.go_on(epoch));
     let outcomes = run_in_turns(turns, &args.turns.options(args.epochs()), bar, &mut go_on);
-    let ended = sampler.map(|s| (s.ended.unwrap_or(Ended::EpochLimit), start.elapsed()));
+    let ended = sampler.map(Sampler::finish);
     let (mut runs, mut failures) = (Vec::new(), Vec::new());
     for (id, outcome) in outcomes {
         if let Err(e) = outcome {
@@ -478,7 +404,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let mut summary = analysis::analyse(&runs, args.run.warmup, args.run.confidence)?;
     summary.sampling = ended.zip(budget).map(|((ended_by, elapsed), budget)| Sampling {
         ended_by,
-        widest: widest(&summary),
+        widest: sampling::widest(&summary),
         target_width: args.target_width,
         budget_s: budget.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),

@@ -9,9 +9,14 @@
 //! `stopping_keeps_the_intervals_coverage_near_nominal` measures by how much on synthetic paired
 //! samples, and BENCHMARKS.md reports it.
 
+use super::analysis::{self, RunData};
+use super::runner::{BenchArgs, Planned};
 use super::stats::Estimate;
+use super::summary::Summary;
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Measured epoch pairs before any rule may stop sampling. An interval from a few pairs that
 /// happen to agree looks narrow without being so: waiting for 5 keeps the coverage of the
@@ -137,6 +142,86 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs(total))
+}
+
+/// Decides after each round of epochs whether dp-bench's configurations train another: the time
+/// budget and the precision target (`sampling`), and the progress bar's account of both.
+pub(crate) struct Sampler<'a> {
+    args: &'a BenchArgs,
+    plan: &'a [Planned],
+    runs_dir: &'a Path,
+    /// dp-bench's share of the budget.
+    budget: Duration,
+    start: Instant,
+    last_round: Instant,
+    ended: Option<Ended>,
+    bar: &'a ProgressBar,
+}
+
+impl<'a> Sampler<'a> {
+    /// Starts the clock on the configurations of `plan` (run directories in `runs_dir`), which
+    /// have `budget`.
+    pub(crate) fn new(
+        args: &'a BenchArgs,
+        (plan, runs_dir): (&'a [Planned], &'a Path),
+        budget: Duration,
+        bar: &'a ProgressBar,
+    ) -> Self {
+        let start = Instant::now();
+        Sampler { args, plan, runs_dir, budget, start, last_round: start, ended: None, bar }
+    }
+
+    /// What ended sampling (the epoch limit when no rule did), and how long it took.
+    pub(crate) fn finish(self) -> (Ended, Duration) {
+        (self.ended.unwrap_or(Ended::EpochLimit), self.start.elapsed())
+    }
+
+    /// After epoch `epoch` of every configuration: whether they train another.
+    pub(crate) fn go_on(&mut self, epoch: usize) -> bool {
+        let now = Instant::now();
+        let round = now - std::mem::replace(&mut self.last_round, now);
+        let pairs = (epoch + 1).saturating_sub(self.args.run.warmup);
+        let widest = self.widest();
+        let elapsed = now - self.start;
+        self.bar.set_message(format!(
+            "widest interval ±{:.1} % (target ±{:.1} %), {} of {} left",
+            widest * 100.0,
+            self.args.target_width * 100.0,
+            clock(self.budget.saturating_sub(elapsed).as_secs_f64()),
+            clock(self.budget.as_secs_f64()),
+        ));
+        let pairs = (pairs, MIN_PAIRS);
+        self.ended = decide(pairs, widest, (elapsed, round, self.budget), self.args.target_width);
+        self.ended.is_none()
+    }
+
+    /// The relative half-width of the widest speedup interval of the configurations so far.
+    fn widest(&self) -> f64 {
+        let runs: Vec<RunData> = self
+            .plan
+            .iter()
+            .filter_map(|p| RunData::load(&self.runs_dir.join(&p.id)).ok())
+            .collect();
+        match analysis::analyse(&runs, self.args.run.warmup, self.args.run.confidence) {
+            Ok(summary) => widest(&summary),
+            Err(_) => f64::INFINITY,
+        }
+    }
+}
+
+/// The relative half-width of the widest interval among dp-bench's speedups in `summary`.
+pub(crate) fn widest(summary: &Summary) -> f64 {
+    summary
+        .speedup
+        .iter()
+        .filter(|s| {
+            summary
+                .configs
+                .iter()
+                .any(|c| c.id == s.id && c.run.implementation == crate::metrics::IMPLEMENTATION)
+        })
+        .map(|s| half_width(&s.tokens_per_sec))
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]

@@ -123,8 +123,8 @@ pub struct SpeedupSummary {
     /// Against as many independent one-rank runs side by side, when those ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of_independent: Option<OfIndependent>,
-    /// How this run's ranks got other resources than the reference's (threads per rank, device
-    /// kind, binding), one sentence each: then the speedup does not compare one device with N
+    /// How this run's ranks got other resources than the reference's (threads per rank, the
+    /// cores each could run on), one sentence each: then the speedup does not compare one device with N
     /// alone. Empty for a like-for-like comparison.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlike: Vec<String>,

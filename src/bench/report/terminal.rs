@@ -7,10 +7,6 @@ use crate::bench::summary::{BaselineChange, SpeedupSummary, Summary};
 
 const GROUP: &str = "data_parallel";
 
-fn ratio(e: &Estimate) -> String {
-    Terminal.ratio(e)
-}
-
 fn percent(c: &Change) -> String {
     Terminal.estimate(&c.relative, &format::change)
 }
@@ -43,15 +39,12 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             o.low_severe + o.high_severe,
         );
         if let Some(s) = summary.speedup.iter().find(|s| s.id == c.id) {
-            let label = match s.unlike.is_empty() {
-                true => String::new(),
-                false => " (NOT like for like)".to_string(),
-            };
+            let label = if s.unlike.is_empty() { "" } else { " (NOT like for like)" };
             out += &format!(
                 "{pad}speedup over {}{label}: time {}  thrpt {}  efficiency {}{}\n",
                 s.reference,
-                ratio(&s.training_time),
-                ratio(&s.tokens_per_sec),
+                Terminal.ratio(&s.training_time),
+                Terminal.ratio(&s.tokens_per_sec),
                 Terminal.estimate(&s.efficiency_interval, &format::three),
                 match s.paired_epochs {
                     0 => String::new(),
@@ -68,7 +61,7 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             if let Some(o) = &s.of_independent {
                 out += &format!(
                     "{pad}of what the cores allow: {} of the throughput of {}\n",
-                    ratio(&o.tokens_per_sec),
+                    Terminal.ratio(&o.tokens_per_sec),
                     o.id
                 );
             }
@@ -108,7 +101,8 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
         }
     }
     for v in &summary.versus {
-        out += &format!("{} vs {}: thrpt {}\n", v.ours, v.theirs, ratio(&v.tokens_per_sec));
+        out +=
+            &format!("{} vs {}: thrpt {}\n", v.ours, v.theirs, Terminal.ratio(&v.tokens_per_sec));
     }
     if summary.reference.is_none() {
         out += "(no one-device configuration: speedups need a run with world size 1)\n";
