@@ -5,9 +5,13 @@ trained on exactly the token ids of a dp-bench run, and timed like dp-bench time
 
 Modes:
   eager      one process, no distribution
-  ddp        torch.nn.parallel.DistributedDataParallel over gloo (bucketed all-reduce overlapped
-             with backward), one process per rank
+  ddp        torch.nn.parallel.DistributedDataParallel (bucketed all-reduce overlapped with
+             backward) over gloo on CPUs and NCCL on GPUs, one process per rank
   per-param  one dist.all_reduce per parameter gradient after backward (the course's reference)
+
+On GPUs (`--device cuda`) rank r uses GPU r, clocks are read after torch.cuda.synchronize(), and
+`--precision` picks what a PyTorch user would run: fp32, tf32 (TF32 matrix products) or bf16
+(torch.autocast to bfloat16 with the fused AdamW kernel); `--compile` adds torch.compile.
 
 It writes dp-bench's files — rank{r}_results_epoch{e}.json per rank and epoch, and run.json
 (copied from the dp-bench run the examples came from, with `implementation`, world size, batch
@@ -115,28 +119,54 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
+def step_flops(dims, vocab, sequences, seq_len, targets):
+    """dp-bench's count of a step's matrix-product FLOPs (GptConfig::step_flops): the model's work
+    as WORKLOAD.md defines it (the head only at target positions), so both implementations'
+    model FLOPs utilisation counts the same work."""
+    c, layers = dims["n_embd"], dims["n_layer"]
+    b, t = sequences, seq_len
+    return layers * (6 * 12 * c * c * b * t + 12 * t * t * c * b) + 6 * c * vocab * targets
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train(rank, args):
     world = args.world_size
     if args.bind:
         os.sched_setaffinity(0, {rank % os.cpu_count()})  # as `mpirun -bind-to core` does for dp-bench
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda", rank) if args.device == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
     if world > 1:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world, device_id=device if device.type == "cuda" else None)
     data = json.load(open(args.examples))
     template = json.load(open(args.template))
     dims = template["dims"]
     torch.manual_seed(args.seed)
     model = GPT(data["vocab_size"], dims["n_layer"], dims["n_embd"], dims["n_head"],
                 dims["n_positions"], template["config"]["dropout"])
+    model.to(device)
     torch.manual_seed(args.seed + 1 + rank)
     trained = model
     if args.mode == "ddp":
-        trained = nn.parallel.DistributedDataParallel(model)
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
     elif world > 1:
         for p in model.parameters():
             dist.broadcast(p.data, 0)
+    if args.compile:
+        trained = torch.compile(trained)
+    # Mixed precision as users run it: the fused AdamW kernel with autocast.
+    fused = device.type == "cuda" and args.precision != "fp32"
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999),
-                            eps=1e-8, weight_decay=0.01)
+                            eps=1e-8, weight_decay=0.01, fused=fused or None)
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     examples = data["examples"]
     order = list(range(len(examples)))
     random.Random(args.seed).shuffle(order)
@@ -156,9 +186,10 @@ def train(rank, args):
         trained_epochs = epoch + 1
         trained.train()
         tokens = target_tokens = 0
-        allreduce_time = data_time = loss_sum = 0.0
+        flops = allreduce_time = data_time = loss_sum = 0.0
         if world > 1:
             dist.barrier()
+        sync(device)
         start = time.perf_counter()
         for step in steps:
             t0 = time.perf_counter()
@@ -166,10 +197,13 @@ def train(rank, args):
             global_targets = sum(max(0, len(examples[i]["ids"]) - max(examples[i]["prompt_len"] - 1, 0) - 1)
                                  for i in step)
             inputs, labels, weights = collate(mine, data["pad"], seq_len)
+            targets = int(weights.sum().item())
+            inputs, labels, weights = (x.to(device, non_blocking=True) for x in (inputs, labels, weights))
             data_time += time.perf_counter() - t0
             opt.zero_grad(set_to_none=True)
-            logits = trained(inputs)
-            token_loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), reduction="none")
+            with autocast():
+                logits = trained(inputs)
+            token_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), reduction="none")
             loss = (token_loss * weights.view(-1)).sum()
             (loss / global_targets).backward()
             if args.mode == "per-param" and world > 1:
@@ -180,13 +214,17 @@ def train(rank, args):
             opt.step()
             loss_sum += loss.item()
             tokens += inputs.numel()
-            target_tokens += int(weights.sum().item())
+            target_tokens += targets
+            flops += step_flops(dims, data["vocab_size"], len(mine), seq_len, targets)
+        sync(device)
         training_time = time.perf_counter() - start
         if world > 1:
             dist.barrier()
         total = torch.tensor([loss_sum, float(target_tokens)], dtype=torch.float64)
         if world > 1:
+            total = total.to(device)
             dist.all_reduce(total)
+            total = total.cpu()
         with torch.no_grad():
             checksum = sum(p.double().sum().item() for p in model.parameters())
         record = {
@@ -199,18 +237,21 @@ def train(rank, args):
             "compute_time": training_time - allreduce_time - data_time,
             "allreduce_time": allreduce_time, "wait_time": 0.0, "data_time": data_time,
             "max_rss_mb": max_rss_mb(), "validation_loss": None, "bleu": None, "eval_time": None,
-            "param_checksum": checksum,
+            "param_checksum": checksum, "flops": flops,
         }
         write_json(os.path.join(args.workdir, f"rank{rank}_results_epoch{epoch}.json"), record)
         if rank == 0:
             print(f"epoch {epoch + 1}/{args.n_epochs}: {training_time:.2f} s", flush=True)
     if rank == 0:
         info = dict(template)
-        info["implementation"] = f"pytorch-{args.mode}"
+        info["implementation"] = f"pytorch-{args.mode}" + ("-compiled" if args.compile else "")
         info["config"] = dict(template["config"], world_size=world, batch_size=args.batch_size,
-                              threads=args.threads, n_epochs=trained_epochs)
+                              threads=args.threads, n_epochs=trained_epochs, device=args.device,
+                              precision=args.precision)
         info["libtorch_version"] = torch.__version__
-        info["mpi_library"] = "torch.distributed gloo" if world > 1 else "none"
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        info["mpi_library"] = f"torch.distributed {backend}" if world > 1 else "none"
+        info["device"] = str(device)
         info["threads_per_rank"] = args.threads
         info["hosts"] = [socket.gethostname()] * world
         info["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -232,10 +273,23 @@ def main():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--bind", action="store_true", help="pin rank r to core r (mod cores)")
     p.add_argument("--stop-file", help="stop before the next epoch once this file exists (the bench's time budget)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="rank r trains on GPU r with cuda")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                   help="tf32: TF32 matrix products; bf16: autocast to bfloat16 + fused AdamW (GPUs only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
     if args.batch_size % args.world_size:
         p.error(f"--batch-size {args.batch_size} is not divisible by --world-size {args.world_size}")
+    if args.device == "cuda":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            p.error("--device cuda but torch sees no CUDA device: use --device cpu or run on a GPU machine")
+        if args.world_size > gpus:
+            p.error(f"--world-size {args.world_size} needs {args.world_size} GPUs (one per rank, as NCCL "
+                    f"requires), torch sees {gpus}: lower --world-size")
+    elif args.precision != "fp32":
+        p.error(f"--precision {args.precision} needs --device cuda (CPUs train in fp32)")
     if args.world_size == 1:
         train(0, args)
     else:

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
 use clap::{Args, Parser, Subcommand};
+use mpi::collective::CommunicatorCollectives as _;
 use mpi::topology::Communicator as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -199,13 +200,18 @@ fn train_main(args: TrainArgs) -> ExitCode {
     };
     let world = universe.world();
     let host_comm = world.split_shared(0);
-    let (local_rank, local_ranks) = (host_comm.rank() as usize, host_comm.size() as usize);
+    let mut host_ranks = vec![0u64; host_comm.size() as usize];
+    host_comm.all_gather_into(&(world.rank() as u64), &mut host_ranks[..]);
+    let place = crate::run::HostPlace {
+        local_rank: host_comm.rank() as usize,
+        host_ranks: host_ranks.into_iter().map(|r| r as usize).collect(),
+    };
     let comm = Mpi { world };
     let rank = comm.rank();
-    let config = args.into_config(comm.size(), local_ranks);
+    let config = args.into_config(comm.size(), place.host_ranks.len());
     let trained = match config.independent {
-        false => train(&config, &comm, local_rank),
-        true => train_copy(config, &comm, local_rank),
+        false => train(&config, &comm, &place),
+        true => train_copy(config, &comm, &place),
     };
     match trained {
         Ok(()) => ExitCode::SUCCESS,
@@ -218,7 +224,7 @@ fn train_main(args: TrainArgs) -> ExitCode {
 fn train_copy(
     mut config: Config,
     world: &dyn Communicator,
-    local_rank: usize,
+    place: &crate::run::HostPlace,
 ) -> anyhow::Result<()> {
     if config.copies < 2 {
         return Err(UsageError::from_err(crate::config::ConfigError::IndependentAlone));
@@ -229,15 +235,26 @@ fn train_copy(
     })?;
     config.copy = world.rank();
     config.workdir = Config::copy_dir(&config.workdir, config.copy);
-    train(&config, &crate::dist::Solo, local_rank)
+    train(&config, &crate::dist::Solo, place)
 }
 
-fn train(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyhow::Result<()> {
+fn train(
+    config: &Config,
+    comm: &dyn Communicator,
+    place: &crate::run::HostPlace,
+) -> anyhow::Result<()> {
     config.validate().map_err(UsageError::from_err)?;
     config.validate_world(comm.size()).map_err(UsageError::from_err)?;
+    if config.allreduce == crate::config::AllReduce::Nccl {
+        crate::dist::nccl::library().map_err(UsageError::from_err)?;
+    }
+    if config.precision == crate::config::Precision::Tf32 {
+        // libtorch reads it once, at the first fp32 matrix product on a GPU, which is later.
+        std::env::set_var(crate::TF32_VAR, "1");
+    }
     tch::set_num_threads(config.threads as i32);
     tch::set_num_interop_threads(1);
-    crate::run::run(config, comm, local_rank)
+    crate::run::run(config, comm, place)
 }
 
 /// Prints an error once: bad input as one line from rank 0 (every rank saw the same), anything

@@ -21,6 +21,9 @@ use std::time::Duration;
 static RANK: AtomicUsize = AtomicUsize::new(0);
 static EPOCH: AtomicUsize = AtomicUsize::new(usize::MAX);
 static STATUS: OnceLock<(File, PathBuf)> = OnceLock::new();
+/// What this rank trains ("preset gpt2, 64 examples per rank of 128 positions"), for the message
+/// of a rank that runs out of memory.
+static WORK: OnceLock<String> = OnceLock::new();
 
 /// The status of a rank that already said why it stopped.
 const REPORTED: &str = "reported";
@@ -93,6 +96,28 @@ fn current_status() -> String {
         .unwrap_or_else(|| "setup".into())
 }
 
+/// Records what this rank trains, for the out-of-memory message.
+pub(crate) fn set_work(work: String) {
+    let _ = WORK.set(work);
+}
+
+/// Whether a libtorch error says an allocation failed (CUDA's caching allocator, or the CPU's).
+pub(crate) fn is_out_of_memory(message: &str) -> bool {
+    message.contains("CUDA out of memory")
+        || message.contains("OutOfMemoryError")
+        || message.contains("DefaultCPUAllocator: can't allocate memory")
+}
+
+/// The one line of a rank that ran out of memory `during` a place in the run.
+fn out_of_memory_line(rank: usize, during: &str, work: Option<&str>) -> String {
+    format!(
+        "dp-bench: error: rank {rank} ran out of device memory during {during}{}: lower \
+         --batch-size (each rank holds batch-size / world-size examples), --model-max-length, \
+         or choose a smaller --preset",
+        work.map(|w| format!(" ({w})")).unwrap_or_default()
+    )
+}
+
 /// Makes a panic print one line naming the rank and the epoch and then abort the process, so
 /// `mpirun` ends the whole job instead of the other ranks waiting in a collective.
 pub fn abort_on_panic() {
@@ -104,6 +129,20 @@ pub fn abort_on_panic() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("panic");
+        if is_out_of_memory(message) {
+            // Bad input, not a bug: exit 2 with what to lower. `mpirun` ends the other ranks.
+            eprintln!(
+                "{}",
+                out_of_memory_line(
+                    rank,
+                    &describe(&current_status()),
+                    WORK.get().map(String::as_str)
+                )
+            );
+            set_status(REPORTED);
+            // SAFETY: ends the process at once, as `abort` would, without waiting in MPI.
+            unsafe { libc::_exit(2) };
+        }
         let place = info.location().map(|l| format!(" [{}:{}]", l.file(), l.line()));
         eprintln!(
             "dp-bench: rank {rank} failed during {}: {}{}",
@@ -143,6 +182,22 @@ pub(crate) fn stop_on_signals() -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Ends this rank after NCCL reported an asynchronous error (`message`; the communicator has
+/// been aborted): most often a peer rank died inside a collective. One line, then exit 1, so
+/// `mpirun` ends the job rather than ranks spinning in a collective that cannot finish.
+pub(crate) fn ended_by_peer(rank: usize, message: &str) -> ! {
+    let dir = STATUS.get().map_or(PathBuf::from("."), |(_, d)| d.clone());
+    eprintln!(
+        "dp-bench: rank {rank}: {message} during {} (a peer rank stopped inside a collective?); \
+         NCCL's communicator was aborted; {}",
+        describe(&current_status()),
+        kept(EPOCH.load(Ordering::Relaxed), &dir)
+    );
+    set_status(REPORTED);
+    // SAFETY: ends the process without running destructors or MPI's exit handlers.
+    unsafe { libc::_exit(1) }
 }
 
 /// A rank on this host that the sentinel watches.
@@ -270,6 +325,18 @@ mod tests {
         assert_eq!(describe("eval 2 0 0"), "epoch 2 (eval)");
         assert!(kept(0, Path::new("w")).contains("no epoch had finished"));
         assert!(kept(3, Path::new("w")).contains("epochs 0–2 are kept in w"));
+    }
+
+    #[test]
+    fn out_of_memory_is_recognised_and_names_what_to_lower() {
+        let cuda = "Torch(\"CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total \
+                    capacity of 139.81 GiB\")";
+        assert!(is_out_of_memory(cuda));
+        assert!(is_out_of_memory("DefaultCPUAllocator: can't allocate memory: you tried"));
+        assert!(!is_out_of_memory("shape '[2, 3]' is invalid for input of size 5"));
+        let line = out_of_memory_line(1, "epoch 0 (train, step 3 of 40)", Some("preset gpt2"));
+        assert!(line.starts_with("dp-bench: error: rank 1 ran out of device memory"), "{line}");
+        assert!(line.contains("(preset gpt2)") && line.contains("lower --batch-size"), "{line}");
     }
 
     #[test]

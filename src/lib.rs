@@ -46,6 +46,10 @@ pub(crate) fn keep_freed_memory() {
     }
 }
 
+/// The environment variable that makes libtorch run fp32 matrix products on GPUs as TF32
+/// (`--precision tf32`); read once, at the first such product.
+pub const TF32_VAR: &str = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE";
+
 /// The libtorch version the binary was built against (read from the torch package by build.rs).
 pub(crate) const LIBTORCH_VERSION: &str = env!("DP_BENCH_LIBTORCH_VERSION");
 

@@ -3,7 +3,7 @@
 //! runs this with the same configuration; rank 0 alone writes the shared files.
 
 use crate::checkpoint::{self, CheckpointInfo};
-use crate::config::{Config, DeviceKind};
+use crate::config::{AllReduce, Config, DeviceKind};
 use crate::data::{self, BatchSource, Example, Tokenizer};
 use crate::dist::{self, Communicator};
 use crate::eval::{self, Evaluation};
@@ -63,29 +63,52 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The device of a rank: with CUDA, the `local_rank`-th GPU of its host (round robin).
-fn device_of(config: &Config, local_rank: usize) -> anyhow::Result<Device> {
+/// This rank's place on its host: its index among the host's ranks, and the world ranks of the
+/// host's ranks in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlace {
+    pub local_rank: usize,
+    pub host_ranks: Vec<usize>,
+}
+
+impl HostPlace {
+    /// A process alone on its host.
+    pub fn alone() -> Self {
+        HostPlace { local_rank: 0, host_ranks: vec![0] }
+    }
+}
+
+/// The device of a rank: with CUDA, the GPU of its index among its host's ranks (refused with
+/// NCCL where ranks would share one; round robin otherwise).
+fn device_of(config: &Config, place: &HostPlace) -> anyhow::Result<Device> {
     match config.device {
         DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda if tch::Cuda::is_available() => {
-            Ok(Device::Cuda(local_rank % tch::Cuda::device_count() as usize))
+        DeviceKind::Cuda => {
+            let gpus = match tch::Cuda::is_available() {
+                true => tch::Cuda::device_count() as usize,
+                false => 0,
+            };
+            let nccl = config.allreduce == AllReduce::Nccl;
+            dist::nccl::gpu_of(place.local_rank, &place.host_ranks, gpus, nccl)
+                .map(Device::Cuda)
+                .map_err(UsageError::from_err)
         }
-        DeviceKind::Cuda => Err(UsageError::error(
-            "--device cuda but libtorch sees no CUDA device: use --device cpu or run on a GPU machine",
-        )),
     }
 }
 
 /// Trains and evaluates as configured, writing metrics into `config.workdir`. `local_rank` is
 /// this rank's index among the ranks on its host. The loop of named stages:
 /// set up; for each epoch: train, evaluate, record, checkpoint; finish.
-pub fn run(config: &Config, comm: &dyn Communicator, local_rank: usize) -> anyhow::Result<()> {
+pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyhow::Result<()> {
     let rank = comm.rank();
-    let device = device_of(config, local_rank)?;
+    let device = device_of(config, place)?;
     // Of independent copies, the first speaks for all.
     let progress = Progress::new(rank == 0 && config.copy == 0);
     let run = set_up(config, comm, &progress)?;
     let mut trainer = Trainer::new(config, run.tok.vocab_size(), comm, device)?;
+    if config.world_size > 1 || config.device == DeviceKind::Cuda {
+        progress.note(&data_plane_line(config, trainer.data_plane()));
+    }
     write_run_info(config, comm, &run, &trainer, device)?;
     let first_epoch = resume(comm, &mut trainer, &config.workdir, run.resume_from.clone())?;
     announce_resume(config, &progress, first_epoch);
@@ -164,6 +187,14 @@ fn set_up(
     ));
     let cores = cores_per_rank(config);
     progress.note(&rank_share(config, cores));
+    fault::set_work(format!(
+        "preset {}, {} examples per rank of global batch {}, {} positions, {}",
+        config.preset,
+        config.local_batch_size(),
+        config.batch_size,
+        config.model_max_length,
+        config.precision
+    ));
     let corpus = data::load_corpus(config).map_err(UsageError::from_err)?;
     if corpus.train.len() < config.train_examples {
         progress.note(&format!(
@@ -236,6 +267,21 @@ fn rank_share(config: &Config, cores: Option<usize>) -> String {
         None => "binding unknown".to_string(),
     };
     format!("each rank: {threads} on {device}, {cores}")
+}
+
+/// Which all-reduce runs (`plane`: `FlatGrads::data_plane`), and on GPUs why not NCCL when not.
+fn data_plane_line(config: &Config, plane: &str) -> String {
+    let mut line = format!("gradients summed by {plane} (--allreduce {})", config.allreduce);
+    match dist::nccl::library() {
+        Ok(lib) if config.allreduce == AllReduce::Nccl => {
+            line += &format!(", NCCL {} from {}", lib.version(), lib.path);
+        }
+        Err(e) if config.device == DeviceKind::Cuda => {
+            line += &format!("; NCCL did not load ({})", e.reason);
+        }
+        _ => {}
+    }
+    line
 }
 
 /// `cpu` or `cuda:N`, as run.json records a rank's device.

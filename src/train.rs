@@ -4,7 +4,7 @@
 //! rank is divided by the target tokens of the GLOBAL batch (WORKLOAD.md), so summing the ranks'
 //! gradients gives exactly the gradient one rank would compute on the whole global batch.
 
-use crate::config::{Config, OptimizerState};
+use crate::config::{AllReduce, Config, OptimizerState};
 use crate::data::{Batch, BatchSource};
 use crate::dist::{gradient_node_buffer, param_checksum, Communicator, FlatGrads};
 use crate::model::Gpt;
@@ -130,6 +130,7 @@ impl<'a> Trainer<'a> {
             vocab_size: vocab_size as i64,
             dropout: config.dropout,
             matmul: config.cpu_matmul,
+            precision: config.precision,
         };
         let model = Gpt::new(&vs.root(), gpt_config);
         let vars = vs.trainable_variables();
@@ -138,7 +139,10 @@ impl<'a> Trainer<'a> {
         let numel = vars.iter().map(|v| v.numel()).sum();
         let shard = config.optimizer_state == OptimizerState::Sharded && device == Device::Cpu;
         let node = gradient_node_buffer(comm, config.allreduce, numel, 3 * numel * shard as usize);
-        let grads = FlatGrads::with_shared(&vars, node.clone());
+        let mut grads = FlatGrads::with_shared(&vars, node.clone());
+        if config.allreduce == AllReduce::Nccl {
+            grads.sum_with_nccl(crate::dist::nccl_data_plane(comm, device)?);
+        }
         let opt = match node.filter(|_| shard) {
             Some(node) => AdamW::sharded(&vars, adamw, node),
             None => AdamW::new(&vars, adamw),
@@ -222,6 +226,11 @@ impl<'a> Trainer<'a> {
             wait: (t1 - t_wait).as_secs_f64(),
             allreduce: (t2 - t1).as_secs_f64(),
         })
+    }
+
+    /// Which data plane sums the gradients (`FlatGrads::data_plane`).
+    pub fn data_plane(&self) -> &'static str {
+        self.grads.data_plane()
     }
 
     /// Number of parameter values.

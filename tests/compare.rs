@@ -215,6 +215,17 @@ fn inconsistent_or_broken_runs_are_refused() {
     let o = compare(&[&one, &one], &out);
     assert!(String::from_utf8_lossy(&o.stderr).contains("same configuration"));
 
+    // A bf16 run is not the same workload as an fp32 one.
+    let bf16 = tmp.path().join("bf16");
+    fake_run(&bf16, Preset::Tiny, &[&[1.0, 0.6, 0.5, 0.55], &[1.0, 0.6, 0.5, 0.55]]);
+    let mut info = read_json(&bf16.join("run.json"));
+    info["config"]["precision"] = "bf16".into();
+    std::fs::write(bf16.join("run.json"), info.to_string()).unwrap();
+    let o = compare(&[&one, &bf16], &out);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("differ in precision (fp32 vs bf16)"), "{err}");
+
     std::fs::write(small.join("rank1_results_epoch2.json"), "{\"epoch\": 2,").unwrap();
     let o = compare(&[&small], &out);
     assert_eq!(o.status.code(), Some(2));

@@ -220,9 +220,10 @@ impl RunData {
 }
 
 /// Fields that must agree for epoch times of two runs to be comparable.
-fn workload_fields(c: &Config) -> [(&'static str, String); 6] {
+fn workload_fields(c: &Config) -> [(&'static str, String); 7] {
     [
         ("preset", c.preset.to_string()),
+        ("precision", c.precision.to_string()),
         ("dataset", c.dataset.to_string()),
         ("train_examples", c.train_examples.to_string()),
         ("model_max_length", c.model_max_length.to_string()),
@@ -300,6 +301,9 @@ pub(crate) fn config_ids(runs: &[RunData]) -> Vec<String> {
             if c.copies > 1 {
                 id += INDEPENDENT;
             }
+            if c.precision != crate::config::Precision::Fp32 {
+                id += &format!("_{}", c.precision);
+            }
             if r.info.implementation != crate::metrics::IMPLEMENTATION {
                 id = format!("{}_{id}", r.info.implementation);
             }
@@ -338,6 +342,7 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
             run_dir: run.dir.display().to_string(),
             run: run.info.clone(),
             samples,
+            mfu: None,
         });
     }
     // Speedups are within an implementation: each run against the one-device run of its own
@@ -394,6 +399,7 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         speedup,
         versus,
         sampling: None,
+        peak: None,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod allreduce;
 pub mod analysis;
+pub mod device;
 pub mod format;
 pub mod padding;
 pub mod plot;
@@ -22,15 +23,16 @@ use std::process::ExitCode;
 /// flattened into each one's own.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Batch size per rank, b (N ranks train global batches of N·b)
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
+    /// Batch size per rank, b (N ranks train global batches of N·b) [default: 16 on CPUs, 64 on
+    /// GPUs]
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Intra-op threads per rank
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Model preset, as `dp-bench --preset`
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
+    /// Model preset, as `dp-bench --preset` [default: tiny on CPUs, gpt2 on GPUs]
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Leading epochs of each run excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,

@@ -60,6 +60,11 @@ impl PaddingArgs {
         self.epochs.unwrap_or(if self.quick { 4 } else { 9 })
     }
 
+    /// Examples per step (one rank, on the CPU): 16 unless given.
+    fn batch(&self) -> usize {
+        self.run.batch.unwrap_or(16)
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         self.turns.validate()?;
         anyhow::ensure!(
@@ -68,7 +73,7 @@ impl PaddingArgs {
             self.epochs(),
             self.run.warmup
         );
-        anyhow::ensure!(self.run.batch > 0, "--batch must be positive");
+        anyhow::ensure!(self.batch() > 0, "--batch must be positive");
         if let Some(doc) = &self.update_doc {
             check_doc(doc, DocTable::PADDING)?;
         }
@@ -134,14 +139,14 @@ pub fn run_padding_bench(
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the corpus path {} is not UTF-8", dataset.display()))?;
     let dir = |name: &str| out_dir.join("runs").join(name);
-    let (batch, epochs) = (args.run.batch.to_string(), args.epochs().to_string());
+    let (batch, epochs) = (args.batch().to_string(), args.epochs().to_string());
     let (examples, threads) = (examples.to_string(), args.run.threads.to_string());
     let common = [
         ["--batch-size", &batch],
         ["--n-epochs", &epochs],
         ["--train-examples", &examples],
         ["--threads", &threads],
-        ["--preset", &args.run.preset],
+        ["--preset", args.run.preset.as_deref().unwrap_or("tiny")],
         ["--dataset", dataset_arg],
     ]
     .concat();

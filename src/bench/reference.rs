@@ -41,38 +41,45 @@ pub(crate) fn run_references(
         .arg("--out")
         .arg(ours.join("examples.json"))
         .status();
-    let planned: Vec<&Planned> = plan.iter().filter(|p| p.reference).collect();
+    let compiled: &[bool] = if args.reference_compile { &[false, true] } else { &[false] };
+    let planned: Vec<(&Planned, bool)> = plan
+        .iter()
+        .filter(|p| p.reference)
+        .flat_map(|p| compiled.iter().map(move |&c| (p, c)))
+        .collect();
     let stopping = budget.map(|b| Stopping {
         share: b.mul_f64(sampling::REFERENCE_SHARE / planned.len().max(1) as f64),
         target_width: args.target_width,
         warmup: args.run.warmup,
         level: args.run.confidence,
     });
-    for p in planned {
-        let dir = runs_dir.join(format!("pytorch_{}", p.id));
+    for (p, compile) in planned {
+        let name = format!("pytorch{}_{}", if compile { "-compiled" } else { "" }, p.id);
+        let dir = runs_dir.join(&name);
         let result = match &exported {
             Ok(s) if s.success() => {
                 let epochs = args.reference_epochs();
-                run_reference(python, root, (&ours, p, epochs), &dir, stopping, bar)
+                run_reference(python, root, (&ours, p, epochs, compile), &dir, stopping, bar)
             }
             other => Err(anyhow::anyhow!("exporting the examples failed: {other:?}")),
         };
         match result.and_then(|()| Ok(RunData::load(&dir)?)) {
             Ok(run) => runs.push(run),
             Err(e) => {
-                bar.suspend(|| eprintln!("data_parallel/pytorch_{}: FAILED: {e:#}", p.id));
-                failures.push(format!("pytorch_{}", p.id));
+                bar.suspend(|| eprintln!("data_parallel/{name}: FAILED: {e:#}"));
+                failures.push(name);
             }
         }
     }
 }
 
-/// The PyTorch reference of configuration `p` (eager on one rank, DDP on more) into `dir`, on the
-/// token ids and workload of dp-bench's run in `ours`, for at most `epochs` epochs.
+/// The PyTorch reference of configuration `p` (eager on one rank, DDP on more; through
+/// torch.compile with `compile`) into `dir`, on the token ids, device and precision of
+/// dp-bench's run in `ours`, for at most `epochs` epochs.
 fn run_reference(
     python: &Path,
     root: &Path,
-    (ours, p, epochs): (&Path, &Planned, usize),
+    (ours, p, epochs, compile): (&Path, &Planned, usize, bool),
     dir: &Path,
     stopping: Option<Stopping>,
     bar: &ProgressBar,
@@ -97,12 +104,14 @@ fn run_reference(
         .args(["--mode", mode, "--world-size", &p.world_size.to_string()])
         .args(["--batch-size", &flag("--batch-size"), "--n-epochs", &epochs.to_string()])
         .args(["--threads", &flag("--threads")])
+        .args(["--device", &flag("--device"), "--precision", &flag("--precision")])
+        .args(compile.then_some("--compile"))
         .args(bound(p.world_size).then_some("--bind"))
         .arg("--stop-file")
         .arg(&stop_file)
         .arg("--workdir")
         .arg(dir);
-    let id = format!("pytorch-{mode}_{}", p.id);
+    let id = format!("pytorch-{mode}{}_{}", if compile { "-compiled" } else { "" }, p.id);
     bar.set_prefix(id.clone());
     let (mut child, errors, lines) = super::turns::spawn_reporting(cmd, &id, bar)?;
     let start = Instant::now();

@@ -3,11 +3,12 @@
 //! the `data_parallel` bench target; `compare` reuses the analysis and reports on existing runs.
 
 use super::analysis::{self, RunData};
+use super::device::{device_plan, measure_peak, visible_gpus, DeviceChoice, DevicePlan, Given};
 use super::report::{self, Outputs, Publish};
 use super::sampling::{self, Ended, Sampler, Sampling};
 use super::summary::Summary;
 use super::turns::{run_in_turns, Turn, TurnArgs};
-use crate::config::Partition;
+use crate::config::{DeviceKind, Partition, Precision};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -40,8 +41,20 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
     pub target_width: f64,
     /// World sizes to compare, each run with global batch = per-device batch × world size
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub world_sizes: Vec<usize>,
+    /// [default: 1,2 on CPUs; on GPUs 1, 2, 4, … up to the GPU count]
+    #[arg(long, value_delimiter = ',')]
+    pub world_sizes: Option<Vec<usize>>,
+    /// cpu, cuda (one rank a GPU, gradients summed by NCCL) or auto (cuda when libtorch sees a
+    /// GPU)
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Number formats of every run and of the reference, as `dp-bench --precision` (tf32 and
+    /// bf16 on GPUs)
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Also run the PyTorch reference through torch.compile (a further row per world size)
+    #[arg(long)]
+    pub reference_compile: bool,
     /// How each global batch is split over the ranks (as `dp-bench --partition`): adaptive deals
     /// each step's examples in proportion to the ranks' measured speeds, balanced evens out their
     /// work at equal speeds; neither changes any step's examples. A list (`adaptive,balanced`)
@@ -154,13 +167,25 @@ impl BenchArgs {
     /// --rotate-cores N`): those the largest configuration's ranks are bound to. `None` when they
     /// stay on the first.
     pub(crate) fn baseline_cores(&self) -> Option<usize> {
-        let largest = self.world_sizes.iter().copied().max().unwrap_or(1);
+        let devices = self.devices().ok()?;
+        let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
         let cores = largest.min(crate::gate::usable_cores().len());
-        (!self.baseline_on_first_core
+        (devices.device == DeviceKind::Cpu
+            && !self.baseline_on_first_core
             && self.turns.turn_examples > 0
             && self.run.threads == 1
             && cores > 1)
             .then_some(cores)
+    }
+
+    /// The devices, world sizes, preset and batch this bench runs with.
+    pub fn devices(&self) -> anyhow::Result<DevicePlan> {
+        let given = Given {
+            world_sizes: self.world_sizes.as_deref(),
+            preset: self.run.preset.as_deref(),
+            batch: self.run.batch,
+        };
+        device_plan(self.device, visible_gpus(), given)
     }
 
     pub(crate) fn reference_epochs(&self) -> usize {
@@ -182,7 +207,14 @@ impl BenchArgs {
                 self.run.warmup
             );
         }
-        anyhow::ensure!(!self.world_sizes.is_empty(), "--world-sizes is empty");
+        let devices = self.devices()?;
+        anyhow::ensure!(!devices.world_sizes.is_empty(), "--world-sizes is empty");
+        anyhow::ensure!(devices.batch > 0, "--batch must be positive");
+        anyhow::ensure!(
+            devices.device == DeviceKind::Cuda || self.precision == Precision::Fp32,
+            "--precision {} runs on GPUs: add --device cuda on a GPU machine, or drop it",
+            self.precision
+        );
         anyhow::ensure!(
             self.target_width > 0.0 && self.target_width < 1.0,
             "--target-width {} must be in (0, 1), e.g. 0.01 for ±1 %",
@@ -213,6 +245,8 @@ impl BenchArgs {
     /// `--no-independent`) each world size above one as independent one-rank copies.
     pub(crate) fn plan(&self) -> Vec<Planned> {
         let examples = self.train_examples();
+        let devices = self.devices().expect("validated");
+        let (device, precision) = (devices.device.to_string(), self.precision.to_string());
         // What every configuration trains, for `batch` examples per step and rank.
         let workload = |batch: usize| {
             [
@@ -225,7 +259,11 @@ impl BenchArgs {
                 "--threads",
                 &self.run.threads.to_string(),
                 "--preset",
-                &self.run.preset,
+                &devices.preset,
+                "--device",
+                &device,
+                "--precision",
+                &precision,
                 "--dataset",
                 &self.dataset,
                 "--benchmark-only",
@@ -236,12 +274,12 @@ impl BenchArgs {
         };
         // One rank has nothing to split: it runs once, under the first partition.
         let partitions = |n: usize| if n == 1 { &self.partition[..1] } else { &self.partition[..] };
-        let data_parallel = self
+        let data_parallel = devices
             .world_sizes
             .iter()
             .flat_map(|&n| partitions(n).iter().enumerate().map(move |(k, &p)| (n, k, p)))
             .map(|(n, k, partition)| {
-                let global = self.run.batch * n;
+                let global = devices.batch * n;
                 let mut args = workload(global);
                 args.extend(["--world-size".into(), n.to_string()]);
                 args.extend(["--partition".into(), partition.to_string()]);
@@ -252,10 +290,10 @@ impl BenchArgs {
                 Planned { id, world_size: n, args, reference: k == 0 }
             });
         let independent =
-            self.world_sizes.iter().filter(|&&n| n > 1 && !self.no_independent).map(|&n| {
-                let mut args = workload(self.run.batch);
+            devices.world_sizes.iter().filter(|&&n| n > 1 && !self.no_independent).map(|&n| {
+                let mut args = workload(devices.batch);
                 args.push("--independent".into());
-                let id = analysis::config_id(n, self.run.batch * n, None) + analysis::INDEPENDENT;
+                let id = analysis::config_id(n, devices.batch * n, None) + analysis::INDEPENDENT;
                 Planned { id, world_size: n, args, reference: false }
             });
         data_parallel
@@ -360,8 +398,19 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     let runs_dir = out_dir.join("runs");
     let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
     let reference = !args.no_reference && python.exists();
-    let references = if reference { plan.iter().filter(|p| p.reference).count() } else { 0 };
+    let variants = 1 + usize::from(args.reference_compile);
+    let references =
+        if reference { variants * plan.iter().filter(|p| p.reference).count() } else { 0 };
     let budget = args.budget();
+    let devices = args.devices()?;
+    println!("data_parallel: {}", devices.describe());
+    // Measured before any run starts, on an idle device.
+    let peak = measure_peak(devices.device, args.precision);
+    println!(
+        "data_parallel: matrix-product peak {:.1} GFLOP/s ({}), what MFU is a share of",
+        peak.flops_per_sec / 1e9,
+        peak.measured
+    );
     if let Some(b) = budget {
         println!(
             "data_parallel: a time budget of {} ({} for the PyTorch reference), sampling until \
@@ -402,6 +451,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     bar.finish_and_clear();
     anyhow::ensure!(!runs.is_empty(), "every configuration failed: {}", failures.join(", "));
     let mut summary = analysis::analyse(&runs, args.run.warmup, args.run.confidence)?;
+    summary.set_peak(peak);
     summary.sampling = ended.zip(budget).map(|((ended_by, elapsed), budget)| Sampling {
         ended_by,
         widest: sampling::widest(&summary),

@@ -77,6 +77,10 @@ pub struct ConfigSummary {
     pub run_dir: String,
     pub samples: Samples,
     pub run: RunInfo,
+    /// Model FLOPs utilisation: a rank's model FLOPs per second (`flops_per_rank_per_sec`) as a
+    /// share of the device's measured peak (`Summary::peak`); absent where either is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
 }
 
 impl ConfigSummary {
@@ -224,6 +228,9 @@ pub struct Summary {
     /// `dp-bench compare`'s summaries and the bench's fixed-size runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<super::sampling::Sampling>,
+    /// The matrix-product peak of one rank's device, measured at the start of the bench.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<super::device::Peak>,
 }
 
 /// dp-bench's throughput ÷ a reference implementation's, on the same workload.
@@ -235,6 +242,14 @@ pub struct VersusSummary {
 }
 
 impl Summary {
+    /// Gives each configuration its model FLOPs utilisation against `peak`.
+    pub fn set_peak(&mut self, peak: super::device::Peak) {
+        for c in &mut self.configs {
+            c.mfu = c.flops_per_rank_per_sec().map(|r| super::device::mfu(r, &peak));
+        }
+        self.peak = Some(peak);
+    }
+
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;

@@ -182,18 +182,63 @@ fn cpu_vendor() -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AllReduce {
-    /// The ranks of a host sum in memory they share (an MPI-3 shared window; one read and one
-    /// write of each byte), then MPI between hosts. Plain MPI where ranks share no memory.
+    /// NCCL on GPUs when it loads, shm otherwise (resolved when the configuration is made, so
+    /// `run.json` records what ran).
     #[default]
+    Auto,
+    /// The ranks of a host sum in memory they share (an MPI-3 shared window; one read and one
+    /// write of each byte), then MPI between hosts. Plain MPI where ranks share no memory. GPU
+    /// gradients are staged through host memory.
     Shm,
-    /// `MPI_Allreduce` of the flat gradient buffer, in 4 MiB pieces.
+    /// `MPI_Allreduce` of the flat gradient buffer, in 4 MiB pieces (staged through host memory
+    /// on GPUs).
     Mpi,
+    /// NCCL on the GPUs (`--device cuda`): one in-place `ncclAllReduce` of the flat buffer a
+    /// step, MPI only to set the communicator up. NCCL is loaded at run time
+    /// (`dist::nccl`).
+    Nccl,
 }
 
 impl AllReduce {
     /// What runs before this option existed: MPI.
     pub(super) fn legacy() -> Self {
         AllReduce::Mpi
+    }
+
+    /// `Auto` made concrete for `device`: NCCL on GPUs when `nccl_loads`, shm otherwise.
+    pub(crate) fn resolve(self, device: DeviceKind, nccl_loads: bool) -> Self {
+        match (self, device) {
+            (AllReduce::Auto, DeviceKind::Cuda) if nccl_loads => AllReduce::Nccl,
+            (AllReduce::Auto, _) => AllReduce::Shm,
+            (concrete, _) => concrete,
+        }
+    }
+}
+
+impl fmt::Display for AllReduce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_value_name(self, f)
+    }
+}
+
+/// The number formats of training (`--precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// fp32 throughout (WORKLOAD.md's contract).
+    #[default]
+    Fp32,
+    /// fp32 tensors, matrix products on TF32 tensor cores (GPUs only).
+    Tf32,
+    /// Mixed precision as PyTorch's autocast does it: fp32 parameters, gradients and AdamW
+    /// state; matrix products and attention in bf16; LayerNorm, softmax and the loss in fp32
+    /// (GPUs only).
+    Bf16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_value_name(self, f)
     }
 }
 
@@ -263,6 +308,16 @@ impl fmt::Display for DatasetSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_allreduce_is_nccl_on_gpus_where_it_loads() {
+        use AllReduce::*;
+        assert_eq!(Auto.resolve(DeviceKind::Cuda, true), Nccl);
+        assert_eq!(Auto.resolve(DeviceKind::Cuda, false), Shm);
+        assert_eq!(Auto.resolve(DeviceKind::Cpu, true), Shm);
+        assert_eq!(Mpi.resolve(DeviceKind::Cuda, true), Mpi, "a choice stays");
+        assert_eq!(Nccl.to_string(), "nccl");
+    }
 
     #[test]
     fn auto_matmul_resolves_by_vendor_and_concrete_choices_stay() {

@@ -6,7 +6,7 @@ mod choices;
 
 pub use choices::{
     AllReduce, CpuMatmul, CustomDims, DatasetSpec, DeviceKind, ModelDims, OptimizerState, Padding,
-    Partition, Preset,
+    Partition, Precision, Preset,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -81,9 +81,16 @@ pub struct Config {
     /// gives each rank the host's cores divided by the ranks on the host
     #[arg(long, help_heading = DISTRIBUTION, default_value = "1", value_parser = count_or_auto)]
     pub threads: usize,
-    /// cpu, or cuda (rank r uses its node-local GPU r mod count)
+    /// cpu, or cuda (each rank uses the GPU of its index among its host's ranks; with NCCL
+    /// every rank needs a GPU of its own)
     #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// Number formats: fp32 (the workload's), tf32 (fp32 tensors, TF32 tensor-core matrix
+    /// products) or bf16 (mixed precision: fp32 parameters, gradients and optimiser state, bf16
+    /// matrix products and attention). tf32 and bf16 need --device cuda
+    #[serde(default)]
+    #[arg(long, value_enum, help_heading = TRAINING, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
     /// How training examples are split across ranks: strided (N ranks see the same examples per
     /// step as one rank), balanced (strided's steps, each dealt to even out the ranks' work),
     /// adaptive (dealt in proportion to each rank's measured speed) or contiguous (the original
@@ -107,10 +114,12 @@ pub struct Config {
     #[serde(default = "CpuMatmul::legacy")]
     #[arg(long, value_enum, help_heading = MODEL, default_value_t = CpuMatmul::Auto)]
     pub cpu_matmul: CpuMatmul,
-    /// How ranks sum gradients: shm (the ranks of a host in memory they share, MPI between hosts)
-    /// or mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces)
+    /// How ranks sum gradients: shm (the ranks of a host in memory they share, MPI between
+    /// hosts), mpi (MPI_Allreduce of the flat buffer in 4 MiB pieces), nccl (on the GPUs, one
+    /// ncclAllReduce a step; needs --device cuda) or auto (nccl on GPUs where NCCL loads, shm
+    /// otherwise)
     #[serde(default = "AllReduce::legacy")]
-    #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = AllReduce::Shm)]
+    #[arg(long, value_enum, help_heading = DISTRIBUTION, default_value_t = AllReduce::Auto)]
     pub allreduce: AllReduce,
     /// Where parameters and AdamW moments live: sharded (one copy per host in shared memory, each
     /// rank updating its own part, as ZeRO stage 1; needs --allreduce shm and the CPU, else
@@ -225,6 +234,12 @@ pub enum ConfigError {
     IndependentAlone,
     #[error("--independent copies a one-rank run, each rank on its own core: drop --world-size and --rotate-cores")]
     IndependentNotOneRank,
+    #[error("--allreduce nccl sums GPU buffers: it needs --device cuda (on CPUs use --allreduce shm or mpi)")]
+    NcclOnCpu,
+    #[error(
+        "--precision {0} runs on GPUs' tensor cores: it needs --device cuda (CPUs train in fp32)"
+    )]
+    PrecisionOnCpu(Precision),
 }
 
 impl Config {
@@ -241,6 +256,9 @@ impl Config {
             self.threads = (cores / local_ranks.max(1)).max(1);
         }
         self.cpu_matmul = self.cpu_matmul.resolve();
+        let nccl_loads = || crate::dist::nccl::library().is_ok();
+        self.allreduce =
+            self.allreduce.resolve(self.device, self.device == DeviceKind::Cuda && nccl_loads());
         self.copies = if self.independent { mpi_size } else { 1 };
         self
     }
@@ -341,6 +359,14 @@ impl Config {
         if self.copies > 1 && (self.world_size != 1 || self.rotate_cores > 0) {
             return Err(ConfigError::IndependentNotOneRank);
         }
+        if self.device == DeviceKind::Cpu {
+            if self.allreduce == AllReduce::Nccl {
+                return Err(ConfigError::NcclOnCpu);
+            }
+            if self.precision != Precision::Fp32 {
+                return Err(ConfigError::PrecisionOnCpu(self.precision));
+            }
+        }
         Ok(())
     }
 
@@ -375,6 +401,7 @@ pub(crate) mod tests {
             seed: 1234,
             threads: 1,
             device: DeviceKind::Cpu,
+            precision: Precision::Fp32,
             partition: Partition::Strided,
             padding: Padding::Fixed,
             bucket_by_length: false,
@@ -435,5 +462,22 @@ pub(crate) mod tests {
         for broken in [Config { world_size: 2, ..c.clone() }, Config { rotate_cores: 2, ..c }] {
             assert_eq!(broken.validate(), Err(ConfigError::IndependentNotOneRank));
         }
+    }
+
+    #[test]
+    fn gpu_choices_are_refused_on_cpus() {
+        let c = Config { allreduce: AllReduce::Nccl, ..tiny_config() };
+        assert_eq!(c.validate(), Err(ConfigError::NcclOnCpu));
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let c = Config { precision, ..tiny_config() };
+            assert_eq!(c.validate(), Err(ConfigError::PrecisionOnCpu(precision)));
+        }
+        let gpu = Config { device: DeviceKind::Cuda, ..tiny_config() };
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let c = Config { precision, allreduce: AllReduce::Nccl, ..gpu.clone() };
+            assert_eq!(c.validate(), Ok(()), "validated before any GPU is looked for");
+        }
+        let auto = Config { allreduce: AllReduce::Auto, ..tiny_config() };
+        assert_eq!(auto.resolve(1, 1).allreduce, AllReduce::Shm, "auto is shm on CPUs");
     }
 }

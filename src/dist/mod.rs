@@ -12,6 +12,7 @@ use mpi::topology::SimpleCommunicator;
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 
+pub mod nccl;
 mod node;
 pub use node::NodeBuffer;
 
@@ -174,6 +175,32 @@ pub struct FlatGrads {
     host: Option<Tensor>,
     /// The shared memory behind `flat` (CPU) or `host` (GPU), when there is one.
     shared: Option<Rc<NodeBuffer>>,
+    /// NCCL's communicator, when the GPUs sum `flat` themselves (`--allreduce nccl`).
+    nccl: Option<nccl::NcclComm>,
+}
+
+/// The NCCL communicator of every rank of `comm`, each on its GPU `device`, checked with one sum
+/// (each rank adds 1; every rank must read the world size) before training trusts it. Collective.
+pub(crate) fn nccl_data_plane(
+    comm: &dyn Communicator,
+    device: Device,
+) -> anyhow::Result<nccl::NcclComm> {
+    let Device::Cuda(gpu) = device else {
+        return Err(crate::UsageError::from_err(crate::config::ConfigError::NcclOnCpu));
+    };
+    let lib = nccl::library().map_err(crate::UsageError::from_err)?;
+    let nccl = nccl::NcclComm::bootstrap(comm, lib, gpu)?;
+    let ones = Tensor::ones([1], (Kind::Float, device));
+    // SAFETY: one f32 on this rank's GPU, alive until the device is synchronised below.
+    unsafe { nccl.all_reduce_sum_f32(ones.data_ptr().cast(), 1)? };
+    crate::train::synchronize(device);
+    let sum = ones.double_value(&[0]);
+    anyhow::ensure!(
+        sum == comm.size() as f64,
+        "NCCL's check sum over {} ranks gave {sum}: the communicator is broken",
+        comm.size()
+    );
+    Ok(nccl)
 }
 
 /// The shared-memory buffer for `len` gradients (and `host_len` f32 per host) that `allreduce`
@@ -221,7 +248,26 @@ impl FlatGrads {
         for (v, view) in vars.iter().zip(views(&flat, vars)) {
             v.grad().set_data(&view);
         }
-        FlatGrads { flat, host, shared }
+        FlatGrads { flat, host, shared, nccl: None }
+    }
+
+    /// Sums the gradients on the GPUs through `nccl` from now on (the buffer must be on the
+    /// communicator's GPU): no host copy is staged.
+    pub(crate) fn sum_with_nccl(&mut self, nccl: nccl::NcclComm) {
+        assert!(self.flat.device().is_cuda(), "NCCL sums GPU buffers");
+        self.host = None;
+        self.nccl = Some(nccl);
+    }
+
+    /// Which data plane sums the gradients.
+    pub fn data_plane(&self) -> &'static str {
+        match (&self.nccl, &self.shared, &self.host) {
+            (Some(_), _, _) => "NCCL on the GPUs",
+            (None, Some(_), Some(_)) => "host memory the ranks share (staged from the GPU)",
+            (None, Some(_), None) => "memory the host's ranks share",
+            (None, None, Some(_)) => "MPI (staged through host memory)",
+            (None, None, None) => "MPI",
+        }
     }
 
     pub fn zero(&mut self) {
@@ -248,6 +294,18 @@ impl FlatGrads {
     /// rank), and `None` where nothing did (one rank, or MPI's sum): then the update checks them
     /// as it reads them ([`crate::optim::AdamW::step_if_finite`]), rather than a pass of its own.
     pub fn all_reduce(&mut self, comm: &dyn Communicator) -> Option<bool> {
+        if let Some(nccl) = self.nccl.as_ref().filter(|n| n.ranks() > 1) {
+            let n = self.flat.numel();
+            // SAFETY: `flat` is this rank's contiguous f32 buffer on the communicator's GPU, kept
+            // alive by `self` and written by nothing else until the device is synchronised.
+            let enqueued = unsafe { nccl.all_reduce_sum_f32(self.flat.data_ptr().cast(), n) };
+            if let Err(e) = enqueued {
+                panic!("summing the gradients: {e}");
+            }
+            // The step's clock reads the sum done, not enqueued.
+            crate::train::synchronize(self.flat.device());
+            return None;
+        }
         if let Some(shared) = self.shared.clone() {
             let mut finite = true;
             self.all_reduce_with(comm, |_| finite = shared.all_reduce());

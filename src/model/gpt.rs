@@ -31,6 +31,12 @@ fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>, onednn: bool) -> Tensor {
     }
 }
 
+/// `x · wᵀ` as the model computes it on `x`'s device: with `onednn` (CPU) through oneDNN, else
+/// libtorch's product (BLAS on CPUs, cuBLAS on GPUs). For measuring the device's peak rate.
+pub(crate) fn product_for_peak(x: &Tensor, w: &Tensor, onednn: bool) -> Tensor {
+    affine(x, w, None, onednn && x.device() == Device::Cpu && tch::utils::has_mkldnn())
+}
+
 /// The backward of [`affine`] for the output gradient `dy` (N, out) of the rows `x` (N, in):
 /// writes `w`'s gradient (and `b`'s) over whatever it held — a product that does not read back
 /// the old values — and returns `x`'s (N, in).
@@ -61,6 +67,21 @@ pub(super) fn write_parameter_grads(x: &Tensor, dy: &Tensor, w: &Tensor, b: Opti
 
 pub(super) fn dense(lin: &nn::Linear, x: &Tensor, onednn: bool) -> Tensor {
     affine(x, &lin.ws, lin.bs.as_ref(), onednn)
+}
+
+/// `x · wᵀ + b` in bf16, as autocast runs `linear`: the operands cast to bf16 (autograd casts
+/// the gradients back, so the fp32 parameters receive fp32 gradients), a bf16 result.
+fn affine_bf16(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
+    bf16(x).linear(&bf16(w), b.map(bf16).as_ref())
+}
+
+/// [`dense`], or with `bf16` [`affine_bf16`]: what the layers' forward passes call.
+fn product(lin: &nn::Linear, x: &Tensor, onednn: bool, bf16: bool) -> Tensor {
+    match bf16 {
+        true => affine_bf16(x, &lin.ws, lin.bs.as_ref()),
+        false => dense(lin, x, onednn),
+    }
 }
 
 /// GPT-2's LayerNorm epsilon.
@@ -97,6 +118,8 @@ pub(super) struct CausalSelfAttention {
     pub(super) n_head: i64,
     pub(super) dropout: f64,
     pub(super) onednn: bool,
+    /// Matrix products and attention in bf16 (`Precision::Bf16`).
+    pub(super) bf16: bool,
 }
 
 impl CausalSelfAttention {
@@ -108,6 +131,7 @@ impl CausalSelfAttention {
             n_head: cfg.dims.n_head,
             dropout: cfg.dropout,
             onednn,
+            bf16: cfg.is_bf16(),
         }
     }
 
@@ -120,7 +144,7 @@ impl CausalSelfAttention {
     ) -> Tensor {
         let (b, t, c) = x.size3().expect("(B, T, C) input");
         let hs = c / self.n_head;
-        let qkv = dense(&self.c_attn, x, self.onednn).split(c, 2); // 3 × (B, T, C)
+        let qkv = product(&self.c_attn, x, self.onednn, self.bf16).split(c, 2); // 3 × (B, T, C)
         let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2); // (B, nh, T, hs)
         let (q, mut k, mut v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
         if let Some(slot) = cache {
@@ -134,7 +158,7 @@ impl CausalSelfAttention {
         let y = match mask {
             // libtorch's attention with dropout on the CPU is its unfused "math" path; the same
             // steps here draw the mask with the fast generator.
-            Mask::Causal if p > 0.0 && x.device() == Device::Cpu => {
+            Mask::Causal if p > 0.0 && x.device() == Device::Cpu && !self.bf16 => {
                 cpu::reference::causal_attention_with_dropout(&q, &k, &v, p)
             }
             Mask::Causal => Tensor::scaled_dot_product_attention(
@@ -152,7 +176,7 @@ impl CausalSelfAttention {
             }
         }; // (B, nh, T, hs)
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
-        dropout(&dense(&self.c_proj, &y, self.onednn), p, train)
+        dropout(&product(&self.c_proj, &y, self.onednn, self.bf16), p, train)
     }
 }
 
@@ -162,6 +186,7 @@ pub(super) struct Mlp {
     pub(super) c_proj: nn::Linear,
     pub(super) dropout: f64,
     pub(super) onednn: bool,
+    pub(super) bf16: bool,
 }
 
 impl Mlp {
@@ -172,13 +197,14 @@ impl Mlp {
             c_proj: linear(&p / "c_proj", 4 * c, c, cfg.residual_std()),
             dropout: cfg.dropout,
             onednn,
+            bf16: cfg.is_bf16(),
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let p = if train { self.dropout } else { 0.0 };
-        let h = dense(&self.c_fc, x, self.onednn).gelu("tanh");
-        dropout(&dense(&self.c_proj, &h, self.onednn), p, train)
+        let h = product(&self.c_fc, x, self.onednn, self.bf16).gelu("tanh");
+        dropout(&product(&self.c_proj, &h, self.onednn, self.bf16), p, train)
     }
 }
 
@@ -231,6 +257,7 @@ impl Gpt {
         assert!(d.n_embd % d.n_head == 0, "n_embd must be divisible by n_head");
         let onednn = config.matmul.resolve() == CpuMatmul::Onednn
             && p.device() == Device::Cpu
+            && !config.is_bf16()
             && tch::utils::has_mkldnn();
         let emb = nn::EmbeddingConfig {
             ws_init: nn::Init::Randn { mean: 0.0, stdev: INIT_STD },
@@ -301,7 +328,10 @@ impl Gpt {
 
     /// Tied LM head: logits (…, V) of hidden states (…, C).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        affine(hidden, &self.wte.ws, None, self.onednn)
+        match self.config.is_bf16() {
+            true => affine_bf16(hidden, &self.wte.ws, None),
+            false => affine(hidden, &self.wte.ws, None, self.onednn),
+        }
     }
 
     /// Summed cross-entropy at the given flat positions of `hidden` (B, T, C). Only those rows go
@@ -309,7 +339,8 @@ impl Gpt {
     pub fn target_loss_sum(&self, hidden: &Tensor, index: &Tensor, labels: &Tensor) -> Tensor {
         let c = self.config.dims.n_embd;
         let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
-        self.logits(&rows).cross_entropy_loss::<Tensor>(
+                                                                // The loss in fp32 (as autocast runs it), whatever the head's product gave.
+        self.logits(&rows).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
             labels,
             None,
             tch::Reduction::Sum,

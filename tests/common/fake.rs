@@ -2,7 +2,7 @@
 //! `dp-bench compare`: runs, their epoch records edited, independent copies.
 
 use super::{binary, read_json, run};
-use dp_bench::config::{Config, DatasetSpec, DeviceKind, Partition, Preset};
+use dp_bench::config::{Config, DatasetSpec, DeviceKind, Partition, Precision, Preset};
 use dp_bench::metrics::{write_json, EpochRecord, RunInfo};
 use std::path::Path;
 use std::process::Command;
@@ -22,6 +22,7 @@ pub fn config(world_size: usize, preset: Preset) -> Config {
         seed: 1234,
         threads: 1,
         device: DeviceKind::Cpu,
+        precision: Precision::Fp32,
         partition: Partition::Strided,
         dropout: 0.1,
         benchmark_only: true,

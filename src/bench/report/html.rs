@@ -86,6 +86,24 @@ fn summary_table(summary: &Summary, out: &mut String) {
     }
     ceiling_table(summary, out);
     shortfall_table(summary, out);
+    mfu_table(summary, out);
+}
+
+/// Each configuration's model FLOPs utilisation against the measured peak, when there is one.
+fn mfu_table(summary: &Summary, out: &mut String) {
+    let Some(peak) = &summary.peak else { return };
+    let _ = write!(
+        out,
+        "<h2>Model FLOPs utilisation</h2><p>{}</p><table id=mfu><thead><tr><th>configuration</th>\
+         <th>matrix products, GFLOP/s a rank</th><th>MFU</th></tr></thead><tbody>",
+        esc(&super::markdown::mfu_sentence(peak))
+    );
+    for c in &summary.configs {
+        let rate = c.flops_per_rank_per_sec().map_or("—".into(), |r| format!("{:.1}", r / 1e9));
+        let mfu = c.mfu.map_or("—".into(), |m| format!("{:.1} %", m * 100.0));
+        let _ = write!(out, "<tr><td>{}</td><td>{rate}</td><td>{mfu}</td></tr>", esc(&c.id));
+    }
+    out.push_str("</tbody></table>");
 }
 
 /// Each multi-rank run's share of what the cores allow, when the independent runs ran.
@@ -220,8 +238,12 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
         let _ = write!(
             out,
             "<p>Matrix products (forward and backward, counted from the batches' shapes): {:.1} \
-             GFLOP/s a rank.</p>",
-            rate / 1e9
+             GFLOP/s a rank{}.</p>",
+            rate / 1e9,
+            c.mfu.map_or(String::new(), |m| format!(
+                ", {:.1} % of the device's measured peak (MFU)",
+                m * 100.0
+            ))
         );
     }
     out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th><th>compute</th><th>wait</th><th>all-reduce</th><th>batching</th>");

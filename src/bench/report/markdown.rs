@@ -35,8 +35,8 @@ fn machine(c: &ConfigSummary, confidence: f64) -> String {
     let cpu = if run.cpu.is_empty() { "an unrecorded CPU" } else { &run.cpu };
     format!(
         "Measured {} on {cpu} (host `{}`): {}, libtorch {}, {} intra-op thread{} per rank, \
-         device {}, CPU matrix products through {}. Intervals: {:.0} %; {} measured epochs per \
-         dp-bench configuration.",
+         device {}, precision {}, CPU matrix products through {}. Intervals: {:.0} %; {} measured \
+         epochs per dp-bench configuration.",
         run.start_time.get(..10).unwrap_or(&run.start_time),
         run.host,
         run.mpi_library,
@@ -44,6 +44,7 @@ fn machine(c: &ConfigSummary, confidence: f64) -> String {
         run.threads_per_rank,
         if run.threads_per_rank == 1 { "" } else { "s" },
         run.device,
+        run.config.precision,
         run.config.cpu_matmul,
         confidence * 100.0,
         c.epochs_measured,
@@ -86,9 +87,18 @@ pub fn render(summary: &Summary) -> String {
         }
         out += "\n\n";
     }
-    out += "| configuration | implementation | ranks | epoch time (95 % CI) | tokens/s, sum (95 % CI) \
-            | speedup over its 1-rank run (95 % CI) | scaling efficiency (95 % CI) |\n";
-    out += "| --- | --- | --- | --- | --- | --- | --- |\n";
+    if let Some(p) = &summary.peak {
+        out += &format!("{}\n\n", mfu_sentence(p));
+    }
+    let mfu_head = if summary.peak.is_some() { " MFU |" } else { "" };
+    out += &format!(
+        "| configuration | implementation | ranks | epoch time (95 % CI) | tokens/s, sum (95 % CI) \
+         | speedup over its 1-rank run (95 % CI) | scaling efficiency (95 % CI) |{mfu_head}\n"
+    );
+    out += &format!(
+        "| --- | --- | --- | --- | --- | --- | --- |{}\n",
+        " --- |".repeat(mfu_head.len().min(1))
+    );
     for c in &summary.configs {
         let t = &c.training_time.stats;
         let r = &c.tokens_per_sec;
@@ -103,8 +113,13 @@ pub fn render(summary: &Summary) -> String {
             true => format!("{}, independent 1-rank runs", c.run.implementation),
             false => c.run.implementation.clone(),
         };
+        let mfu = match (&summary.peak, c.mfu) {
+            (None, _) => String::new(),
+            (Some(_), Some(m)) => format!(" {:.1} % |", m * 100.0),
+            (Some(_), None) => " — |".to_string(),
+        };
         out += &format!(
-            "| `{}` | {implementation} | {} | {} | {} | {speedup} | {efficiency} |\n",
+            "| `{}` | {implementation} | {} | {} | {} | {speedup} | {efficiency} |{mfu}\n",
             c.id,
             c.world_size,
             Markdown.interval(t.lower, t.mean, t.upper, &format::seconds),
@@ -124,6 +139,19 @@ pub fn render(summary: &Summary) -> String {
     ceiling(summary, &mut out);
     shortfall_table(summary, &mut out);
     out
+}
+
+/// What the MFU column is a share of.
+pub(crate) fn mfu_sentence(p: &crate::bench::device::Peak) -> String {
+    format!(
+        "MFU: each rank's model FLOPs per second (the matrix products of forward and backward, \
+         counted from the batches' shapes, the LM head at target positions only; the same count \
+         for the reference) as a share of {:.1} GFLOP/s, the peak measured at the start of the \
+         bench on {} ({}).",
+        p.flops_per_sec / 1e9,
+        p.device,
+        p.measured
+    )
 }
 
 /// The comparisons that are not like for like (marked ⚠ in the table), and the fix.

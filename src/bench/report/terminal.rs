@@ -26,9 +26,10 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             Terminal.interval(r.lower, r.mean, r.upper, &format::rate),
         );
         let o = &t.outliers;
-        let rate = c
-            .flops_per_rank_per_sec()
-            .map_or(String::new(), |r| format!(", matrix products {:.1} GFLOP/s a rank", r / 1e9));
+        let rate = c.flops_per_rank_per_sec().map_or(String::new(), |r| {
+            let mfu = c.mfu.map_or(String::new(), |m| format!(" (MFU {:.1} %)", m * 100.0));
+            format!(", matrix products {:.1} GFLOP/s a rank{mfu}", r / 1e9)
+        });
         out += &format!(
             "{pad}{} measured epochs, max-rank time {}, all-reduce {:.1}% of the epoch{rate}, {} outliers ({} mild, {} severe)\n",
             c.epochs_measured,

@@ -1,7 +1,7 @@
 //! The model's configuration and what follows from it without building the model: its
 //! parameter count, and the floating-point operations of a training step's matrix products.
 
-use crate::config::{CpuMatmul, ModelDims};
+use crate::config::{CpuMatmul, ModelDims, Precision};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GptConfig {
@@ -9,6 +9,8 @@ pub struct GptConfig {
     pub vocab_size: i64,
     pub dropout: f64,
     pub matmul: CpuMatmul,
+    /// fp32 or bf16 mixed precision (tf32 is cuBLAS's choice, not the model's).
+    pub precision: Precision,
 }
 
 /// GPT-2 init: N(0, 0.02) weights, zero biases.
@@ -17,7 +19,18 @@ pub(super) const INIT_STD: f64 = 0.02;
 impl GptConfig {
     /// A model with the default CPU matrix kernels.
     pub fn new(dims: ModelDims, vocab_size: i64, dropout: f64) -> Self {
-        GptConfig { dims, vocab_size, dropout, matmul: CpuMatmul::default() }
+        GptConfig {
+            dims,
+            vocab_size,
+            dropout,
+            matmul: CpuMatmul::default(),
+            precision: Precision::Fp32,
+        }
+    }
+
+    /// Matrix products and attention in bf16.
+    pub(crate) fn is_bf16(&self) -> bool {
+        self.precision == Precision::Bf16
     }
 
     /// Trainable parameters of the model, without building it: `wte` and `wpe`, per block two

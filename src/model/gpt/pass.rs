@@ -45,7 +45,9 @@ impl Gpt {
         scale: f64,
     ) -> Tensor {
         match self.device() {
-            Device::Cpu => self.forward_backward_by_hand(idx, index, labels, scale),
+            Device::Cpu if !self.config.is_bf16() => {
+                self.forward_backward_by_hand(idx, index, labels, scale)
+            }
             _ => self.forward_backward_autograd(idx, index, labels, scale),
         }
     }
@@ -96,7 +98,7 @@ impl Gpt {
     ) -> (Tensor, Tensor) {
         let w = &self.wte.ws;
         // The gradient over the logits in place: scale · (softmax − one-hot).
-        let mut g = self.logits(x).contiguous(); // (n, V)
+        let mut g = self.logits(x).to_kind(Kind::Float).contiguous(); // (n, V), fp32 as autocast's loss
         let loss = if g.device() == Device::Cpu {
             let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
             let loss =
@@ -111,6 +113,14 @@ impl Gpt {
             let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
             -picked.sum(Kind::Float)
         };
+        if self.config.is_bf16() {
+            // The head's two backward products in bf16, as autocast's: `wte`'s gradient
+            // written over in fp32, the rows' gradient left in bf16.
+            let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
+            let (g16, x16, w16) = (bf16(&g), bf16(x), bf16(w));
+            let _ = w.grad().copy_(&g16.tr().mm(&x16));
+            return (g16.mm(&w16), loss);
+        }
         // Written over `wte`'s gradient, not added to it.
         let grad_rows = affine_backward(x, &g, w, None, self.onednn);
         (grad_rows, loss)

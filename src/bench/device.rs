@@ -1,0 +1,250 @@
+//! What the data_parallel bench runs on: the device plan (`--device cpu|cuda|auto` and the
+//! defaults that follow from it), and the device's measured matrix-product peak, against which
+//! each configuration's model FLOPs utilisation (MFU) is given.
+
+use crate::config::{DeviceKind, Precision};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// `--device` of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// cuda when libtorch sees a GPU, else cpu.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The devices and the defaults a bench runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePlan {
+    pub device: DeviceKind,
+    /// GPUs libtorch sees (0 on CPUs).
+    pub gpus: usize,
+    pub world_sizes: Vec<usize>,
+    pub preset: String,
+    /// Examples per rank and step.
+    pub batch: usize,
+}
+
+/// What the command line gave, `None` where it left the choice to the device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Given<'a> {
+    pub world_sizes: Option<&'a [usize]>,
+    pub preset: Option<&'a str>,
+    pub batch: Option<usize>,
+}
+
+/// GPUs libtorch sees.
+pub fn visible_gpus() -> usize {
+    match tch::Cuda::is_available() {
+        true => tch::Cuda::device_count() as usize,
+        false => 0,
+    }
+}
+
+/// The plan for `choice` with `gpus` GPUs visible. On CPUs: world sizes 1 and 2, the tiny
+/// preset, 16 examples per rank. On GPUs: one rank per GPU at world sizes 1, 2, 4, … up to the
+/// GPU count, the gpt2 preset and 64 examples per GPU, so that a step is long enough to time.
+/// Whatever the command line gave stays; world sizes beyond the GPUs are refused (NCCL needs a GPU
+/// per rank).
+pub fn device_plan(choice: DeviceChoice, gpus: usize, given: Given) -> anyhow::Result<DevicePlan> {
+    let device = match choice {
+        DeviceChoice::Cpu => DeviceKind::Cpu,
+        DeviceChoice::Cuda if gpus == 0 => anyhow::bail!(
+            "--device cuda but libtorch sees no CUDA device: use --device cpu (or auto), or run on \
+             a GPU machine"
+        ),
+        DeviceChoice::Cuda => DeviceKind::Cuda,
+        DeviceChoice::Auto if gpus > 0 => DeviceKind::Cuda,
+        DeviceChoice::Auto => DeviceKind::Cpu,
+    };
+    let (world_sizes, preset, batch) = match device {
+        DeviceKind::Cpu => (vec![1, 2], "tiny", 16),
+        DeviceKind::Cuda => {
+            let sizes = std::iter::successors(Some(1), |n| Some(n * 2)).take_while(|&n| n <= gpus);
+            (sizes.collect(), "gpt2", 64)
+        }
+    };
+    let world_sizes = given.world_sizes.map_or(world_sizes, <[usize]>::to_vec);
+    if device == DeviceKind::Cuda {
+        if let Some(&n) = world_sizes.iter().find(|&&n| n > gpus) {
+            anyhow::bail!(
+                "--world-sizes: {n} ranks need {n} GPUs (one each, as NCCL requires), libtorch \
+                 sees {gpus}: lower it (at most {gpus})"
+            );
+        }
+    }
+    Ok(DevicePlan {
+        device,
+        gpus,
+        world_sizes,
+        preset: given.preset.unwrap_or(preset).to_string(),
+        batch: given.batch.unwrap_or(batch),
+    })
+}
+
+impl DevicePlan {
+    /// The line a bench prints before it starts.
+    pub fn describe(&self) -> String {
+        let on = match self.device {
+            DeviceKind::Cpu => "CPU cores (one rank a core)".to_string(),
+            DeviceKind::Cuda => format!("GPUs (one rank a GPU; libtorch sees {})", self.gpus),
+        };
+        let sizes: Vec<String> = self.world_sizes.iter().map(usize::to_string).collect();
+        format!(
+            "on {on}: world sizes {}, preset {}, {} examples per rank and step",
+            sizes.join(", "),
+            self.preset,
+            self.batch
+        )
+    }
+}
+
+/// A device's measured matrix-product rate: what MFU is a share of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peak {
+    /// Floating-point operations per second of the best kernel measured.
+    pub flops_per_sec: f64,
+    /// What was measured: "one core, fp32 1024×1024 products (onednn)".
+    pub measured: String,
+    pub device: String,
+    pub precision: Precision,
+}
+
+/// The product `x · wᵀ` a kernel computes, and its name.
+type Kernel = (&'static str, Box<dyn Fn(&Tensor, &Tensor) -> Tensor>);
+
+/// Measures the matrix-product peak of one rank's device: on CPUs one core (one thread) in fp32
+/// through each kernel the model may use (libtorch's BLAS, oneDNN), the faster kept; on GPUs
+/// GPU 0 in the run's precision (TF32 through `TORCH_ALLOW_TF32_CUBLAS_OVERRIDE`, which this
+/// process then keeps). About a second.
+pub fn measure_peak(device: DeviceKind, precision: Precision) -> Peak {
+    let (dev, n, kind) = match device {
+        DeviceKind::Cpu => (Device::Cpu, 1024, Kind::Float),
+        DeviceKind::Cuda => {
+            let kind = if precision == Precision::Bf16 { Kind::BFloat16 } else { Kind::Float };
+            if precision == Precision::Tf32 {
+                std::env::set_var(crate::TF32_VAR, "1");
+            }
+            (Device::Cuda(0), 8192, kind)
+        }
+    };
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(1);
+    let x = Tensor::randn([n, n], (kind, dev));
+    let w = Tensor::randn([n, n], (kind, dev));
+    let kernels: Vec<Kernel> = match device {
+        DeviceKind::Cpu => vec![
+            ("blas", Box::new(|x, w| crate::model::gpt::product_for_peak(x, w, false))),
+            ("onednn", Box::new(|x, w| crate::model::gpt::product_for_peak(x, w, true))),
+        ],
+        DeviceKind::Cuda => vec![("cublas", Box::new(|x: &Tensor, w: &Tensor| x.mm(&w.tr())))],
+    };
+    let flops = 2.0 * (n as f64).powi(3);
+    let best = kernels
+        .iter()
+        .map(|(name, product)| (*name, flops / seconds_per_product(|| product(&x, &w), dev)))
+        .fold(("", 0.0), |best, k| if k.1 > best.1 { k } else { best });
+    tch::set_num_threads(threads);
+    let what = match device {
+        DeviceKind::Cpu => "one core, fp32".to_string(),
+        DeviceKind::Cuda => format!("GPU 0, {precision}"),
+    };
+    Peak {
+        flops_per_sec: best.1,
+        measured: format!("{what} {n}×{n} products ({})", best.0),
+        device: match device {
+            DeviceKind::Cpu => crate::metrics::cpu_description(),
+            DeviceKind::Cuda => "cuda:0".to_string(),
+        },
+        precision,
+    }
+}
+
+/// The best of a few timings of `product` on `device` (after one untimed call), each long
+/// enough to time: seconds per product.
+fn seconds_per_product(product: impl Fn() -> Tensor, device: Device) -> f64 {
+    let sync = || crate::train::synchronize(device);
+    let _ = product();
+    sync();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut count = 0;
+        while start.elapsed() < Duration::from_millis(100) || count < 2 {
+            let _ = product();
+            count += 1;
+            if device == Device::Cpu {
+                continue;
+            }
+            sync();
+        }
+        sync();
+        best = best.min(start.elapsed().as_secs_f64() / count as f64);
+    }
+    best
+}
+
+/// Model FLOPs utilisation: a rank's model FLOPs per second as a share of the peak.
+pub fn mfu(flops_per_rank_per_sec: f64, peak: &Peak) -> f64 {
+    flops_per_rank_per_sec / peak.flops_per_sec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_keep_the_cpu_defaults_and_gpus_get_one_rank_each() {
+        let cpu = device_plan(DeviceChoice::Auto, 0, Given::default()).unwrap();
+        assert_eq!(
+            (cpu.device, &cpu.world_sizes[..], &*cpu.preset, cpu.batch),
+            (DeviceKind::Cpu, &[1, 2][..], "tiny", 16)
+        );
+        let plan = |gpus| device_plan(DeviceChoice::Auto, gpus, Given::default()).unwrap();
+        assert_eq!(plan(1).world_sizes, [1]);
+        assert_eq!(plan(3).world_sizes, [1, 2]);
+        assert_eq!(plan(8).world_sizes, [1, 2, 4, 8]);
+        assert_eq!(
+            (plan(2).device, &*plan(2).preset, plan(2).batch),
+            (DeviceKind::Cuda, "gpt2", 64)
+        );
+        let forced = device_plan(DeviceChoice::Cpu, 8, Given::default()).unwrap();
+        assert_eq!(forced.device, DeviceKind::Cpu, "--device cpu on a GPU machine");
+        let given = Given { world_sizes: Some(&[1, 2]), preset: Some("small"), batch: Some(8) };
+        let p = device_plan(DeviceChoice::Cuda, 2, given).unwrap();
+        assert_eq!((&p.world_sizes[..], &*p.preset, p.batch), (&[1, 2][..], "small", 8));
+        assert!(
+            p.describe().contains("world sizes 1, 2, preset small, 8 examples"),
+            "{}",
+            p.describe()
+        );
+    }
+
+    #[test]
+    fn gpus_that_are_not_there_are_refused() {
+        let e = device_plan(DeviceChoice::Cuda, 0, Given::default()).unwrap_err().to_string();
+        assert!(e.contains("libtorch sees no CUDA device: use --device cpu"), "{e}");
+        let given = Given { world_sizes: Some(&[1, 4]), ..Given::default() };
+        let e = device_plan(DeviceChoice::Cuda, 2, given).unwrap_err().to_string();
+        assert!(e.contains("4 ranks need 4 GPUs") && e.contains("libtorch sees 2"), "{e}");
+    }
+
+    #[test]
+    fn the_cpu_peak_is_measured_and_mfu_is_a_share_of_it() {
+        let peak = measure_peak(DeviceKind::Cpu, Precision::Fp32);
+        // One core of any x86-64 or Arm server does 1–200 GFLOP/s in fp32.
+        assert!(peak.flops_per_sec > 1e9 && peak.flops_per_sec < 2e11, "{peak:?}");
+        assert!(
+            peak.measured.starts_with("one core, fp32 1024×1024 products ("),
+            "{}",
+            peak.measured
+        );
+        assert_eq!(mfu(peak.flops_per_sec / 4.0, &peak), 0.25);
+        let known = Peak { flops_per_sec: 4e10, ..peak };
+        assert!((mfu(1e10, &known) - 0.25).abs() < 1e-12);
+    }
+}
