@@ -7,10 +7,17 @@
 //! `cargo bench` starts this binary alone; it then relaunches itself under `mpirun -n 2`. Rank 0
 //! runs criterion; before each timed batch it broadcasts what to run and how often, and both
 //! ranks run that many collectives in lockstep, so only the collectives are timed.
+//!
+//! On GPUs (`-- --device cuda`, or auto where libtorch sees at least two) each rank takes its own
+//! GPU and the bench times, per preset: the flat buffer summed by NCCL as the trainer does it
+//! (`nccl`), one `ncclAllReduce` of a plain buffer of the same size (`bare_nccl`), and the flat
+//! buffer staged through host memory the ranks share (`staged`), with nccl-tests' algorithm and
+//! bus bandwidths. One GPU cannot hold two NCCL ranks: the bench then says so and skips.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use dp_bench::bench::device::{criterion_device, resolve_choice, visible_gpus, DEVICE_VAR};
 use dp_bench::bench::runner::{self, launcher};
-use dp_bench::config::{AllReduce, Preset};
+use dp_bench::config::{AllReduce, DeviceKind, Preset};
 use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi, ALLREDUCE_CHUNK};
 use dp_bench::model::{Gpt, GptConfig};
 use std::time::{Duration, Instant};
@@ -121,15 +128,119 @@ fn follow(comm: &Mpi) {
     }
 }
 
+/// Seconds of one call of `op` on every rank, timed by rank 0: the median of 5 samples of 20
+/// calls each, after 5 untimed calls; every rank synchronises its GPU before each clock reading.
+fn time_gpu(comm: &Mpi, device: Device, mut op: impl FnMut()) -> f64 {
+    let sync = || dp_bench::train::synchronize(device);
+    (0..5).for_each(|_| op());
+    sync();
+    let mut samples: Vec<f64> = (0..5)
+        .map(|_| {
+            comm.barrier();
+            let start = Instant::now();
+            (0..20).for_each(|_| op());
+            sync();
+            comm.barrier();
+            start.elapsed().as_secs_f64() / 20.0
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[2]
+}
+
+/// The GPU comparison: each rank on its own GPU, per preset.
+fn gpu_main(comm: &Mpi) {
+    let device = Device::Cuda(comm.rank());
+    let n = comm.size() as f64;
+    let mut rows = Vec::new();
+    for (name, preset, vocab) in [
+        ("tiny", Preset::Tiny, 8000),
+        ("small", Preset::Small, 8000),
+        ("gpt2", Preset::Gpt2, 50257),
+    ] {
+        let vs = nn::VarStore::new(device);
+        let _model = Gpt::new(&vs.root(), GptConfig::new(preset.dims(), vocab, 0.0));
+        let vars = vs.trainable_variables();
+        let mut flat = FlatGrads::new(&vars, comm, AllReduce::Mpi);
+        flat.sum_with_nccl(dp_bench::dist::nccl_data_plane(comm, device).expect("NCCL"));
+        let nccl = time_gpu(comm, device, || {
+            flat.all_reduce(comm);
+        });
+        let bytes = flat.bytes();
+        drop(flat);
+        let bare = dp_bench::dist::nccl_data_plane(comm, device).expect("NCCL");
+        let buffer = Tensor::zeros([(bytes / 4) as i64], (tch::Kind::Float, device));
+        let bare_time = time_gpu(comm, device, || {
+            // SAFETY: a live f32 buffer on this rank's GPU; the timing loop synchronises.
+            unsafe { bare.all_reduce_sum_f32(buffer.data_ptr().cast(), bytes / 4) }.expect("NCCL");
+        });
+        let mut staged = FlatGrads::new(&vars, comm, AllReduce::Shm);
+        let staged_time = time_gpu(comm, device, || {
+            staged.all_reduce(comm);
+        });
+        // nccl-tests: algorithm bandwidth = bytes / time; bus bandwidth = that × 2(n−1)/n.
+        let bw = |t: f64| (bytes as f64 / t / 1e9, bytes as f64 / t / 1e9 * 2.0 * (n - 1.0) / n);
+        if comm.rank() == 0 {
+            let cell = |label: &str, t: f64| {
+                let (alg, bus) = bw(t);
+                format!("{label} {:.3} ms (algbw {alg:.1} GB/s, busbw {bus:.1} GB/s)", t * 1e3)
+            };
+            println!(
+                "allreduce/gpu {name:<6} {:>7.1} MB: {} | {} | {}; nccl ÷ bare {:.2}×",
+                bytes as f64 / 1e6,
+                cell("nccl", nccl),
+                cell("bare_nccl", bare_time),
+                cell("staged", staged_time),
+                nccl / bare_time
+            );
+            rows.push(serde_json::json!({
+                "preset": name, "bytes": bytes, "ranks": comm.size(),
+                "nccl_s": nccl, "bare_nccl_s": bare_time, "staged_s": staged_time,
+                "nccl_busbw_gb_s": bw(nccl).1, "bare_nccl_busbw_gb_s": bw(bare_time).1,
+                "nccl_over_bare": nccl / bare_time,
+            }));
+        }
+    }
+    if comm.rank() == 0 {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = runner::criterion_dir(root).join("allreduce").join("gpu_summary.json");
+        let written = std::fs::create_dir_all(path.parent().expect("a directory"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| dp_bench::metrics::write_json(&path, &rows));
+        match written {
+            Ok(()) => println!("summary: {}", path.display()),
+            Err(e) => eprintln!("allreduce: could not write {}: {e:#}", path.display()),
+        }
+    }
+}
+
 fn main() {
     let under_mpi =
         ["PMI_RANK", "OMPI_COMM_WORLD_RANK"].iter().any(|v| std::env::var_os(v).is_some());
+    let gpus = visible_gpus();
+    let device = criterion_device().and_then(|c| resolve_choice(c, gpus)).unwrap_or_else(|e| {
+        eprintln!("allreduce: error: {e:#}");
+        std::process::exit(2)
+    });
+    // Auto with one GPU compares on the CPU; asked for, one GPU is not enough.
+    let device = match (device, gpus) {
+        (DeviceKind::Cuda, 1) if std::env::var(DEVICE_VAR).is_ok_and(|v| v == "cuda") => {
+            println!(
+                "allreduce: --device cuda compares NCCL between 2 ranks on a GPU each, and \
+                 libtorch sees 1 GPU (NCCL refuses two ranks on one): skipped"
+            );
+            return;
+        }
+        (DeviceKind::Cuda, 1) => DeviceKind::Cpu,
+        (d, _) => d,
+    };
     if !under_mpi {
         let mpirun = std::env::var("DP_BENCH_MPIRUN").unwrap_or_else(|_| "mpirun".into());
         let exe = std::env::current_exe().expect("own path");
         let status = launcher(&mpirun, 2)
             .arg(exe)
             .args(std::env::args().skip(1))
+            .env(DEVICE_VAR, device.to_string())
             .status()
             .unwrap_or_else(|e| panic!("cannot start {mpirun}: {e}"));
         std::process::exit(status.code().unwrap_or(1));
@@ -139,6 +250,9 @@ fn main() {
     tch::set_num_threads(1);
     let universe = mpi::initialize().expect("MPI initialises once");
     let comm = Mpi { world: universe.world() };
+    if device == DeviceKind::Cuda {
+        return gpu_main(&comm);
+    }
     if comm.rank() == 0 {
         lead(&comm);
     } else {

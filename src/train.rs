@@ -13,7 +13,7 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Waits for queued device work, so the clock measures work done, not work launched.
-pub(crate) fn synchronize(device: Device) {
+pub fn synchronize(device: Device) {
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
     }

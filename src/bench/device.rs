@@ -103,6 +103,41 @@ impl DevicePlan {
     }
 }
 
+/// The environment variable that carries `--device` to the criterion benches.
+pub const DEVICE_VAR: &str = "DP_BENCH_DEVICE";
+
+/// The device of a criterion bench (`train_step`, `allreduce`), whose argument parser knows no
+/// `--device`: `--device X` after `--` is moved into `DP_BENCH_DEVICE` and the bench re-executed
+/// without it; otherwise `DP_BENCH_DEVICE`, or auto.
+pub fn criterion_device() -> anyhow::Result<DeviceChoice> {
+    use clap::ValueEnum;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--device" || a.starts_with("--device=")) {
+        let (value, taken) = match args[i].split_once('=') {
+            Some((_, v)) => (v.to_string(), 1),
+            None => (args.get(i + 1).cloned().unwrap_or_default(), 2),
+        };
+        let rest = args[..i].iter().chain(args.iter().skip(i + taken));
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(std::env::current_exe()?)
+            .args(rest)
+            .env(DEVICE_VAR, value)
+            .exec();
+        anyhow::bail!("re-executing the bench: {err}");
+    }
+    match std::env::var(DEVICE_VAR) {
+        Ok(v) => DeviceChoice::from_str(&v, true)
+            .map_err(|_| anyhow::anyhow!("--device {v}: expected cpu, cuda or auto")),
+        Err(_) => Ok(DeviceChoice::Auto),
+    }
+}
+
+/// `choice` made concrete: cuda when asked for or (auto) when libtorch sees a GPU; refused when
+/// asked for without one.
+pub fn resolve_choice(choice: DeviceChoice, gpus: usize) -> anyhow::Result<DeviceKind> {
+    Ok(device_plan(choice, gpus, Given { world_sizes: Some(&[1]), ..Given::default() })?.device)
+}
+
 /// A device's measured matrix-product rate: what MFU is a share of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Peak {

@@ -181,10 +181,7 @@ pub struct FlatGrads {
 
 /// The NCCL communicator of every rank of `comm`, each on its GPU `device`, checked with one sum
 /// (each rank adds 1; every rank must read the world size) before training trusts it. Collective.
-pub(crate) fn nccl_data_plane(
-    comm: &dyn Communicator,
-    device: Device,
-) -> anyhow::Result<nccl::NcclComm> {
+pub fn nccl_data_plane(comm: &dyn Communicator, device: Device) -> anyhow::Result<nccl::NcclComm> {
     let Device::Cuda(gpu) = device else {
         return Err(crate::UsageError::from_err(crate::config::ConfigError::NcclOnCpu));
     };
@@ -253,7 +250,7 @@ impl FlatGrads {
 
     /// Sums the gradients on the GPUs through `nccl` from now on (the buffer must be on the
     /// communicator's GPU): no host copy is staged.
-    pub(crate) fn sum_with_nccl(&mut self, nccl: nccl::NcclComm) {
+    pub fn sum_with_nccl(&mut self, nccl: nccl::NcclComm) {
         assert!(self.flat.device().is_cuda(), "NCCL sums GPU buffers");
         self.host = None;
         self.nccl = Some(nccl);

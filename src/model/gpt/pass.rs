@@ -118,7 +118,7 @@ impl Gpt {
             // written over in fp32, the rows' gradient left in bf16.
             let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
             let (g16, x16, w16) = (bf16(&g), bf16(x), bf16(w));
-            let _ = w.grad().copy_(&g16.tr().mm(&x16));
+            w.grad().copy_(&g16.tr().mm(&x16));
             return (g16.mm(&w16), loss);
         }
         // Written over `wte`'s gradient, not added to it.
