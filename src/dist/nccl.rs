@@ -420,6 +420,23 @@ mod tests {
     }
 
     #[test]
+    fn joining_needs_a_gpu_and_one_gpu_holds_a_one_rank_communicator() {
+        let lib = library().expect("libnccl.so.2 from the venv's PyTorch");
+        let solo = &crate::dist::Solo;
+        match (tch::Cuda::is_available(), NcclComm::bootstrap(solo, lib, 0)) {
+            (false, Err(BootstrapError::Device { rank: 0, message })) => {
+                assert!(message.contains("cudaSetDevice(0) failed"), "{message}");
+            }
+            (true, Ok(comm)) => {
+                assert_eq!(comm.ranks(), 1);
+                // The data plane's own check: a one-element sum over one rank.
+                crate::dist::nccl_data_plane(solo, tch::Device::Cuda(0)).expect("NCCL on GPU 0");
+            }
+            (gpu, other) => panic!("libtorch sees a GPU: {gpu}; joining gave {:?}", other.err()),
+        }
+    }
+
+    #[test]
     fn gpus_follow_local_ranks_and_sharing_is_refused_with_nccl() {
         assert_eq!(gpu_of(0, &[0], 1, true), Ok(0));
         assert_eq!(gpu_of(3, &[4, 5, 6, 7], 8, true), Ok(3));
