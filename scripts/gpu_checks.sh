@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU checks, on a machine with an NVIDIA GPU, PyTorch (python3 with torch 2.11 + CUDA) and a
+# dp-bench on PATH (e.g. through ../shared/gpu/bundle.sh's on-gpu.sh, which also brings mpiexec):
+#   bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY]
+# Each check writes its output under OUT_DIR and one line to OUT_DIR/checks.txt; the script goes
+# on after a failed check and exits 1 if any failed. About five minutes on one H200.
+#  1. one rank per precision (fp32, tf32, bf16), gpt2 preset, batch 64, 1280 examples, 3 epochs:
+#     the NCCL data plane joins a one-rank communicator; tokens/s and MFU inputs in the records
+#  2. the PyTorch reference on the same token ids, eager, in each precision, and compiled in bf16
+#  3. refusals on one GPU: two NCCL ranks on it (exit 2), and two ranks summing through host
+#     memory instead (--allreduce mpi, runs); out of GPU memory (exit 2, one line)
+#  4. bf16 against fp32 on the GPU (tests/precision.rs's binary, when given)
+set -uo pipefail
+out=${1:?usage: gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY]}
+precision_test=${2:-}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+failed=0
+check() { # check NAME EXPECTED_STATUS COMMAND...
+  local name=$1 want=$2; shift 2
+  local start=$SECONDS
+  "$@" >"$out/$name.log" 2>&1
+  local got=$?
+  local verdict=ok
+  [ "$got" = "$want" ] || { verdict=FAILED; failed=1; }
+  echo "$verdict $name (exit $got, expected $want, $((SECONDS - start)) s): $(tail -n 1 "$out/$name.log")" | tee -a "$out/checks.txt"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
+python3 -c 'import torch; print(torch.__version__, torch.cuda.nccl.version())' >> "$out/gpu.txt" 2>&1
+work="--device cuda --preset gpt2 --batch-size 64 --train-examples 1280 --n-epochs 3 --benchmark-only --overwrite"
+for p in fp32 tf32 bf16; do
+  check "dp-bench-$p" 0 dp-bench $work --precision "$p" --workdir "$out/runs/dp-bench-$p"
+done
+check export 0 dp-bench export-examples --workdir "$out/runs/dp-bench-fp32" --out "$out/examples.json"
+for p in fp32 tf32 bf16; do
+  check "pytorch-eager-$p" 0 python3 "$here/torch_reference.py" --examples "$out/examples.json" \
+    --template "$out/runs/dp-bench-$p/run.json" --device cuda --precision "$p" --batch-size 64 \
+    --n-epochs 3 --workdir "$out/runs/pytorch-eager-$p"
+done
+check pytorch-compiled-bf16 0 python3 "$here/torch_reference.py" --examples "$out/examples.json" \
+  --template "$out/runs/dp-bench-bf16/run.json" --device cuda --precision bf16 --compile \
+  --batch-size 64 --n-epochs 3 --workdir "$out/runs/pytorch-compiled-bf16"
+small="--device cuda --preset tiny --batch-size 32 --train-examples 256 --n-epochs 2 --benchmark-only --overwrite"
+if [ "$(nvidia-smi -L | wc -l)" = 1 ]; then
+  check two-nccl-ranks-on-one-gpu 2 mpiexec -n 2 dp-bench $small --allreduce nccl --workdir "$out/runs/refused"
+  check two-staged-ranks-on-one-gpu 0 mpiexec -n 2 dp-bench $small --allreduce mpi --workdir "$out/runs/staged"
+else
+  check two-nccl-ranks 0 mpiexec -n 2 dp-bench $small --allreduce nccl --workdir "$out/runs/nccl2"
+fi
+check out-of-memory 2 dp-bench --device cuda --preset gpt2 --batch-size 8192 --train-examples 8192 \
+  --n-epochs 1 --benchmark-only --overwrite --workdir "$out/runs/oom"
+if [ -n "$precision_test" ]; then
+  check bf16-numerics 0 "$precision_test" --nocapture
+fi
+for r in "$out"/runs/*/; do
+  [ -f "$r/run.json" ] && dp-bench compare "$r" --warmup 1 --out "$r/report" > "$r/compare.txt" 2>&1
+done
+exit $failed
