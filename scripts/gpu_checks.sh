@@ -16,41 +16,42 @@ precision_test=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 failed=0
-check() { # check NAME EXPECTED_STATUS COMMAND...
-  local name=$1 want=$2; shift 2
+check() { # check NAME EXPECTED_STATUS EXPECTED_TEXT COMMAND... (text "" for any)
+  local name=$1 want=$2 text=$3; shift 3
   local start=$SECONDS
   "$@" >"$out/$name.log" 2>&1
   local got=$?
   local verdict=ok
   [ "$got" = "$want" ] || { verdict=FAILED; failed=1; }
+  [ -z "$text" ] || grep -qF -- "$text" "$out/$name.log" || { verdict=FAILED; failed=1; }
   echo "$verdict $name (exit $got, expected $want, $((SECONDS - start)) s): $(tail -n 1 "$out/$name.log")" | tee -a "$out/checks.txt"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
 python3 -c 'import torch; print(torch.__version__, torch.cuda.nccl.version())' >> "$out/gpu.txt" 2>&1
 work="--device cuda --preset gpt2 --batch-size 64 --train-examples 1280 --n-epochs 3 --benchmark-only --overwrite"
 for p in fp32 tf32 bf16; do
-  check "dp-bench-$p" 0 dp-bench $work --precision "$p" --workdir "$out/runs/dp-bench-$p"
+  check "dp-bench-$p" 0 "gradients summed by NCCL" dp-bench $work --precision "$p" --workdir "$out/runs/dp-bench-$p"
 done
-check export 0 dp-bench export-examples --workdir "$out/runs/dp-bench-fp32" --out "$out/examples.json"
+check export 0 "" dp-bench export-examples --workdir "$out/runs/dp-bench-fp32" --out "$out/examples.json"
 for p in fp32 tf32 bf16; do
-  check "pytorch-eager-$p" 0 python3 "$here/torch_reference.py" --examples "$out/examples.json" \
+  check "pytorch-eager-$p" 0 "" python3 "$here/torch_reference.py" --examples "$out/examples.json" \
     --template "$out/runs/dp-bench-$p/run.json" --device cuda --precision "$p" --batch-size 64 \
     --n-epochs 3 --workdir "$out/runs/pytorch-eager-$p"
 done
-check pytorch-compiled-bf16 0 python3 "$here/torch_reference.py" --examples "$out/examples.json" \
+check pytorch-compiled-bf16 0 "" python3 "$here/torch_reference.py" --examples "$out/examples.json" \
   --template "$out/runs/dp-bench-bf16/run.json" --device cuda --precision bf16 --compile \
   --batch-size 64 --n-epochs 3 --workdir "$out/runs/pytorch-compiled-bf16"
 small="--device cuda --preset tiny --batch-size 32 --train-examples 256 --n-epochs 2 --benchmark-only --overwrite"
-if [ "$(nvidia-smi -L | wc -l)" = 1 ]; then
-  check two-nccl-ranks-on-one-gpu 2 mpiexec -n 2 dp-bench $small --allreduce nccl --workdir "$out/runs/refused"
-  check two-staged-ranks-on-one-gpu 0 mpiexec -n 2 dp-bench $small --allreduce mpi --workdir "$out/runs/staged"
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -le 1 ]; then
+  check two-nccl-ranks-on-one-gpu 2 "would share GPU 0" mpiexec -n 2 dp-bench $small --allreduce nccl --workdir "$out/runs/refused"
+  check two-staged-ranks-on-one-gpu 0 "" mpiexec -n 2 dp-bench $small --allreduce mpi --workdir "$out/runs/staged"
 else
-  check two-nccl-ranks 0 mpiexec -n 2 dp-bench $small --allreduce nccl --workdir "$out/runs/nccl2"
+  check two-nccl-ranks 0 "gradients summed by NCCL" mpiexec -n 2 dp-bench $small --allreduce nccl --workdir "$out/runs/nccl2"
 fi
-check out-of-memory 2 dp-bench --device cuda --preset gpt2 --batch-size 8192 --train-examples 8192 \
+check out-of-memory 2 "ran out of device memory" dp-bench --device cuda --preset gpt2 --batch-size 8192 --train-examples 8192 \
   --n-epochs 1 --benchmark-only --overwrite --workdir "$out/runs/oom"
 if [ -n "$precision_test" ]; then
-  check bf16-numerics 0 "$precision_test" --nocapture
+  check bf16-numerics 0 "" "$precision_test" --nocapture
 fi
 for r in "$out"/runs/*/; do
   [ -f "$r/run.json" ] && dp-bench compare "$r" --warmup 1 --out "$r/report" > "$r/compare.txt" 2>&1
