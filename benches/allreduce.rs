@@ -15,7 +15,7 @@
 //! bus bandwidths. One GPU cannot hold two NCCL ranks: the bench then says so and skips.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dp_bench::bench::device::{criterion_device, resolve_choice, visible_gpus, DEVICE_VAR};
+use dp_bench::bench::device::{criterion_device, device_kind, visible_gpus, DEVICE_VAR};
 use dp_bench::bench::runner::{self, launcher};
 use dp_bench::config::{AllReduce, DeviceKind, Preset};
 use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi, ALLREDUCE_CHUNK};
@@ -161,8 +161,8 @@ fn gpu_main(comm: &Mpi) {
         let vs = nn::VarStore::new(device);
         let _model = Gpt::new(&vs.root(), GptConfig::new(preset.dims(), vocab, 0.0));
         let vars = vs.trainable_variables();
-        let mut flat = FlatGrads::new(&vars, comm, AllReduce::Mpi);
-        flat.sum_with_nccl(dp_bench::dist::nccl_data_plane(comm, device).expect("NCCL"));
+        let nccl = dp_bench::dist::nccl_data_plane(comm, device).expect("NCCL");
+        let mut flat = FlatGrads::with_nccl(&vars, nccl);
         let nccl = time_gpu(comm, device, || {
             flat.all_reduce(comm);
         });
@@ -218,7 +218,7 @@ fn main() {
     let under_mpi =
         ["PMI_RANK", "OMPI_COMM_WORLD_RANK"].iter().any(|v| std::env::var_os(v).is_some());
     let gpus = visible_gpus();
-    let device = criterion_device().and_then(|c| resolve_choice(c, gpus)).unwrap_or_else(|e| {
+    let device = criterion_device().and_then(|c| device_kind(c, gpus)).unwrap_or_else(|e| {
         eprintln!("allreduce: error: {e:#}");
         std::process::exit(2)
     });

@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dp_bench::bench::device::{criterion_device, resolve_choice, visible_gpus};
+use dp_bench::bench::device::{criterion_device, device_kind, visible_gpus};
 use dp_bench::bench::{report, runner};
 use dp_bench::cli::TrainArgs;
 use dp_bench::config::DeviceKind;
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion, device: Device) {
 
 fn main() {
     let device = criterion_device()
-        .and_then(|choice| resolve_choice(choice, visible_gpus()))
+        .and_then(|choice| device_kind(choice, visible_gpus()))
         .unwrap_or_else(|e| {
             eprintln!("train_step: error: {e:#}");
             std::process::exit(2)

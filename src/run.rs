@@ -84,10 +84,7 @@ fn device_of(config: &Config, place: &HostPlace) -> anyhow::Result<Device> {
     match config.device {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Cuda => {
-            let gpus = match tch::Cuda::is_available() {
-                true => tch::Cuda::device_count() as usize,
-                false => 0,
-            };
+            let gpus = crate::train::visible_gpus();
             let nccl = config.allreduce == AllReduce::Nccl;
             dist::nccl::gpu_of(place.local_rank, &place.host_ranks, gpus, nccl)
                 .map(Device::Cuda)

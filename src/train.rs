@@ -19,6 +19,14 @@ pub fn synchronize(device: Device) {
     }
 }
 
+/// GPUs libtorch sees (0 where it sees none, or has no CUDA).
+pub fn visible_gpus() -> usize {
+    match tch::Cuda::is_available() {
+        true => tch::Cuda::device_count() as usize,
+        false => 0,
+    }
+}
+
 /// The summed gradient of a step held a NaN or an infinity. No non-finite value reached the
 /// parameters, but their update may have stopped part-way: training stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,10 +147,12 @@ impl<'a> Trainer<'a> {
         let numel = vars.iter().map(|v| v.numel()).sum();
         let shard = config.optimizer_state == OptimizerState::Sharded && device == Device::Cpu;
         let node = gradient_node_buffer(comm, config.allreduce, numel, 3 * numel * shard as usize);
-        let mut grads = FlatGrads::with_shared(&vars, node.clone());
-        if config.allreduce == AllReduce::Nccl {
-            grads.sum_with_nccl(crate::dist::nccl_data_plane(comm, device)?);
-        }
+        let grads = match config.allreduce {
+            AllReduce::Nccl => {
+                FlatGrads::with_nccl(&vars, crate::dist::nccl_data_plane(comm, device)?)
+            }
+            _ => FlatGrads::with_shared(&vars, node.clone()),
+        };
         let opt = match node.filter(|_| shard) {
             Some(node) => AdamW::sharded(&vars, adamw, node),
             None => AdamW::new(&vars, adamw),

@@ -3,6 +3,7 @@
 //! each configuration's model FLOPs utilisation (MFU) is given.
 
 use crate::config::{DeviceKind, Precision};
+pub use crate::train::visible_gpus;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -29,6 +30,10 @@ pub struct DevicePlan {
     pub batch: usize,
 }
 
+/// The model preset and examples per rank and step on CPUs, unless the command line says.
+pub const CPU_PRESET: &str = "tiny";
+pub const CPU_BATCH: usize = 16;
+
 /// What the command line gave, `None` where it left the choice to the device.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Given<'a> {
@@ -37,32 +42,15 @@ pub struct Given<'a> {
     pub batch: Option<usize>,
 }
 
-/// GPUs libtorch sees.
-pub fn visible_gpus() -> usize {
-    match tch::Cuda::is_available() {
-        true => tch::Cuda::device_count() as usize,
-        false => 0,
-    }
-}
-
 /// The plan for `choice` with `gpus` GPUs visible. On CPUs: world sizes 1 and 2, the tiny
 /// preset, 16 examples per rank. On GPUs: one rank per GPU at world sizes 1, 2, 4, … up to the
 /// GPU count, the gpt2 preset and 64 examples per GPU, so that a step is long enough to time.
 /// Whatever the command line gave stays; world sizes beyond the GPUs are refused (NCCL needs a GPU
 /// per rank).
 pub fn device_plan(choice: DeviceChoice, gpus: usize, given: Given) -> anyhow::Result<DevicePlan> {
-    let device = match choice {
-        DeviceChoice::Cpu => DeviceKind::Cpu,
-        DeviceChoice::Cuda if gpus == 0 => anyhow::bail!(
-            "--device cuda but libtorch sees no CUDA device: use --device cpu (or auto), or run on \
-             a GPU machine"
-        ),
-        DeviceChoice::Cuda => DeviceKind::Cuda,
-        DeviceChoice::Auto if gpus > 0 => DeviceKind::Cuda,
-        DeviceChoice::Auto => DeviceKind::Cpu,
-    };
+    let device = device_kind(choice, gpus)?;
     let (world_sizes, preset, batch) = match device {
-        DeviceKind::Cpu => (vec![1, 2], "tiny", 16),
+        DeviceKind::Cpu => (vec![1, 2], CPU_PRESET, CPU_BATCH),
         DeviceKind::Cuda => {
             let sizes = std::iter::successors(Some(1), |n| Some(n * 2)).take_while(|&n| n <= gpus);
             (sizes.collect(), "gpt2", 64)
@@ -132,10 +120,19 @@ pub fn criterion_device() -> anyhow::Result<DeviceChoice> {
     }
 }
 
-/// `choice` made concrete: cuda when asked for or (auto) when libtorch sees a GPU; refused when
-/// asked for without one.
-pub fn resolve_choice(choice: DeviceChoice, gpus: usize) -> anyhow::Result<DeviceKind> {
-    Ok(device_plan(choice, gpus, Given { world_sizes: Some(&[1]), ..Given::default() })?.device)
+/// `choice` made concrete with `gpus` GPUs visible: cuda when asked for or (auto) when there is
+/// a GPU; refused when asked for without one.
+pub fn device_kind(choice: DeviceChoice, gpus: usize) -> anyhow::Result<DeviceKind> {
+    Ok(match choice {
+        DeviceChoice::Cpu => DeviceKind::Cpu,
+        DeviceChoice::Cuda if gpus == 0 => anyhow::bail!(
+            "--device cuda but libtorch sees no CUDA device: use --device cpu (or auto), or run on \
+             a GPU machine"
+        ),
+        DeviceChoice::Cuda => DeviceKind::Cuda,
+        DeviceChoice::Auto if gpus > 0 => DeviceKind::Cuda,
+        DeviceChoice::Auto => DeviceKind::Cpu,
+    })
 }
 
 /// A device's measured matrix-product rate: what MFU is a share of.

@@ -60,9 +60,9 @@ impl PaddingArgs {
         self.epochs.unwrap_or(if self.quick { 4 } else { 9 })
     }
 
-    /// Examples per step (one rank, on the CPU): 16 unless given.
+    /// Examples per step (one rank, on the CPU).
     fn batch(&self) -> usize {
-        self.run.batch.unwrap_or(16)
+        self.run.batch.unwrap_or(super::device::CPU_BATCH)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -146,7 +146,7 @@ pub fn run_padding_bench(
         ["--n-epochs", &epochs],
         ["--train-examples", &examples],
         ["--threads", &threads],
-        ["--preset", args.run.preset.as_deref().unwrap_or("tiny")],
+        ["--preset", args.run.preset.as_deref().unwrap_or(super::device::CPU_PRESET)],
         ["--dataset", dataset_arg],
     ]
     .concat();

@@ -166,8 +166,7 @@ impl BenchArgs {
     /// Over how many cores the 1-rank configurations move, part by part (`dp-bench
     /// --rotate-cores N`): those the largest configuration's ranks are bound to. `None` when they
     /// stay on the first.
-    pub(crate) fn baseline_cores(&self) -> Option<usize> {
-        let devices = self.devices().ok()?;
+    pub(crate) fn baseline_cores(&self, devices: &DevicePlan) -> Option<usize> {
         let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
         let cores = largest.min(crate::gate::usable_cores().len());
         (devices.device == DeviceKind::Cpu
@@ -283,7 +282,7 @@ impl BenchArgs {
                 let mut args = workload(global);
                 args.extend(["--world-size".into(), n.to_string()]);
                 args.extend(["--partition".into(), partition.to_string()]);
-                if let Some(cores) = self.baseline_cores().filter(|_| n == 1) {
+                if let Some(cores) = self.baseline_cores(&devices).filter(|_| n == 1) {
                     args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
                 let id = analysis::config_id(n, global, (k > 0).then_some(partition));

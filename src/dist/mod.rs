@@ -224,7 +224,22 @@ impl FlatGrads {
     /// As [`FlatGrads::new`], in `shared` where there is one (its buffers must hold one f32 per
     /// parameter value).
     pub(crate) fn with_shared(vars: &[Tensor], shared: Option<Rc<NodeBuffer>>) -> Self {
+        Self::build(vars, shared, None)
+    }
+
+    /// Points the `.grad` of each of `vars` (on `nccl`'s GPU) into a fresh zeroed flat buffer
+    /// there, which `nccl` sums in place: nothing is staged through host memory.
+    pub fn with_nccl(vars: &[Tensor], nccl: nccl::NcclComm) -> Self {
+        Self::build(vars, None, Some(nccl))
+    }
+
+    fn build(
+        vars: &[Tensor],
+        shared: Option<Rc<NodeBuffer>>,
+        nccl: Option<nccl::NcclComm>,
+    ) -> Self {
         let device = vars.first().map_or(Device::Cpu, |v| v.device());
+        assert!(nccl.is_none() || device.is_cuda(), "NCCL sums GPU buffers");
         let total: i64 = vars.iter().map(|v| v.numel() as i64).sum();
         // SAFETY: the window holds `total` f32 and is never freed (see `NodeBuffer::new`).
         let shared_tensor = shared.as_ref().map(|s| unsafe {
@@ -233,6 +248,7 @@ impl FlatGrads {
         let (flat, host) = match (device, shared_tensor) {
             (Device::Cpu, Some(t)) => (t, None),
             (Device::Cpu, None) => (Tensor::zeros([total], (Kind::Float, device)), None),
+            _ if nccl.is_some() => (Tensor::zeros([total], (Kind::Float, device)), None),
             (_, staging) => (
                 Tensor::zeros([total], (Kind::Float, device)),
                 Some(staging.unwrap_or_else(|| Tensor::zeros([total], (Kind::Float, Device::Cpu)))),
@@ -245,15 +261,7 @@ impl FlatGrads {
         for (v, view) in vars.iter().zip(views(&flat, vars)) {
             v.grad().set_data(&view);
         }
-        FlatGrads { flat, host, shared, nccl: None }
-    }
-
-    /// Sums the gradients on the GPUs through `nccl` from now on (the buffer must be on the
-    /// communicator's GPU): no host copy is staged.
-    pub fn sum_with_nccl(&mut self, nccl: nccl::NcclComm) {
-        assert!(self.flat.device().is_cuda(), "NCCL sums GPU buffers");
-        self.host = None;
-        self.nccl = Some(nccl);
+        FlatGrads { flat, host, shared, nccl }
     }
 
     /// Which data plane sums the gradients.

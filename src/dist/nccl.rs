@@ -218,6 +218,7 @@ pub struct NcclComm {
     comm: RawComm,
     ranks: usize,
     stop: Arc<AtomicBool>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Why joining the communicator failed, on this rank or another.
@@ -269,8 +270,8 @@ impl NcclComm {
         let rc = unsafe { (lib.api.comm_init_rank)(&mut comm, ranks as c_int, id, rank as c_int) };
         lib.check("ncclCommInitRank", rc)?;
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_watchdog(lib, comm, rank, stop.clone());
-        Ok(NcclComm { lib, comm, ranks, stop })
+        let watchdog = Some(spawn_watchdog(lib, comm, rank, stop.clone()));
+        Ok(NcclComm { lib, comm, ranks, stop, watchdog })
     }
 
     pub fn ranks(&self) -> usize {
@@ -301,8 +302,11 @@ impl NcclComm {
 impl Drop for NcclComm {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // SAFETY: the communicator is not used after this; its watchdog has been told to stop
-        // and only reads its error state until then (ncclCommGetAsyncError is thread-safe).
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.thread().unpark();
+            let _ = watchdog.join();
+        }
+        // SAFETY: the communicator is not used after this: its watchdog has ended.
         unsafe { (self.lib.api.comm_destroy)(self.comm) };
     }
 }
@@ -315,18 +319,25 @@ unsafe impl Send for SendComm {}
 /// How often the watchdog asks NCCL for asynchronous errors.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
-fn spawn_watchdog(lib: &'static Nccl, comm: RawComm, rank: usize, stop: Arc<AtomicBool>) {
+/// The watchdog of `comm`: until `stop` is set (and the thread unparked), every `WATCH_EVERY`
+/// it asks NCCL for an asynchronous error.
+fn spawn_watchdog(
+    lib: &'static Nccl,
+    comm: RawComm,
+    rank: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     let comm = SendComm(comm);
     std::thread::spawn(move || {
         let comm = comm;
         while !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(WATCH_EVERY);
-            let mut state = 0;
-            // SAFETY: a live communicator (`stop` is set before it is destroyed).
-            let rc = unsafe { (lib.api.comm_get_async_error)(comm.0, &mut state) };
+            std::thread::park_timeout(WATCH_EVERY);
             if stop.load(Ordering::SeqCst) {
                 return;
             }
+            let mut state = 0;
+            // SAFETY: a live communicator: it is destroyed only after this thread has ended.
+            let rc = unsafe { (lib.api.comm_get_async_error)(comm.0, &mut state) };
             if let Err(e) = lib.check("NCCL", if rc != 0 { rc } else { state }) {
                 if e.code == 7 {
                     continue; // ncclInProgress: not an error.
@@ -336,7 +347,7 @@ fn spawn_watchdog(lib: &'static Nccl, comm: RawComm, rank: usize, stop: Arc<Atom
                 crate::fault::ended_by_peer(rank, &e.to_string());
             }
         }
-    });
+    })
 }
 
 /// Which GPU of its host each rank uses: its local rank's. With NCCL every rank needs a GPU of its

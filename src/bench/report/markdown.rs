@@ -90,15 +90,15 @@ pub fn render(summary: &Summary) -> String {
     if let Some(p) = &summary.peak {
         out += &format!("{}\n\n", mfu_sentence(p));
     }
-    let mfu_head = if summary.peak.is_some() { " MFU |" } else { "" };
+    let (mfu_head, mfu_rule) = match summary.peak {
+        Some(_) => (" MFU |", " --- |"),
+        None => ("", ""),
+    };
     out += &format!(
         "| configuration | implementation | ranks | epoch time (95 % CI) | tokens/s, sum (95 % CI) \
          | speedup over its 1-rank run (95 % CI) | scaling efficiency (95 % CI) |{mfu_head}\n"
     );
-    out += &format!(
-        "| --- | --- | --- | --- | --- | --- | --- |{}\n",
-        " --- |".repeat(mfu_head.len().min(1))
-    );
+    out += &format!("| --- | --- | --- | --- | --- | --- | --- |{mfu_rule}\n");
     for c in &summary.configs {
         let t = &c.training_time.stats;
         let r = &c.tokens_per_sec;
