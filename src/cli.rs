@@ -154,6 +154,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = crate::simd::requested() {
+        eprintln!("dp-bench: error: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Some(cmd) => match crate::commands::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,

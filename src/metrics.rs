@@ -180,6 +180,10 @@ pub struct RunInfo {
     /// written before it was recorded.
     #[serde(default)]
     pub cpu: String,
+    /// The build of dp-bench's own CPU loops that ran (`portable`, `avx2` or `avx512`: the CPU's
+    /// widest, or `DP_BENCH_SIMD`'s cap); absent in older files and the reference's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub simd: String,
 }
 
 /// This host's CPU as `/proc/cpuinfo` names it, with its logical cores (not only those this

@@ -315,6 +315,7 @@ fn write_run_info(
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             start_time: chrono::Utc::now().to_rfc3339(),
             cpu: metrics::cpu_description(),
+            simd: crate::simd::level().name().to_string(),
         };
         metrics::write_json(&config.workdir.join(metrics::RUN_FILE), &info)
     })

@@ -3,10 +3,11 @@
 //! checks those loops share. The model's kernels, the flat all-reduce's sums and the fused
 //! optimiser update all go through it; what each loop computes lives with its caller.
 
-/// A function whose body is compiled twice: for AVX-512 (called where the CPU has it) and
-/// portably. The body's loops are written to vectorise, so the AVX-512 build is the fast one.
-/// It includes AVX-512DQ and VL (every AVX-512 server CPU since Skylake has them) for the 64-bit
-/// multiplies of the dropout generator.
+/// A function whose body is compiled three times: for AVX-512 and for AVX2 with FMA (each called
+/// where the CPU has it) and portably (SSE2). The body's loops are written to vectorise, so the
+/// wider builds are the fast ones; none lets the compiler reorder or contract float arithmetic,
+/// so the three give the same results bit for bit. The AVX-512 build includes DQ and VL (every
+/// AVX-512 server CPU since Skylake has them) for the 64-bit multiplies of the dropout generator.
 macro_rules! vectorised {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -19,18 +20,82 @@ macro_rules! vectorised {
                 portable($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { avx512($($arg),*) };
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            match $crate::simd::level() {
+                // SAFETY: the CPU has the features each function is compiled for.
+                $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                $crate::simd::Level::Portable => {}
             }
             portable($($arg),*)
         }
     };
 }
 pub(crate) use vectorised;
+
+/// A build of a [`vectorised!`] function, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Level {
+    /// As [`SIMD_VAR`] and run.json name it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+}
+
+/// Caps the build the [`vectorised!`] functions run (`portable`, `avx2`, `avx512`), to compare
+/// them on one machine; a cap above what the CPU has changes nothing.
+pub(crate) const SIMD_VAR: &str = "DP_BENCH_SIMD";
+
+/// The widest build this CPU runs.
+pub(crate) fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512dq") && has!("avx512vl") {
+            return Level::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Portable
+}
+
+/// [`SIMD_VAR`]'s cap, if set; an unknown value is an error naming the ones it takes.
+pub(crate) fn requested() -> Result<Option<Level>, String> {
+    let Some(value) = std::env::var_os(SIMD_VAR) else { return Ok(None) };
+    let levels = [Level::Portable, Level::Avx2, Level::Avx512];
+    match levels.into_iter().find(|l| value.to_str() == Some(l.name())) {
+        Some(level) => Ok(Some(level)),
+        None => {
+            Err(format!("{SIMD_VAR}={value:?}: use portable, avx2 or avx512 (or leave it unset)"))
+        }
+    }
+}
+
+/// The build the [`vectorised!`] functions run: the CPU's widest, capped by [`SIMD_VAR`];
+/// decided once.
+pub(crate) fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cpu = detected();
+        requested().ok().flatten().map_or(cpu, |cap| cap.min(cpu))
+    })
+}
 
 /// Whether no element of `x` is a NaN or an infinity: their exponent bits are all ones. The
 /// largest exponent over 16 independent lanes, so the loop vectorises (inlined into the

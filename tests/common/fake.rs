@@ -71,6 +71,7 @@ pub fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[
         crate_version: "0".into(),
         start_time: "2026-01-01T00:00:00Z".into(),
         cpu: "Test CPU, 2 logical cores".into(),
+        simd: "avx2".into(),
     };
     write_json(&dir.join("run.json"), &info).unwrap();
     for (rank, epochs) in times.iter().enumerate() {
