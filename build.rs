@@ -2,9 +2,14 @@
 //! `target/release/dp-bench` starts without `LD_LIBRARY_PATH` (torch-sys links but sets no rpath).
 use std::path::PathBuf;
 
+/// The one libtorch kernel tch does not bind (optim/aten.rs calls it).
+const FUSED_ADAMW: &str = "src/optim/fused_adamw.cpp";
+
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={FUSED_ADAMW}");
     let libtorch = std::env::var_os("LIBTORCH")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/libtorch"));
@@ -18,6 +23,20 @@ fn main() {
         );
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // Compiled as torch-sys compiles its own wrapper (C++17, the libtorch's C++ ABI), against
+    // ATen's headers only.
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(libtorch.join("include"))
+        .flag("-std=c++17")
+        .flag(format!(
+            "-D_GLIBCXX_USE_CXX11_ABI={}",
+            std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into())
+        ))
+        .file(FUSED_ADAMW)
+        .compile("dp_bench_aten");
     // The torch package's version.py says which libtorch this is; run.json records it.
     let version = std::fs::read_to_string(libtorch.join("version.py"))
         .ok()

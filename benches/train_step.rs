@@ -1,6 +1,9 @@
 //! One training step (forward, loss, backward, optimiser) per preset, on one rank and
-//! one thread, with criterion. Throughput is input positions per second. The gpt2 preset (124M
-//! parameters) is skipped under `--quick` on CPUs. `-- --device cpu|cuda|auto` (or
+//! one thread, with criterion. Throughput is input positions per second. Beside each step, the
+//! optimiser's update of that preset's parameters alone (`adamw`: dp-bench's, which is its own
+//! one-pass update on CPUs and libtorch's fused kernel on GPUs), against the same rule as the
+//! nine libtorch ops a tch user would write (`adamw_libtorch_ops`); throughput is parameters
+//! per second. The gpt2 preset (124M parameters) is skipped under `--quick` on CPUs. `-- --device cpu|cuda|auto` (or
 //! `DP_BENCH_DEVICE`) picks the device: auto is GPU 0 when libtorch sees one, where gpt2 runs at
 //! 64 examples a step.
 
@@ -12,7 +15,8 @@ use dp_bench::cli::TrainArgs;
 use dp_bench::config::DeviceKind;
 use dp_bench::data::{collate, Example};
 use dp_bench::dist::Solo;
-use dp_bench::train::Trainer;
+use dp_bench::optim::{AdamW, AdamWConfig};
+use dp_bench::train::{synchronize, Trainer};
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
@@ -62,8 +66,77 @@ fn bench(c: &mut Criterion, device: Device) {
         group.bench_function(BenchmarkId::new("step", preset), |bench| {
             bench.iter(|| trainer.step(&b, b.target_tokens, false, &mut loss).expect("finite"))
         });
+        let numel = trainer.numel();
+        drop(trainer);
+        bench_adamw(&mut group, preset, numel as i64, device);
     }
     group.finish();
+}
+
+/// The optimiser's update of `n` parameters on `device`: dp-bench's, and the same rule as
+/// libtorch ops, each timed to the end of its device work.
+fn bench_adamw(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    preset: &str,
+    n: i64,
+    device: Device,
+) {
+    let _guard = tch::no_grad_guard();
+    let config = AdamWConfig::workload(1e-4);
+    let params = Tensor::randn([n], (Kind::Float, device)) * 0.02;
+    let grad = Tensor::randn([n], (Kind::Float, device)) * 1e-3;
+    group.throughput(Throughput::Elements(n as u64));
+    let mut opt = AdamW::new(&[params.copy()], config);
+    group.bench_function(BenchmarkId::new("adamw", preset), |bench| {
+        bench.iter(|| {
+            opt.step(&grad);
+            synchronize(device);
+        })
+    });
+    drop(opt);
+    let mut ops = LibtorchOpsAdamW::new(params, config);
+    group.bench_function(BenchmarkId::new("adamw_libtorch_ops", preset), |bench| {
+        bench.iter(|| {
+            ops.step(&grad);
+            synchronize(device);
+        })
+    });
+}
+
+/// torch.optim.AdamW's rule (decoupled decay, bias-corrected moments) as the in-place libtorch
+/// ops a tch user would write over one flat buffer: nine passes, one scratch buffer.
+struct LibtorchOpsAdamW {
+    config: AdamWConfig,
+    params: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    scratch: Tensor,
+    steps: i32,
+}
+
+impl LibtorchOpsAdamW {
+    fn new(params: Tensor, config: AdamWConfig) -> Self {
+        let zeros = || Tensor::zeros_like(&params);
+        let (exp_avg, exp_avg_sq, scratch) = (zeros(), zeros(), zeros());
+        LibtorchOpsAdamW { config, params, exp_avg, exp_avg_sq, scratch, steps: 0 }
+    }
+
+    fn step(&mut self, grad: &Tensor) {
+        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
+        self.steps += 1;
+        let bias1 = 1.0 - beta1.powi(self.steps);
+        let bias2_sqrt = (1.0 - beta2.powi(self.steps)).sqrt();
+        let _ = self.params.g_mul_scalar_(1.0 - lr * weight_decay);
+        let _ = self.exp_avg.lerp_(grad, 1.0 - beta1);
+        let _ = grad.mul_out(&self.scratch, grad);
+        let _ = self.exp_avg_sq.lerp_(&self.scratch, 1.0 - beta2);
+        // params -= lr/bias1 · m / (√v / √bias2 + eps)
+        let _ = self.exp_avg_sq.sqrt_out(&self.scratch);
+        let _ = self.scratch.g_mul_scalar_(1.0 / bias2_sqrt);
+        let _ = self.scratch.g_add_scalar_(eps);
+        let _ = self.scratch.g_mul_scalar_(-bias1 / lr);
+        let _ = self.params.addcdiv_(&self.exp_avg, &self.scratch);
+    }
 }
 
 fn main() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, on a machine with an NVIDIA GPU, PyTorch (python3 with torch 2.11 + CUDA) and a
 # dp-bench on PATH (e.g. through ../shared/gpu/bundle.sh's on-gpu.sh, which also brings mpiexec):
-#   bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY]
+#   bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY [TRAIN_STEP_BENCH]]
 # Each check writes its output under OUT_DIR and one line to OUT_DIR/checks.txt; the script goes
 # on after a failed check and exits 1 if any failed. About five minutes on one H200.
 #  1. one rank per precision (fp32, tf32, bf16), gpt2 preset, batch 64, 1280 examples, 3 epochs:
@@ -10,9 +10,12 @@
 #  3. refusals on one GPU: two NCCL ranks on it (exit 2), and two ranks summing through host
 #     memory instead (--allreduce mpi, runs); out of GPU memory (exit 2, one line)
 #  4. bf16 against fp32 on the GPU (tests/precision.rs's binary, when given)
+#  5. the AdamW update of gpt2's parameters on the GPU: libtorch's fused kernel (dp-bench's) against
+#     nine libtorch ops (the train_step bench's executable, when given)
 set -uo pipefail
-out=${1:?usage: gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY]}
+out=${1:?usage: gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY [TRAIN_STEP_BENCH]]}
 precision_test=${2:-}
+train_step_bench=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 failed=0
@@ -52,6 +55,9 @@ check out-of-memory 2 "ran out of device memory" dp-bench --device cuda --preset
   --n-epochs 1 --benchmark-only --overwrite --workdir "$out/runs/oom"
 if [ -n "$precision_test" ]; then
   check bf16-numerics 0 "" "$precision_test" --nocapture
+fi
+if [ -n "$train_step_bench" ]; then
+  check adamw-update 0 "adamw_libtorch_ops/gpt2" env DP_BENCH_DEVICE=cuda "$train_step_bench" --bench adamw
 fi
 for r in "$out"/runs/*/; do
   [ -f "$r/run.json" ] && dp-bench compare "$r" --warmup 1 --out "$r/report" > "$r/compare.txt" 2>&1

@@ -1,7 +1,8 @@
 //! AdamW over ONE flat parameter buffer (WORKLOAD.md: lr 1e-4, betas (0.9, 0.999), eps 1e-8,
 //! weight decay 0.01 on every parameter, no schedule). The parameters become views into the
-//! buffer, like the gradients in `dist::FlatGrads`, so an update is a handful of vectorised ops
-//! over the whole model instead of a loop over tensors — and its whole state (parameters, both
+//! buffer, like the gradients in `dist::FlatGrads`, so an update is one pass over the whole model
+//! (dp-bench's own on the CPU, libtorch's fused kernel on other devices) instead of a loop over
+//! tensors — and its whole state (parameters, both
 //! moments, step count) is three tensors and a number that a checkpoint can save and restore.
 //! The rule is PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
 //!
@@ -11,6 +12,8 @@
 //! then does 1/L of the update and the host holds a third of the state it would otherwise hold
 //! L times; the update of each value is the same arithmetic as unsharded, so results are
 //! bit-for-bit those of the replicated optimiser.
+
+mod aten;
 
 use crate::dist::NodeBuffer;
 use crate::simd::{all_finite, vectorised};
@@ -41,9 +44,9 @@ pub struct AdamW {
     params: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// Scratch of the buffer's size for the libtorch-ops update (made on its first step), so a
-    /// step allocates nothing; the fused CPU update needs none.
-    scratch: Option<Tensor>,
+    /// The step count as a one-element tensor on the buffers' device, for libtorch's fused
+    /// kernel (made on its first step); the CPU's own update reads `steps`.
+    step_count: Option<Tensor>,
     steps: u64,
     /// Where the state is shared by the host's ranks (sharded), the buffer that holds it.
     shard: Option<Rc<NodeBuffer>>,
@@ -107,7 +110,7 @@ impl AdamW {
             config,
             exp_avg: zeros(),
             exp_avg_sq: zeros(),
-            scratch: None,
+            step_count: None,
             params,
             steps: 0,
             shard: None,
@@ -136,7 +139,7 @@ impl AdamW {
         for (v, view) in vars.iter().zip(crate::dist::views(&params, vars)) {
             v.shallow_clone().set_data(&view);
         }
-        AdamW { config, params, exp_avg, exp_avg_sq, scratch: None, steps: 0, shard: Some(node) }
+        AdamW { config, params, exp_avg, exp_avg_sq, step_count: None, steps: 0, shard: Some(node) }
     }
 
     /// Whether the host's ranks share this optimiser's state, each updating a segment.
@@ -187,13 +190,8 @@ impl AdamW {
         let updated = if self.params.device() == Device::Cpu && grad.is_contiguous() {
             self.step_fused(grad, check)
         } else {
-            assert!(self.shard.is_none(), "a sharded update runs fused");
-            // A NaN or infinity anywhere makes the sum non-finite: one pass, no mask.
-            let finite = !check || grad.sum(Kind::Float).double_value(&[]).is_finite();
-            if finite {
-                self.step_ops(grad);
-            }
-            finite
+            assert!(self.shard.is_none(), "a sharded update runs on the CPU");
+            self.step_aten(grad, check)
         };
         if let Some(node) = &self.shard {
             node.sync();
@@ -229,25 +227,21 @@ impl AdamW {
         update_values(p, m, v, g, [decay, w1, w2, step_size, bias2_sqrt, eps], check)
     }
 
-    /// The update as libtorch ops (any device).
-    fn step_ops(&mut self, grad: &Tensor) {
-        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
-        let bias1 = 1.0 - beta1.powi(self.steps as i32);
-        let bias2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
-        // Decoupled weight decay (Loshchilov & Hutter), applied before the moment update as
-        // torch.optim.AdamW does.
-        let scratch = self.scratch.get_or_insert_with(|| Tensor::zeros_like(&self.params));
-        let _ = self.params.g_mul_scalar_(1.0 - lr * weight_decay);
-        let _ = self.exp_avg.lerp_(grad, 1.0 - beta1);
-        let _ = grad.mul_out(scratch, grad);
-        let _ = self.exp_avg_sq.lerp_(scratch, 1.0 - beta2);
-        // params -= lr/bias1 · m / (√v / √bias2 + eps), as one addcdiv with the step folded into
-        // the denominator.
-        let _ = self.exp_avg_sq.sqrt_out(scratch);
-        let _ = scratch.g_mul_scalar_(1.0 / bias2_sqrt);
-        let _ = scratch.g_add_scalar_(eps);
-        let _ = scratch.g_mul_scalar_(-bias1 / lr);
-        let _ = self.params.addcdiv_(&self.exp_avg, scratch);
+    /// The update as libtorch's fused AdamW kernel (any device; on a GPU one pass over the four
+    /// flat buffers). With `check`, the verdict on `grad` is made ON THE DEVICE (a sum is
+    /// non-finite when any value is) and the kernel skips the update when it is bad, so the
+    /// host does not wait for the check before queueing the update; it reads the verdict after,
+    /// a wait the step's synchronise that follows makes anyway. Skipped, nothing changes.
+    fn step_aten(&mut self, grad: &Tensor, check: bool) -> bool {
+        let device = self.params.device();
+        let step = self.step_count.get_or_insert_with(|| Tensor::zeros([], (Kind::Float, device)));
+        let _ = step.fill_(self.steps as f64);
+        let found_inf =
+            check.then(|| grad.sum(Kind::Float).isfinite().logical_not().to_kind(Kind::Float));
+        let grad = grad.contiguous();
+        let buffers = [&self.params, &grad, &self.exp_avg, &self.exp_avg_sq];
+        aten::fused_adamw(buffers, step, found_inf.as_ref(), &self.config);
+        found_inf.is_none_or(|bad| bad.double_value(&[]) == 0.0)
     }
 
     /// A copy of the state on the CPU, for a checkpoint.
@@ -350,10 +344,10 @@ mod tests {
         assert!(ours.params().equal(&flat));
     }
 
-    /// The fused CPU update and the libtorch-ops one (other devices; here a non-contiguous
+    /// dp-bench's CPU update and libtorch's fused kernel (other devices; here a non-contiguous
     /// gradient) agree.
     #[test]
-    fn fused_and_ops_updates_agree() {
+    fn cpu_and_kernel_updates_agree() {
         let start = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0, 3.0, -0.25]);
         let mut a = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
         let mut b = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
@@ -364,7 +358,7 @@ mod tests {
             a.step(&grad.contiguous());
             b.step(&grad);
         }
-        assert!(b.scratch.is_some() && a.scratch.is_none(), "one update each way");
+        assert!(b.step_count.is_some() && a.step_count.is_none(), "one update each way");
         assert!(a.params().allclose(b.params(), 1e-6, 1e-7, false));
         assert!(!a.params().allclose(&start, 1e-3, 1e-3, false), "the parameters moved");
     }
@@ -406,13 +400,47 @@ mod tests {
                 }
             }
         }
-        // Off the fused path (a non-contiguous gradient), the check is a pass of its own.
+    }
+
+    /// libtorch's fused kernel (the update on GPUs), checked: a finite gradient gives the CPU
+    /// update's result; a NaN or an infinity anywhere leaves the parameters and both moments
+    /// exactly as they were, the verdict made on the buffers' device.
+    #[test]
+    fn fused_kernel_skips_a_non_finite_gradient_entirely() {
+        let n = 1000;
+        let start = Tensor::arange(n, (Kind::Float, Device::Cpu)) * 1e-3 - 0.5;
+        let grad = (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 0.37).sin();
+        let mut ours = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
+        let mut kernel = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
+        for _ in 0..3 {
+            ours.steps += 1;
+            assert!(ours.step_fused(&grad, true));
+            kernel.steps += 1;
+            assert!(kernel.step_aten(&grad, true));
+        }
+        for (a, b) in [(ours.params(), kernel.params()), (&ours.exp_avg, &kernel.exp_avg)] {
+            assert!(a.allclose(b, 1e-6, 1e-7, false), "{a:?} vs {b:?}");
+        }
+        assert!(ours.exp_avg_sq.allclose(&kernel.exp_avg_sq, 1e-6, 1e-9, false));
+        let before = [kernel.params(), &kernel.exp_avg, &kernel.exp_avg_sq].map(|t| t.copy());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let poisoned = grad.copy();
+            let _ = poisoned.narrow(0, n - 1, 1).fill_(bad as f64);
+            kernel.steps += 1;
+            assert!(!kernel.step_aten(&poisoned, true), "{bad} went unnoticed");
+            let after = [kernel.params(), &kernel.exp_avg, &kernel.exp_avg_sq];
+            for (b, a) in before.iter().zip(after) {
+                assert!(b.equal(a), "{bad}: the state changed");
+            }
+        }
+        // Through `step_if_finite`, off the CPU's own path (a non-contiguous gradient).
         let mut opt = AdamW::new(
             &[Tensor::zeros([3], (Kind::Float, Device::Cpu))],
             AdamWConfig::workload(1e-2),
         );
         let wide = Tensor::from_slice(&[1.0f32, 0.0, f32::NAN, 0.0, 2.0, 0.0]);
         assert!(!opt.step_if_finite(&wide.slice(0, 0, 6, 2)));
+        assert!(opt.step_count.is_some(), "the kernel's path");
         assert!(opt.params().equal(&Tensor::zeros([3], (Kind::Float, Device::Cpu))));
     }
 
