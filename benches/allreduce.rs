@@ -92,8 +92,8 @@ fn lead(comm: &Mpi) {
     let mut stop = [STOP, 0.0, 0.0];
     comm.broadcast_f32(&mut stop, 0);
     c.final_summary();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let group = runner::criterion_dir(root).join("allreduce");
+    let root = dp_bench::bench::project_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    let group = runner::criterion_dir(&root).join("allreduce");
     let sizes: Vec<(&str, u64)> = grads.iter().map(|g| (g.name, g.flat.bytes() as u64)).collect();
     match dp_bench::bench::allreduce::summarise(&group, &sizes, 0.95) {
         Ok(summaries) => {
@@ -107,7 +107,7 @@ fn lead(comm: &Mpi) {
         // A filtered run (`cargo bench --bench allreduce -- tiny/flat`) lacks some variants.
         Err(e) => eprintln!("allreduce: no summary: {e:#}"),
     }
-    if let Err(e) = dp_bench::bench::report::write_index(&runner::criterion_dir(root)) {
+    if let Err(e) = dp_bench::bench::report::write_index(&runner::criterion_dir(&root)) {
         eprintln!("allreduce: could not update the report index: {e:#}");
     }
 }
@@ -202,8 +202,8 @@ fn gpu_main(comm: &Mpi) {
         }
     }
     if comm.rank() == 0 {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let path = runner::criterion_dir(root).join("allreduce").join("gpu_summary.json");
+        let root = dp_bench::bench::project_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+        let path = runner::criterion_dir(&root).join("allreduce").join("gpu_summary.json");
         let written = std::fs::create_dir_all(path.parent().expect("a directory"))
             .map_err(anyhow::Error::from)
             .and_then(|()| dp_bench::metrics::write_json(&path, &rows));

@@ -154,8 +154,8 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c, device);
     c.final_summary();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(e) = report::write_index(&runner::criterion_dir(root)) {
+    let root = dp_bench::bench::project_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    if let Err(e) = report::write_index(&runner::criterion_dir(&root)) {
         eprintln!("train_step: could not update the report index: {e:#}");
     }
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks, on a machine with an NVIDIA GPU, PyTorch (python3 with torch 2.11 + CUDA) and a
 # dp-bench on PATH (e.g. through ../shared/gpu/bundle.sh's on-gpu.sh, which also brings mpiexec):
-#   bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY [TRAIN_STEP_BENCH]]
+#   bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR
+# Executables carried along (through BUNDLE_EXTRA), each optional, name further checks:
+#   PRECISION_TEST=precision-HASH TRAIN_STEP_BENCH=train_step-HASH DATA_PARALLEL_BENCH=data_parallel-HASH
 # Each check writes its output under OUT_DIR and one line to OUT_DIR/checks.txt; the script goes
 # on after a failed check and exits 1 if any failed. About five minutes on one H200.
 #  1. one rank per precision (fp32, tf32, bf16), gpt2 preset, batch 64, 1280 examples, 3 epochs:
@@ -9,13 +11,14 @@
 #  2. the PyTorch reference on the same token ids, eager, in each precision, and compiled in bf16
 #  3. refusals on one GPU: two NCCL ranks on it (exit 2), and two ranks summing through host
 #     memory instead (--allreduce mpi, runs); out of GPU memory (exit 2, one line)
-#  4. bf16 against fp32 on the GPU (tests/precision.rs's binary, when given)
+#  4. bf16 against fp32 on the GPU (PRECISION_TEST, tests/precision.rs's executable)
 #  5. the AdamW update of gpt2's parameters on the GPU: libtorch's fused kernel (dp-bench's) against
-#     nine libtorch ops (the train_step bench's executable, when given)
+#     nine libtorch ops (TRAIN_STEP_BENCH)
+#  6. `cargo bench`'s data_parallel on the GPUs, fp32 against PyTorch eager and bf16 against eager
+#     and compiled PyTorch, each within BENCH_BUDGET (default 2m), the project root being this
+#     script's parent (DATA_PARALLEL_BENCH; its reports under target/criterion there)
 set -uo pipefail
-out=${1:?usage: gpu_checks.sh OUT_DIR [PRECISION_TEST_BINARY [TRAIN_STEP_BENCH]]}
-precision_test=${2:-}
-train_step_bench=${3:-}
+out=${1:?usage: gpu_checks.sh OUT_DIR (see the comment at its top)}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 failed=0
@@ -53,11 +56,20 @@ else
 fi
 check out-of-memory 2 "ran out of device memory" dp-bench --device cuda --preset gpt2 --batch-size 8192 --train-examples 8192 \
   --n-epochs 1 --benchmark-only --overwrite --workdir "$out/runs/oom"
-if [ -n "$precision_test" ]; then
-  check bf16-numerics 0 "" "$precision_test" --nocapture
+if [ -n "${PRECISION_TEST:-}" ]; then
+  check bf16-numerics 0 "" "$PRECISION_TEST" --nocapture
 fi
-if [ -n "$train_step_bench" ]; then
-  check adamw-update 0 "adamw_libtorch_ops/gpt2" env DP_BENCH_DEVICE=cuda "$train_step_bench" --bench adamw
+if [ -n "${TRAIN_STEP_BENCH:-}" ]; then
+  check adamw-update 0 "adamw_libtorch_ops/gpt2" env DP_BENCH_DEVICE=cuda "$TRAIN_STEP_BENCH" --bench adamw
+fi
+if [ -n "${DATA_PARALLEL_BENCH:-}" ]; then
+  bench_env=(env DP_BENCH_ROOT="$(dirname "$here")" DP_BENCH_BIN="$(command -v dp-bench)" DP_BENCH_PYTHON=python3)
+  for p in fp32 bf16; do
+    extra=(); [ "$p" = bf16 ] && extra=(--reference-compile)
+    check "bench-$p" 0 "vs pytorch-eager" "${bench_env[@]}" "$DATA_PARALLEL_BENCH" --bench --device cuda \
+      --precision "$p" --time-budget "${BENCH_BUDGET:-2m}" "${extra[@]}"
+    cp "$(dirname "$here")/target/criterion/data_parallel/summary.json" "$out/bench-$p-summary.json" 2>/dev/null
+  done
 fi
 for r in "$out"/runs/*/; do
   [ -f "$r/run.json" ] && dp-bench compare "$r" --warmup 1 --out "$r/report" > "$r/compare.txt" 2>&1

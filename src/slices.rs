@@ -1,8 +1,7 @@
 //! Tensor ↔ slice: a contiguous f32 CPU tensor's values as a Rust slice, for the code that reads
-//! or writes them in place (the CPU training pass, the fused optimiser, the all-reduces). The one
+//! or writes them in place (the CPU training pass and the all-reduces). The one
 //! place that checks what such a tensor must be and that holds the raw-pointer casts.
 
-use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 /// Panics unless `t` is a contiguous f32 CPU tensor: the only kind whose memory is one run of
@@ -41,15 +40,4 @@ pub(crate) fn values_mut(t: &mut Tensor) -> &mut [f32] {
 pub(crate) unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
     debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
-}
-
-/// Elements `range` of the contiguous f32 CPU tensor `t`, as a slice (and no reference to the
-/// rest, which other ranks may be writing).
-///
-/// # Safety
-/// As [`as_mut_slice`], for the elements in `range`.
-pub(crate) unsafe fn elements<'a>(t: &'a mut Tensor, range: &Range<usize>) -> &'a mut [f32] {
-    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    assert!(range.end <= t.numel(), "elements {range:?} of {}", t.numel());
-    std::slice::from_raw_parts_mut((t.data_ptr() as *mut f32).add(range.start), range.len())
 }

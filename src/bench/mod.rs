@@ -16,7 +16,7 @@ pub mod stats;
 pub mod summary;
 pub mod turns;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The options shared by the benches that launch `dp-bench` runs (`data_parallel`, `padding`),
@@ -47,9 +47,43 @@ pub struct RunArgs {
     pub bench: bool,
 }
 
+/// Where a bench executable finds `dp-bench` (`DP_BENCH_BIN`) and the project root
+/// (`DP_BENCH_ROOT`: `scripts/`, and where `target/criterion` and `submit/` are written), for an
+/// executable carried to a machine without cargo, where the paths fixed when it was compiled do
+/// not exist. Unset, those paths.
+pub const BIN_VAR: &str = "DP_BENCH_BIN";
+pub const ROOT_VAR: &str = "DP_BENCH_ROOT";
+
+/// The path in `var`, or `compiled` where it is unset.
+fn overridden(var: &str, compiled: &Path) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| compiled.to_path_buf(), PathBuf::from)
+}
+
+/// The project root the bench writes under: [`ROOT_VAR`], or `compiled`.
+pub fn project_root(compiled: &Path) -> PathBuf {
+    overridden(ROOT_VAR, compiled)
+}
+
+/// `binary` and `root` as [`BIN_VAR`] and [`ROOT_VAR`] override them; an error naming the
+/// variable to set when either does not exist.
+pub fn locations(binary: &Path, root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let pick = |var: &str, compiled: &Path, what: &str| {
+        let path = overridden(var, compiled);
+        match path.exists() {
+            true => Ok(path),
+            false => Err(anyhow::anyhow!(
+                "{what} {} does not exist: set {var} to where it is on this machine",
+                path.display()
+            )),
+        }
+    };
+    Ok((pick(BIN_VAR, binary, "dp-bench")?, pick(ROOT_VAR, root, "the project root")?))
+}
+
 /// The `main` of a harness-less bench that launches `dp-bench` runs: options come from the
 /// command line after `--`; bad options are bad input (one line, exit status 2, nothing run); a
-/// failed bench is one line and exit status 1. `binary` is `dp-bench`, `root` the project root.
+/// failed bench is one line and exit status 1. `binary` is `dp-bench`, `root` the project root,
+/// both as compiled unless [`locations`] overrides them.
 pub fn bench_main<A: clap::Parser, T>(
     name: &str,
     validate: impl FnOnce(&A) -> anyhow::Result<()>,
@@ -58,15 +92,39 @@ pub fn bench_main<A: clap::Parser, T>(
     root: &Path,
 ) -> ExitCode {
     let args = A::parse();
-    if let Err(e) = validate(&args) {
-        eprintln!("{name}: error: {e:#}");
-        return ExitCode::from(2);
-    }
-    match run(&args, binary, root) {
+    let (binary, root) =
+        match locations(binary, root).and_then(|places| validate(&args).map(|()| places)) {
+            Ok(places) => places,
+            Err(e) => {
+                eprintln!("{name}: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+    match run(&args, &binary, &root) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As compiled, where they exist; a missing one names the variable that fixes it. (The
+    /// variables themselves are not set here: tests share the environment.)
+    #[test]
+    fn a_bench_finds_dp_bench_and_the_root_or_says_what_to_set() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let here = root.join("Cargo.toml");
+        assert_eq!(locations(&here, root).unwrap(), (here.clone(), root.to_path_buf()));
+        let gone = root.join("no/such/dp-bench");
+        let e = locations(&gone, root).unwrap_err().to_string();
+        assert!(e.contains("no/such/dp-bench does not exist: set DP_BENCH_BIN"), "{e}");
+        let e = locations(&here, &root.join("no/such/root")).unwrap_err().to_string();
+        assert!(e.contains("set DP_BENCH_ROOT to where it is on this machine"), "{e}");
+        assert_eq!(project_root(root), root);
     }
 }

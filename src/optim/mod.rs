@@ -1,9 +1,9 @@
 //! AdamW over ONE flat parameter buffer (WORKLOAD.md: lr 1e-4, betas (0.9, 0.999), eps 1e-8,
 //! weight decay 0.01 on every parameter, no schedule). The parameters become views into the
-//! buffer, like the gradients in `dist::FlatGrads`, so an update is one pass over the whole model
-//! (dp-bench's own on the CPU, libtorch's fused kernel on other devices) instead of a loop over
-//! tensors — and its whole state (parameters, both
-//! moments, step count) is three tensors and a number that a checkpoint can save and restore.
+//! buffer, like the gradients in `dist::FlatGrads`, so an update is one pass of libtorch's fused
+//! AdamW kernel over the whole model (on any device) instead of a loop over tensors — and its
+//! whole state (parameters, both moments, step count) is three tensors and a number that a
+//! checkpoint can save and restore.
 //! The rule is PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
 //!
 //! Sharded ([`AdamW::sharded`], ZeRO stage 1 within a host): the ranks of a host keep ONE copy of
@@ -16,8 +16,6 @@
 mod aten;
 
 use crate::dist::NodeBuffer;
-use crate::simd::{all_finite, vectorised};
-use crate::slices::elements;
 use std::ops::Range;
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
@@ -44,46 +42,11 @@ pub struct AdamW {
     params: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// The step count as a one-element tensor on the buffers' device, for libtorch's fused
-    /// kernel (made on its first step); the CPU's own update reads `steps`.
-    step_count: Option<Tensor>,
+    /// `steps` as a one-element tensor on the buffers' device, which the kernel reads.
+    step_count: Tensor,
     steps: u64,
     /// Where the state is shared by the host's ranks (sharded), the buffer that holds it.
     shard: Option<Rc<NodeBuffer>>,
-}
-
-/// Values per block of the fused update: 16 KiB of each buffer, so a checked block is still in
-/// the L1 cache when it is updated.
-const BLOCK: usize = 4096;
-
-vectorised! {
-    /// The fused update of `p`, `m` and `v` with gradient `g` (`k`: decay, 1 − β1, 1 − β2, the
-    /// bias-corrected step size, √(1 − β2^t) and eps), block by block; with `check`, it stops
-    /// (`false`) at the first block of `g` holding a NaN or an infinity.
-    fn update_values(
-        p: &mut [f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        g: &[f32],
-        k: [f32; 6],
-        check: bool,
-    ) -> bool {
-        let [decay, w1, w2, step_size, bias2_sqrt, eps] = k;
-        let blocks = p.chunks_mut(BLOCK).zip(m.chunks_mut(BLOCK)).zip(v.chunks_mut(BLOCK));
-        for (((p, m), v), g) in blocks.zip(g.chunks(BLOCK)) {
-            if check && !all_finite(g) {
-                return false;
-            }
-            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                // torch.optim.AdamW's order: decay, moments (lerp), bias-corrected step.
-                *p *= decay;
-                *m += w1 * (g - *m);
-                *v += w2 * (g * g - *v);
-                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
-            }
-        }
-        true
-    }
 }
 
 /// The saved state of an `AdamW`: flat CPU tensors by name, and the step count.
@@ -110,7 +73,7 @@ impl AdamW {
             config,
             exp_avg: zeros(),
             exp_avg_sq: zeros(),
-            step_count: None,
+            step_count: Tensor::zeros([], (Kind::Float, device)),
             params,
             steps: 0,
             shard: None,
@@ -139,7 +102,8 @@ impl AdamW {
         for (v, view) in vars.iter().zip(crate::dist::views(&params, vars)) {
             v.shallow_clone().set_data(&view);
         }
-        AdamW { config, params, exp_avg, exp_avg_sq, step_count: None, steps: 0, shard: Some(node) }
+        let step_count = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        AdamW { config, params, exp_avg, exp_avg_sq, step_count, steps: 0, shard: Some(node) }
     }
 
     /// Whether the host's ranks share this optimiser's state, each updating a segment.
@@ -172,13 +136,12 @@ impl AdamW {
     }
 
     /// As [`AdamW::step`], where nothing has yet read `grad` for NaNs and infinities: whether it
-    /// had none. On the CPU the check is fused into the update, block by block, each block
-    /// checked before it is updated, so a non-finite gradient costs no pass of its own over a
-    /// buffer larger than the caches. A non-finite value stops the update at its block: no
-    /// non-finite value reaches the parameters or moments, but the blocks before it have been
-    /// updated, so after `false` the caller stops training (as `Trainer` does) rather than go
-    /// on from a half-made update. Not sharded (a sharded update's gradient was checked as it
-    /// was summed).
+    /// had none. The verdict is made on the buffers' device (a sum is non-finite when any value
+    /// is) and the kernel reads it there, skipping the whole update on a bad one, so on a GPU
+    /// the host does not wait for the check before queueing the update; it reads the verdict
+    /// after, a wait the step's synchronise that follows makes anyway. After `false` nothing
+    /// has changed, and the caller stops training (as `Trainer` does). Not sharded (a sharded
+    /// update's gradient was checked as it was summed).
     pub(crate) fn step_if_finite(&mut self, grad: &Tensor) -> bool {
         assert!(self.shard.is_none(), "a sharded gradient is checked where it is summed");
         self.update(grad, true)
@@ -186,62 +149,29 @@ impl AdamW {
 
     fn update(&mut self, grad: &Tensor, check: bool) -> bool {
         let _guard = tch::no_grad_guard();
+        assert_eq!(grad.numel(), self.params.numel(), "one gradient per parameter");
         self.steps += 1;
-        let updated = if self.params.device() == Device::Cpu && grad.is_contiguous() {
-            self.step_fused(grad, check)
-        } else {
-            assert!(self.shard.is_none(), "a sharded update runs on the CPU");
-            self.step_aten(grad, check)
-        };
+        let _ = self.step_count.fill_(self.steps as f64);
+        let found_inf =
+            check.then(|| grad.sum(Kind::Float).isfinite().logical_not().to_kind(Kind::Float));
+        // This rank's segment of each buffer (all of it, unless sharded): contiguous views.
+        let seg = self.segment();
+        let grad = narrow(&grad.contiguous(), &seg);
+        let (params, exp_avg, exp_avg_sq) = (
+            narrow(&self.params, &seg),
+            narrow(&self.exp_avg, &seg),
+            narrow(&self.exp_avg_sq, &seg),
+        );
+        let buffers = [&params, &grad, &exp_avg, &exp_avg_sq];
+        aten::fused_adamw(buffers, &self.step_count, found_inf.as_ref(), &self.config);
         if let Some(node) = &self.shard {
             node.sync();
         }
-        updated
-    }
-
-    /// The update as one pass over the four buffers (each element read and written once),
-    /// where libtorch's ops would make nine passes over buffers larger than the caches; with
-    /// `check`, each block of the gradient is first checked for NaNs and infinities while it
-    /// sits in the L1 cache, and the update stops at the first block holding one (`false`).
-    fn step_fused(&mut self, grad: &Tensor, check: bool) -> bool {
-        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
-        let bias1 = 1.0 - beta1.powi(self.steps as i32);
-        let bias2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
-        let (decay, w1, w2) =
-            ((1.0 - lr * weight_decay) as f32, (1.0 - beta1) as f32, (1.0 - beta2) as f32);
-        let (step_size, bias2_sqrt, eps) = ((lr / bias1) as f32, bias2_sqrt as f32, eps as f32);
-        assert_eq!(grad.numel(), self.params.numel(), "one gradient per parameter");
-        assert_eq!(grad.kind(), Kind::Float, "an f32 gradient");
-        let seg = self.segment();
-        // SAFETY: the same range of four distinct contiguous f32 CPU buffers (`grad` is the
-        // gradient buffer, not one of the optimiser's), alive for the whole loop, which nothing
-        // else touches while it runs: sharded, the host's other ranks update other segments.
-        let (p, m, v, g) = unsafe {
-            (
-                elements(&mut self.params, &seg),
-                elements(&mut self.exp_avg, &seg),
-                elements(&mut self.exp_avg_sq, &seg),
-                &crate::slices::values(grad)[seg],
-            )
-        };
-        update_values(p, m, v, g, [decay, w1, w2, step_size, bias2_sqrt, eps], check)
-    }
-
-    /// The update as libtorch's fused AdamW kernel (any device; on a GPU one pass over the four
-    /// flat buffers). With `check`, the verdict on `grad` is made ON THE DEVICE (a sum is
-    /// non-finite when any value is) and the kernel skips the update when it is bad, so the
-    /// host does not wait for the check before queueing the update; it reads the verdict after,
-    /// a wait the step's synchronise that follows makes anyway. Skipped, nothing changes.
-    fn step_aten(&mut self, grad: &Tensor, check: bool) -> bool {
-        let device = self.params.device();
-        let step = self.step_count.get_or_insert_with(|| Tensor::zeros([], (Kind::Float, device)));
-        let _ = step.fill_(self.steps as f64);
-        let found_inf =
-            check.then(|| grad.sum(Kind::Float).isfinite().logical_not().to_kind(Kind::Float));
-        let grad = grad.contiguous();
-        let buffers = [&self.params, &grad, &self.exp_avg, &self.exp_avg_sq];
-        aten::fused_adamw(buffers, step, found_inf.as_ref(), &self.config);
-        found_inf.is_none_or(|bad| bad.double_value(&[]) == 0.0)
+        let finite = found_inf.is_none_or(|bad| bad.double_value(&[]) == 0.0);
+        if !finite {
+            self.steps -= 1; // skipped: nothing changed
+        }
+        finite
     }
 
     /// A copy of the state on the CPU, for a checkpoint.
@@ -344,10 +274,9 @@ mod tests {
         assert!(ours.params().equal(&flat));
     }
 
-    /// dp-bench's CPU update and libtorch's fused kernel (other devices; here a non-contiguous
-    /// gradient) agree.
+    /// A non-contiguous gradient updates as its contiguous copy does, bit for bit.
     #[test]
-    fn cpu_and_kernel_updates_agree() {
+    fn a_strided_gradient_updates_as_its_copy() {
         let start = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0, 3.0, -0.25]);
         let mut a = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
         let mut b = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
@@ -358,19 +287,18 @@ mod tests {
             a.step(&grad.contiguous());
             b.step(&grad);
         }
-        assert!(b.step_count.is_some() && a.step_count.is_none(), "one update each way");
-        assert!(a.params().allclose(b.params(), 1e-6, 1e-7, false));
+        assert!(a.params().equal(b.params()) && a.exp_avg_sq.equal(&b.exp_avg_sq));
         assert!(!a.params().allclose(&start, 1e-3, 1e-3, false), "the parameters moved");
     }
 
     /// A checked update of a finite gradient is the unchecked one, bit for bit; a NaN or an
-    /// infinity stops it at its block, with nothing non-finite written anywhere and the blocks
-    /// from the bad one on untouched.
+    /// infinity anywhere skips the whole update: `false`, the parameters, both moments and the
+    /// step count exactly as they were.
     #[test]
-    fn checked_update_stops_at_the_first_non_finite_block() {
-        let n = 3 * BLOCK + 100;
-        let start = Tensor::arange(n as i64, (Kind::Float, Device::Cpu)) * 1e-4 - 0.1;
-        let grad = (Tensor::arange(n as i64, (Kind::Float, Device::Cpu)) * 0.37).sin();
+    fn a_non_finite_gradient_changes_nothing() {
+        let n = 10_000;
+        let start = Tensor::arange(n, (Kind::Float, Device::Cpu)) * 1e-4 - 0.1;
+        let grad = (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 0.37).sin();
         let (mut plain, mut checked) = (
             AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2)),
             AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2)),
@@ -379,69 +307,27 @@ mod tests {
             plain.step(&grad);
             assert!(checked.step_if_finite(&grad));
         }
+        assert!(plain.params().equal(checked.params()));
         assert!(
-            plain.params().equal(checked.params()) && plain.exp_avg_sq.equal(&checked.exp_avg_sq)
+            plain.exp_avg.equal(&checked.exp_avg) && plain.exp_avg_sq.equal(&checked.exp_avg_sq)
         );
+        let before = [checked.params(), &checked.exp_avg, &checked.exp_avg_sq].map(|t| t.copy());
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            for at in [0, BLOCK + 7, 3 * BLOCK + 99] {
-                let mut opt = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
+            for at in [0, n / 2 + 7, n - 1] {
                 let poisoned = grad.copy();
-                let _ = poisoned.narrow(0, at as i64, 1).fill_(bad as f64);
-                assert!(!opt.step_if_finite(&poisoned), "{bad} at {at} went unnoticed");
-                let first_bad = at / BLOCK * BLOCK;
-                for t in [opt.params(), &opt.exp_avg, &opt.exp_avg_sq] {
-                    assert!(bool::try_from(t.isfinite().all()).unwrap(), "{bad} at {at} got in");
+                let _ = poisoned.narrow(0, at, 1).fill_(bad as f64);
+                assert!(!checked.step_if_finite(&poisoned), "{bad} at {at} went unnoticed");
+                let after = [checked.params(), &checked.exp_avg, &checked.exp_avg_sq];
+                for (b, a) in before.iter().zip(after) {
+                    assert!(b.equal(a), "{bad} at {at}: the state changed");
                 }
-                let rest = |t: &Tensor| t.narrow(0, first_bad as i64, (n - first_bad) as i64);
-                assert!(rest(opt.params()).equal(&rest(&start)), "{bad} at {at}: updated past it");
-                if first_bad > 0 {
-                    let done = |t: &Tensor| t.narrow(0, 0, first_bad as i64);
-                    assert!(!done(opt.params()).equal(&done(&start)), "blocks before it updated");
-                }
+                assert_eq!(checked.steps(), 3, "{bad} at {at}: a skipped update counted");
             }
         }
-    }
-
-    /// libtorch's fused kernel (the update on GPUs), checked: a finite gradient gives the CPU
-    /// update's result; a NaN or an infinity anywhere leaves the parameters and both moments
-    /// exactly as they were, the verdict made on the buffers' device.
-    #[test]
-    fn fused_kernel_skips_a_non_finite_gradient_entirely() {
-        let n = 1000;
-        let start = Tensor::arange(n, (Kind::Float, Device::Cpu)) * 1e-3 - 0.5;
-        let grad = (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 0.37).sin();
-        let mut ours = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
-        let mut kernel = AdamW::new(&[start.copy()], AdamWConfig::workload(1e-2));
-        for _ in 0..3 {
-            ours.steps += 1;
-            assert!(ours.step_fused(&grad, true));
-            kernel.steps += 1;
-            assert!(kernel.step_aten(&grad, true));
-        }
-        for (a, b) in [(ours.params(), kernel.params()), (&ours.exp_avg, &kernel.exp_avg)] {
-            assert!(a.allclose(b, 1e-6, 1e-7, false), "{a:?} vs {b:?}");
-        }
-        assert!(ours.exp_avg_sq.allclose(&kernel.exp_avg_sq, 1e-6, 1e-9, false));
-        let before = [kernel.params(), &kernel.exp_avg, &kernel.exp_avg_sq].map(|t| t.copy());
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            let poisoned = grad.copy();
-            let _ = poisoned.narrow(0, n - 1, 1).fill_(bad as f64);
-            kernel.steps += 1;
-            assert!(!kernel.step_aten(&poisoned, true), "{bad} went unnoticed");
-            let after = [kernel.params(), &kernel.exp_avg, &kernel.exp_avg_sq];
-            for (b, a) in before.iter().zip(after) {
-                assert!(b.equal(a), "{bad}: the state changed");
-            }
-        }
-        // Through `step_if_finite`, off the CPU's own path (a non-contiguous gradient).
-        let mut opt = AdamW::new(
-            &[Tensor::zeros([3], (Kind::Float, Device::Cpu))],
-            AdamWConfig::workload(1e-2),
-        );
-        let wide = Tensor::from_slice(&[1.0f32, 0.0, f32::NAN, 0.0, 2.0, 0.0]);
-        assert!(!opt.step_if_finite(&wide.slice(0, 0, 6, 2)));
-        assert!(opt.step_count.is_some(), "the kernel's path");
-        assert!(opt.params().equal(&Tensor::zeros([3], (Kind::Float, Device::Cpu))));
+        // Training could go on from there as if the bad gradient had never come.
+        plain.step(&grad);
+        assert!(checked.step_if_finite(&grad));
+        assert!(plain.params().equal(checked.params()));
     }
 
     #[test]
