@@ -458,6 +458,11 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         budget_s: budget.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         pairs: summary.speedup.iter().map(|s| s.paired_epochs).max().unwrap_or(0),
+        epochs: (summary.configs.iter())
+            .filter(|c| c.run.implementation == crate::metrics::IMPLEMENTATION)
+            .map(|c| c.epochs_measured)
+            .max()
+            .unwrap_or(0),
     });
     publish(args, root, &summary, &failures)?;
     Ok(summary)

@@ -55,6 +55,10 @@ pub struct Sampling {
     pub elapsed_s: f64,
     /// Measured epoch pairs.
     pub pairs: usize,
+    /// Measured epochs of dp-bench's configurations (each trains as many): with one
+    /// configuration, what there is in place of pairs. 0 in files written before it was kept.
+    #[serde(default)]
+    pub epochs: usize,
 }
 
 impl Sampling {
@@ -62,6 +66,21 @@ impl Sampling {
     pub fn sentence(&self) -> String {
         let widest = format!("±{:.1} %", self.widest * 100.0);
         let target = format!("±{:.1} %", self.target_width * 100.0);
+        let elapsed = clock(self.elapsed_s);
+        if self.pairs == 0 {
+            // One configuration (one world size, as on a machine with one GPU): no speedup, so
+            // nothing narrows but the budget and the epochs.
+            let why = match self.ended_by {
+                Ended::Budget => format!("the time budget ({}) was spent", clock(self.budget_s)),
+                Ended::Precision | Ended::EpochLimit => {
+                    "one configuration, no speedup interval to narrow".to_string()
+                }
+            };
+            return format!(
+                "Sampling ended after {} measured epochs in {elapsed}: {why}.",
+                self.epochs
+            );
+        }
         let why = match self.ended_by {
             Ended::Precision => format!("every speedup's interval within {target} (widest {widest})"),
             Ended::Budget => format!(
@@ -72,11 +91,7 @@ impl Sampling {
                 format!("the most epochs allowed, the widest speedup interval {widest} (target {target})")
             }
         };
-        format!(
-            "Sampling ended after {} measured epoch pairs in {}: {why}.",
-            self.pairs,
-            clock(self.elapsed_s)
-        )
+        format!("Sampling ended after {} measured epoch pairs in {elapsed}: {why}.", self.pairs)
     }
 }
 
@@ -228,6 +243,34 @@ pub(crate) fn widest(summary: &Summary) -> f64 {
 mod tests {
     use super::*;
     use crate::bench::stats::paired_ratio;
+
+    /// What the reports say ended sampling, with pairs and with one configuration (no pairs).
+    #[test]
+    fn the_sentence_names_what_ended_sampling() {
+        let sampling = |ended_by, pairs, epochs| Sampling {
+            ended_by,
+            widest: if pairs > 0 { 0.022 } else { 0.0 },
+            target_width: 0.01,
+            budget_s: 600.0,
+            elapsed_s: 450.0,
+            pairs,
+            epochs,
+        };
+        assert_eq!(
+            sampling(Ended::Budget, 19, 19).sentence(),
+            "Sampling ended after 19 measured epoch pairs in 7:30: the time budget (10:00) was \
+             spent, the widest speedup interval ±2.2 % (target ±1.0 %)."
+        );
+        assert_eq!(
+            sampling(Ended::Precision, 0, 5).sentence(),
+            "Sampling ended after 5 measured epochs in 7:30: one configuration, no speedup \
+             interval to narrow."
+        );
+        assert_eq!(
+            sampling(Ended::Budget, 0, 9).sentence(),
+            "Sampling ended after 9 measured epochs in 7:30: the time budget (10:00) was spent."
+        );
+    }
     use rand::{Rng, SeedableRng};
 
     #[test]
