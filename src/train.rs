@@ -28,7 +28,7 @@ pub fn visible_gpus() -> usize {
 }
 
 /// The summed gradient of a step held a NaN or an infinity. No non-finite value reached the
-/// parameters, but their update may have stopped part-way: training stops.
+/// parameters or the optimiser's state (the update was skipped): training stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Diverged;
 
