@@ -4,8 +4,10 @@
 #   bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR
 # Executables carried along (through BUNDLE_EXTRA), each optional, name further checks:
 #   PRECISION_TEST=precision-HASH TRAIN_STEP_BENCH=train_step-HASH DATA_PARALLEL_BENCH=data_parallel-HASH
+# scripts/gpu_pack.sh packs all three and names them in .gpu/env.sh:
+#   source .gpu/env.sh && bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR
 # Each check writes its output under OUT_DIR and one line to OUT_DIR/checks.txt; the script goes
-# on after a failed check and exits 1 if any failed. About five minutes on one H200.
+# on after a failed check and exits 1 if any failed. Expected: about five minutes on one H200, and BENCH_BUDGET more for each bench (never yet run there).
 #  1. one rank per precision (fp32, tf32, bf16), gpt2 preset, batch 64, 1280 examples, 3 epochs:
 #     the NCCL data plane joins a one-rank communicator; tokens/s and MFU inputs in the records
 #  2. the PyTorch reference on the same token ids, eager, in each precision, and compiled in bf16
