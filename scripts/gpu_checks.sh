@@ -7,7 +7,8 @@
 # scripts/gpu_pack.sh packs all three and names them in .gpu/env.sh:
 #   source .gpu/env.sh && bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR
 # Each check writes its output under OUT_DIR and one line to OUT_DIR/checks.txt; the script goes
-# on after a failed check and exits 1 if any failed. Expected: about five minutes on one H200, and BENCH_BUDGET more for each bench (never yet run there).
+# on after a failed check and exits 1 if any failed. Expected (never yet run there): about five
+# minutes on one H200, and BENCH_BUDGET more for each bench.
 #  1. one rank per precision (fp32, tf32, bf16), gpt2 preset, batch 64, 1280 examples, 3 epochs:
 #     the NCCL data plane joins a one-rank communicator; tokens/s and MFU inputs in the records
 #  2. the PyTorch reference on the same token ids, eager, in each precision, and compiled in bf16
