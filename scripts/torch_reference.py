@@ -142,8 +142,8 @@ def train(rank, args):
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if world > 1:
-        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world, device_id=device if device.type == "cuda" else None)
     data = json.load(open(args.examples))
     template = json.load(open(args.template))
@@ -249,7 +249,6 @@ def train(rank, args):
                               threads=args.threads, n_epochs=trained_epochs, device=args.device,
                               precision=args.precision)
         info["libtorch_version"] = torch.__version__
-        backend = "nccl" if device.type == "cuda" else "gloo"
         info["mpi_library"] = f"torch.distributed {backend}" if world > 1 else "none"
         info["device"] = str(device)
         info["threads_per_rank"] = args.threads

@@ -1,7 +1,7 @@
 //! The CPU's vector units for the loops that libtorch does not run: [`vectorised!`], which
-//! compiles a loop for AVX-512 beside its portable build and picks one at run time, and the
-//! checks those loops share. The model's kernels, the flat all-reduce's sums and the fused
-//! optimiser update all go through it; what each loop computes lives with its caller.
+//! compiles a loop for AVX-512 and AVX2 beside its portable build and picks one at run time,
+//! and the checks those loops share. The model's kernels, the flat all-reduce's sums and the
+//! dropout generator go through it; what each loop computes lives with its caller.
 
 /// A function whose body is compiled three times: for AVX-512 and for AVX2 with FMA (each called
 /// where the CPU has it) and portably (SSE2). The body's loops are written to vectorise, so the

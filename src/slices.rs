@@ -1,6 +1,6 @@
 //! Tensor ↔ slice: a contiguous f32 CPU tensor's values as a Rust slice, for the code that reads
-//! or writes them in place (the CPU training pass and the all-reduces). The one
-//! place that checks what such a tensor must be and that holds the raw-pointer casts.
+//! or writes them in place (the CPU training pass and the all-reduces). The one place that
+//! checks what such a tensor must be and that holds the raw-pointer casts.
 
 use tch::{Device, Kind, Tensor};
 

@@ -19,6 +19,11 @@ pub fn share(v: f64) -> String {
     format!("{:.1}", (v * 1000.0).round() / 10.0 + 0.0)
 }
 
+/// A share as a percentage with one decimal and its unit: `62.6 %`.
+pub fn percent(v: f64) -> String {
+    format!("{} %", share(v))
+}
+
 /// Seconds with a sensible number of digits.
 pub fn seconds(v: f64) -> String {
     if v >= 100.0 {

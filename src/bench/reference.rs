@@ -41,11 +41,10 @@ pub(crate) fn run_references(
         .arg("--out")
         .arg(ours.join("examples.json"))
         .status();
-    let compiled: &[bool] = if args.reference_compile { &[false, true] } else { &[false] };
     let planned: Vec<(&Planned, bool)> = plan
         .iter()
         .filter(|p| p.reference)
-        .flat_map(|p| compiled.iter().map(move |&c| (p, c)))
+        .flat_map(|p| args.reference_variants().iter().map(move |&c| (p, c)))
         .collect();
     let stopping = budget.map(|b| Stopping {
         share: b.mul_f64(sampling::REFERENCE_SHARE / planned.len().max(1) as f64),

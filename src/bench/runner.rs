@@ -187,6 +187,16 @@ impl BenchArgs {
         device_plan(self.device, visible_gpus(), given)
     }
 
+    /// The reference's variants for each configuration it runs: eager/DDP, and with
+    /// `--reference-compile` also through torch.compile (`true`).
+    pub(crate) fn reference_variants(&self) -> &'static [bool] {
+        if self.reference_compile {
+            &[false, true]
+        } else {
+            &[false]
+        }
+    }
+
     pub(crate) fn reference_epochs(&self) -> usize {
         self.reference_epochs.unwrap_or_else(|| self.by_mode([4, 30, 6]))
     }
@@ -240,11 +250,11 @@ impl BenchArgs {
         Ok(())
     }
 
-    /// The configurations, filtered: each world size under each partition, then (unless
-    /// `--no-independent`) each world size above one as independent one-rank copies.
-    pub(crate) fn plan(&self) -> Vec<Planned> {
+    /// The configurations on `devices` (this bench's [`BenchArgs::devices`]), filtered: each
+    /// world size under each partition, then (unless `--no-independent`) each world size above
+    /// one as independent one-rank copies.
+    pub(crate) fn plan(&self, devices: &DevicePlan) -> Vec<Planned> {
         let examples = self.train_examples();
-        let devices = self.devices().expect("validated");
         let (device, precision) = (devices.device.to_string(), self.precision.to_string());
         // What every configuration trains, for `batch` examples per step and rank.
         let workload = |batch: usize| {
@@ -282,7 +292,7 @@ impl BenchArgs {
                 let mut args = workload(global);
                 args.extend(["--world-size".into(), n.to_string()]);
                 args.extend(["--partition".into(), partition.to_string()]);
-                if let Some(cores) = self.baseline_cores(&devices).filter(|_| n == 1) {
+                if let Some(cores) = self.baseline_cores(devices).filter(|_| n == 1) {
                     args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
                 let id = analysis::config_id(n, global, (k > 0).then_some(partition));
@@ -391,17 +401,17 @@ fn run_configurations(
 /// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
 pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
     args.validate()?;
-    let plan = args.plan();
+    let devices = args.devices()?;
+    let plan = args.plan(&devices);
     anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
     let out_dir = criterion_dir(root).join("data_parallel");
     let runs_dir = out_dir.join("runs");
     let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
     let reference = !args.no_reference && python.exists();
-    let variants = 1 + usize::from(args.reference_compile);
+    let variants = args.reference_variants().len();
     let references =
         if reference { variants * plan.iter().filter(|p| p.reference).count() } else { 0 };
     let budget = args.budget();
-    let devices = args.devices()?;
     println!("data_parallel: {}", devices.describe());
     // Measured before any run starts, on an idle device.
     let peak = measure_peak(devices.device, args.precision);
@@ -518,7 +528,7 @@ mod tests {
     fn plan(flags: &[&str]) -> Vec<Planned> {
         let args = BenchArgs::parse_from(["data_parallel"].iter().chain(flags));
         args.validate().unwrap();
-        args.plan()
+        args.plan(&args.devices().unwrap())
     }
 
     fn flag<'a>(p: &'a Planned, name: &str) -> Option<&'a str> {

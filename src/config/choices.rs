@@ -205,10 +205,11 @@ impl AllReduce {
         AllReduce::Mpi
     }
 
-    /// `Auto` made concrete for `device`: NCCL on GPUs when `nccl_loads`, shm otherwise.
-    pub(crate) fn resolve(self, device: DeviceKind, nccl_loads: bool) -> Self {
+    /// `Auto` made concrete for `device`: NCCL on GPUs when `nccl_loads()`, shm otherwise
+    /// (NCCL is not looked for on CPUs).
+    pub(crate) fn resolve(self, device: DeviceKind, nccl_loads: impl FnOnce() -> bool) -> Self {
         match (self, device) {
-            (AllReduce::Auto, DeviceKind::Cuda) if nccl_loads => AllReduce::Nccl,
+            (AllReduce::Auto, DeviceKind::Cuda) if nccl_loads() => AllReduce::Nccl,
             (AllReduce::Auto, _) => AllReduce::Shm,
             (concrete, _) => concrete,
         }
@@ -312,10 +313,10 @@ mod tests {
     #[test]
     fn auto_allreduce_is_nccl_on_gpus_where_it_loads() {
         use AllReduce::*;
-        assert_eq!(Auto.resolve(DeviceKind::Cuda, true), Nccl);
-        assert_eq!(Auto.resolve(DeviceKind::Cuda, false), Shm);
-        assert_eq!(Auto.resolve(DeviceKind::Cpu, true), Shm);
-        assert_eq!(Mpi.resolve(DeviceKind::Cuda, true), Mpi, "a choice stays");
+        assert_eq!(Auto.resolve(DeviceKind::Cuda, || true), Nccl);
+        assert_eq!(Auto.resolve(DeviceKind::Cuda, || false), Shm);
+        assert_eq!(Auto.resolve(DeviceKind::Cpu, || true), Shm);
+        assert_eq!(Mpi.resolve(DeviceKind::Cuda, || true), Mpi, "a choice stays");
         assert_eq!(Nccl.to_string(), "nccl");
     }
 

@@ -257,8 +257,7 @@ impl Config {
         }
         self.cpu_matmul = self.cpu_matmul.resolve();
         let nccl_loads = || crate::dist::nccl::library().is_ok();
-        self.allreduce =
-            self.allreduce.resolve(self.device, self.device == DeviceKind::Cuda && nccl_loads());
+        self.allreduce = self.allreduce.resolve(self.device, nccl_loads);
         self.copies = if self.independent { mpi_size } else { 1 };
         self
     }

@@ -188,9 +188,7 @@ pub fn nccl_data_plane(comm: &dyn Communicator, device: Device) -> anyhow::Resul
     let lib = nccl::library().map_err(crate::UsageError::from_err)?;
     let nccl = nccl::NcclComm::bootstrap(comm, lib, gpu)?;
     let ones = Tensor::ones([1], (Kind::Float, device));
-    // SAFETY: one f32 on this rank's GPU, alive until the device is synchronised below.
-    unsafe { nccl.all_reduce_sum_f32(ones.data_ptr().cast(), 1)? };
-    crate::train::synchronize(device);
+    nccl.sum_in_place(&ones)?;
     let sum = ones.double_value(&[0]);
     anyhow::ensure!(
         sum == comm.size() as f64,
@@ -300,15 +298,10 @@ impl FlatGrads {
     /// as it reads them ([`crate::optim::AdamW::step_if_finite`]), rather than a pass of its own.
     pub fn all_reduce(&mut self, comm: &dyn Communicator) -> Option<bool> {
         if let Some(nccl) = self.nccl.as_ref().filter(|n| n.ranks() > 1) {
-            let n = self.flat.numel();
-            // SAFETY: `flat` is this rank's contiguous f32 buffer on the communicator's GPU, kept
-            // alive by `self` and written by nothing else until the device is synchronised.
-            let enqueued = unsafe { nccl.all_reduce_sum_f32(self.flat.data_ptr().cast(), n) };
-            if let Err(e) = enqueued {
+            // Done, not only enqueued, when it returns: the step's clock reads the sum done.
+            if let Err(e) = nccl.sum_in_place(&self.flat) {
                 panic!("summing the gradients: {e}");
             }
-            // The step's clock reads the sum done, not enqueued.
-            crate::train::synchronize(self.flat.device());
             return None;
         }
         if let Some(shared) = self.shared.clone() {

@@ -12,6 +12,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tch::{Kind, Tensor};
 
 /// The environment variable that names the NCCL library to load instead of `libnccl.so.2`.
 pub const LIBRARY_VAR: &str = "DP_BENCH_NCCL";
@@ -296,6 +297,22 @@ impl NcclComm {
             std::ptr::null_mut(),
         );
         self.lib.check("ncclAllReduce", rc)
+    }
+
+    /// Sums `t` (a contiguous f32 tensor on this communicator's GPU) over the ranks, in place,
+    /// and waits for the sum: the device is synchronised before this returns, so `t` is never
+    /// freed or written while NCCL still works on it.
+    pub fn sum_in_place(&self, t: &Tensor) -> Result<(), NcclError> {
+        assert!(
+            t.device().is_cuda() && t.kind() == Kind::Float && t.is_contiguous(),
+            "NCCL sums a contiguous f32 GPU tensor, not {:?} {:?}",
+            t.device(),
+            t.kind()
+        );
+        // SAFETY: `t`'s `numel` f32 on the GPU, borrowed until the device is synchronised below.
+        unsafe { self.all_reduce_sum_f32(t.data_ptr().cast(), t.numel())? };
+        crate::train::synchronize(t.device());
+        Ok(())
     }
 }
 

@@ -339,14 +339,8 @@ impl Gpt {
     pub fn target_loss_sum(&self, hidden: &Tensor, index: &Tensor, labels: &Tensor) -> Tensor {
         let c = self.config.dims.n_embd;
         let rows = hidden.view([-1, c]).index_select(0, index); // (n, C)
-                                                                // The loss in fp32 (as autocast runs it), whatever the head's product gave.
-        self.logits(&rows).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-            labels,
-            None,
-            tch::Reduction::Sum,
-            -100,
-            0.0,
-        )
+        let logits = self.logits(&rows).to_kind(Kind::Float); // the loss in fp32, as autocast's
+        logits.cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0)
     }
 }
 

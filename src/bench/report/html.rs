@@ -100,7 +100,7 @@ fn mfu_table(summary: &Summary, out: &mut String) {
     );
     for c in &summary.configs {
         let rate = c.flops_per_rank_per_sec().map_or("—".into(), |r| format!("{:.1}", r / 1e9));
-        let mfu = c.mfu.map_or("—".into(), |m| format!("{:.1} %", m * 100.0));
+        let mfu = c.mfu.map_or("—".into(), format::percent);
         let _ = write!(out, "<tr><td>{}</td><td>{rate}</td><td>{mfu}</td></tr>", esc(&c.id));
     }
     out.push_str("</tbody></table>");
@@ -241,8 +241,8 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
              GFLOP/s a rank{}.</p>",
             rate / 1e9,
             c.mfu.map_or(String::new(), |m| format!(
-                ", {:.1} % of the device's measured peak (MFU)",
-                m * 100.0
+                ", {} of the device's measured peak (MFU)",
+                format::percent(m)
             ))
         );
     }

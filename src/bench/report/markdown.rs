@@ -115,7 +115,7 @@ pub fn render(summary: &Summary) -> String {
         };
         let mfu = match (&summary.peak, c.mfu) {
             (None, _) => String::new(),
-            (Some(_), Some(m)) => format!(" {:.1} % |", m * 100.0),
+            (Some(_), Some(m)) => format!(" {} |", format::percent(m)),
             (Some(_), None) => " — |".to_string(),
         };
         out += &format!(

@@ -27,7 +27,7 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
         );
         let o = &t.outliers;
         let rate = c.flops_per_rank_per_sec().map_or(String::new(), |r| {
-            let mfu = c.mfu.map_or(String::new(), |m| format!(" (MFU {:.1} %)", m * 100.0));
+            let mfu = c.mfu.map_or(String::new(), |m| format!(" (MFU {})", format::percent(m)));
             format!(", matrix products {:.1} GFLOP/s a rank{mfu}", r / 1e9)
         });
         out += &format!(
