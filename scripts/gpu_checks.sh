@@ -7,19 +7,21 @@
 # scripts/gpu_pack.sh packs all three and names them in .gpu/env.sh:
 #   source .gpu/env.sh && bash .gpu/on-gpu.sh bash scripts/gpu_checks.sh OUT_DIR
 # Each check writes its output under OUT_DIR and one line to OUT_DIR/checks.txt; the script goes
-# on after a failed check and exits 1 if any failed. Expected (never yet run there): about five
+# on after a failed check and exits 1 if any failed. The checks run most telling first, so a call
+# cut short still brings back the numbers that matter. Expected (never yet run there): about five
 # minutes on one H200, and BENCH_BUDGET more for each bench.
-#  1. one rank per precision (fp32, tf32, bf16), gpt2 preset, batch 64, 1280 examples, 3 epochs:
-#     the NCCL data plane joins a one-rank communicator; tokens/s and MFU inputs in the records
-#  2. the PyTorch reference on the same token ids, eager, in each precision, and compiled in bf16
-#  3. refusals on one GPU: two NCCL ranks on it (exit 2), and two ranks summing through host
-#     memory instead (--allreduce mpi, runs); out of GPU memory (exit 2, one line)
-#  4. bf16 against fp32 on the GPU (PRECISION_TEST, tests/precision.rs's executable)
-#  5. the AdamW update of gpt2's parameters on the GPU: libtorch's fused kernel (dp-bench's) against
-#     nine libtorch ops (TRAIN_STEP_BENCH)
-#  6. `cargo bench`'s data_parallel on the GPUs, fp32 against PyTorch eager and bf16 against eager
+#  1. one rank in fp32, gpt2 preset, batch 64, 1280 examples, 3 epochs: the NCCL data plane joins
+#     a one-rank communicator; tokens/s and MFU inputs in the records
+#  2. `cargo bench`'s data_parallel on the GPUs, fp32 against PyTorch eager and bf16 against eager
 #     and compiled PyTorch, each within BENCH_BUDGET (default 2m), the project root being this
 #     script's parent (DATA_PARALLEL_BENCH; its reports under target/criterion there)
+#  3. the same one-rank run in tf32 and bf16
+#  4. the PyTorch reference on the same token ids, eager, in each precision, and compiled in bf16
+#  5. refusals on one GPU: two NCCL ranks on it (exit 2), and two ranks summing through host
+#     memory instead (--allreduce mpi, runs); out of GPU memory (exit 2, one line)
+#  6. bf16 against fp32 on the GPU (PRECISION_TEST, tests/precision.rs's executable)
+#  7. the AdamW update of gpt2's parameters on the GPU: libtorch's fused kernel (dp-bench's) against
+#     nine libtorch ops (TRAIN_STEP_BENCH)
 set -uo pipefail
 out=${1:?usage: gpu_checks.sh OUT_DIR (see the comment at its top)}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,9 +40,21 @@ check() { # check NAME EXPECTED_STATUS EXPECTED_TEXT COMMAND... (text "" for any
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
 python3 -c 'import torch; print(torch.__version__, torch.cuda.nccl.version())' >> "$out/gpu.txt" 2>&1
 work="--device cuda --preset gpt2 --batch-size 64 --train-examples 1280 --n-epochs 3 --benchmark-only --overwrite"
-for p in fp32 tf32 bf16; do
-  check "dp-bench-$p" 0 "gradients summed by NCCL" dp-bench $work --precision "$p" --workdir "$out/runs/dp-bench-$p"
-done
+one_rank() { check "dp-bench-$1" 0 "gradients summed by NCCL" dp-bench $work --precision "$1" --workdir "$out/runs/dp-bench-$1"; }
+one_rank fp32
+if [ -n "${DATA_PARALLEL_BENCH:-}" ]; then
+  bench_env=(env DP_BENCH_ROOT="$(dirname "$here")" DP_BENCH_BIN="$(command -v dp-bench)" DP_BENCH_PYTHON=python3)
+  for p in fp32 bf16; do
+    extra=(); [ "$p" = bf16 ] && extra=(--reference-compile)
+    check "bench-$p" 0 "vs pytorch-eager" "${bench_env[@]}" "$DATA_PARALLEL_BENCH" --bench --device cuda \
+      --precision "$p" --time-budget "${BENCH_BUDGET:-2m}" "${extra[@]}"
+    for f in summary.json table.md; do
+      cp "$(dirname "$here")/target/criterion/data_parallel/$f" "$out/bench-$p-$f" 2>/dev/null
+    done
+  done
+fi
+one_rank tf32
+one_rank bf16
 check export 0 "" dp-bench export-examples --workdir "$out/runs/dp-bench-fp32" --out "$out/examples.json"
 for p in fp32 tf32 bf16; do
   check "pytorch-eager-$p" 0 "" python3 "$here/torch_reference.py" --examples "$out/examples.json" \
@@ -64,15 +78,6 @@ if [ -n "${PRECISION_TEST:-}" ]; then
 fi
 if [ -n "${TRAIN_STEP_BENCH:-}" ]; then
   check adamw-update 0 "adamw_libtorch_ops/gpt2" env DP_BENCH_DEVICE=cuda "$TRAIN_STEP_BENCH" --bench adamw
-fi
-if [ -n "${DATA_PARALLEL_BENCH:-}" ]; then
-  bench_env=(env DP_BENCH_ROOT="$(dirname "$here")" DP_BENCH_BIN="$(command -v dp-bench)" DP_BENCH_PYTHON=python3)
-  for p in fp32 bf16; do
-    extra=(); [ "$p" = bf16 ] && extra=(--reference-compile)
-    check "bench-$p" 0 "vs pytorch-eager" "${bench_env[@]}" "$DATA_PARALLEL_BENCH" --bench --device cuda \
-      --precision "$p" --time-budget "${BENCH_BUDGET:-2m}" "${extra[@]}"
-    cp "$(dirname "$here")/target/criterion/data_parallel/summary.json" "$out/bench-$p-summary.json" 2>/dev/null
-  done
 fi
 for r in "$out"/runs/*/; do
   [ -f "$r/run.json" ] && dp-bench compare "$r" --warmup 1 --out "$r/report" > "$r/compare.txt" 2>&1

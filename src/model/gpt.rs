@@ -76,11 +76,42 @@ fn affine_bf16(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     bf16(x).linear(&bf16(w), b.map(bf16).as_ref())
 }
 
-/// [`dense`], or with `bf16` [`affine_bf16`]: what the layers' forward passes call.
-fn product(lin: &nn::Linear, x: &Tensor, onednn: bool, bf16: bool) -> Tensor {
-    match bf16 {
-        true => affine_bf16(x, &lin.ws, lin.bs.as_ref()),
-        false => dense(lin, x, onednn),
+/// How the model's matrix products run, one way for the whole model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Products {
+    /// libtorch's fp32 product: BLAS on CPUs, cuBLAS on GPUs (TF32 there with `--precision
+    /// tf32`).
+    Libtorch,
+    /// oneDNN's inner product (CPU, `--cpu-matmul onednn`, built into libtorch).
+    OneDnn,
+    /// bf16 operands and result, as autocast runs `linear` (`--precision bf16`).
+    Bf16,
+}
+
+impl Products {
+    fn of(config: &GptConfig, device: Device) -> Self {
+        if config.is_bf16() {
+            Products::Bf16
+        } else if config.matmul.resolve() == CpuMatmul::Onednn
+            && device == Device::Cpu
+            && tch::utils::has_mkldnn()
+        {
+            Products::OneDnn
+        } else {
+            Products::Libtorch
+        }
+    }
+
+    pub(super) fn onednn(self) -> bool {
+        self == Products::OneDnn
+    }
+}
+
+/// `lin` applied to `x` as `products` says: what the layers' forward passes call.
+fn product(lin: &nn::Linear, x: &Tensor, products: Products) -> Tensor {
+    match products {
+        Products::Bf16 => affine_bf16(x, &lin.ws, lin.bs.as_ref()),
+        _ => dense(lin, x, products.onednn()),
     }
 }
 
@@ -117,21 +148,19 @@ pub(super) struct CausalSelfAttention {
     pub(super) c_proj: nn::Linear,
     pub(super) n_head: i64,
     pub(super) dropout: f64,
-    pub(super) onednn: bool,
-    /// Matrix products and attention in bf16 (`Precision::Bf16`).
-    pub(super) bf16: bool,
+    /// Also says whether attention runs in bf16.
+    pub(super) products: Products,
 }
 
 impl CausalSelfAttention {
-    fn new(p: nn::Path, cfg: &GptConfig, onednn: bool) -> Self {
+    fn new(p: nn::Path, cfg: &GptConfig, products: Products) -> Self {
         let c = cfg.dims.n_embd;
         CausalSelfAttention {
             c_attn: linear(&p / "c_attn", c, 3 * c, INIT_STD),
             c_proj: linear(&p / "c_proj", c, c, cfg.residual_std()),
             n_head: cfg.dims.n_head,
             dropout: cfg.dropout,
-            onednn,
-            bf16: cfg.is_bf16(),
+            products,
         }
     }
 
@@ -144,7 +173,7 @@ impl CausalSelfAttention {
     ) -> Tensor {
         let (b, t, c) = x.size3().expect("(B, T, C) input");
         let hs = c / self.n_head;
-        let qkv = product(&self.c_attn, x, self.onednn, self.bf16).split(c, 2); // 3 × (B, T, C)
+        let qkv = product(&self.c_attn, x, self.products).split(c, 2); // 3 × (B, T, C)
         let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2); // (B, nh, T, hs)
         let (q, mut k, mut v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
         if let Some(slot) = cache {
@@ -155,12 +184,11 @@ impl CausalSelfAttention {
             *slot = Some((k.shallow_clone(), v.shallow_clone()));
         }
         let p = if train { self.dropout } else { 0.0 };
+        // libtorch's attention with dropout on the CPU is its unfused "math" path; the same
+        // steps here draw the mask with the fast generator.
+        let by_hand = p > 0.0 && x.device() == Device::Cpu && self.products != Products::Bf16;
         let y = match mask {
-            // libtorch's attention with dropout on the CPU is its unfused "math" path; the same
-            // steps here draw the mask with the fast generator.
-            Mask::Causal if p > 0.0 && x.device() == Device::Cpu && !self.bf16 => {
-                cpu::reference::causal_attention_with_dropout(&q, &k, &v, p)
-            }
+            Mask::Causal if by_hand => cpu::reference::causal_attention_with_dropout(&q, &k, &v, p),
             Mask::Causal => Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -176,7 +204,7 @@ impl CausalSelfAttention {
             }
         }; // (B, nh, T, hs)
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
-        dropout(&product(&self.c_proj, &y, self.onednn, self.bf16), p, train)
+        dropout(&product(&self.c_proj, &y, self.products), p, train)
     }
 }
 
@@ -185,26 +213,24 @@ pub(super) struct Mlp {
     pub(super) c_fc: nn::Linear,
     pub(super) c_proj: nn::Linear,
     pub(super) dropout: f64,
-    pub(super) onednn: bool,
-    pub(super) bf16: bool,
+    pub(super) products: Products,
 }
 
 impl Mlp {
-    fn new(p: nn::Path, cfg: &GptConfig, onednn: bool) -> Self {
+    fn new(p: nn::Path, cfg: &GptConfig, products: Products) -> Self {
         let c = cfg.dims.n_embd;
         Mlp {
             c_fc: linear(&p / "c_fc", c, 4 * c, INIT_STD),
             c_proj: linear(&p / "c_proj", 4 * c, c, cfg.residual_std()),
             dropout: cfg.dropout,
-            onednn,
-            bf16: cfg.is_bf16(),
+            products,
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let p = if train { self.dropout } else { 0.0 };
-        let h = product(&self.c_fc, x, self.onednn, self.bf16).gelu("tanh");
-        dropout(&product(&self.c_proj, &h, self.onednn, self.bf16), p, train)
+        let h = product(&self.c_fc, x, self.products).gelu("tanh");
+        dropout(&product(&self.c_proj, &h, self.products), p, train)
     }
 }
 
@@ -217,12 +243,12 @@ pub(super) struct Block {
 }
 
 impl Block {
-    fn new(p: nn::Path, cfg: &GptConfig, onednn: bool) -> Self {
+    fn new(p: nn::Path, cfg: &GptConfig, products: Products) -> Self {
         Block {
             ln_1: layer_norm(&p / "ln_1", cfg.dims.n_embd),
-            attn: CausalSelfAttention::new(&p / "attn", cfg, onednn),
+            attn: CausalSelfAttention::new(&p / "attn", cfg, products),
             ln_2: layer_norm(&p / "ln_2", cfg.dims.n_embd),
-            mlp: Mlp::new(&p / "mlp", cfg, onednn),
+            mlp: Mlp::new(&p / "mlp", cfg, products),
         }
     }
 
@@ -246,8 +272,7 @@ pub struct Gpt {
     pub(super) h: Vec<Block>,
     pub(super) ln_f: nn::LayerNorm,
     pub config: GptConfig,
-    /// Matrix products go through oneDNN (CPU, asked for, and built into libtorch).
-    pub(super) onednn: bool,
+    pub(super) products: Products,
 }
 
 impl Gpt {
@@ -255,10 +280,7 @@ impl Gpt {
     pub fn new(p: &nn::Path, config: GptConfig) -> Self {
         let d = config.dims;
         assert!(d.n_embd % d.n_head == 0, "n_embd must be divisible by n_head");
-        let onednn = config.matmul.resolve() == CpuMatmul::Onednn
-            && p.device() == Device::Cpu
-            && !config.is_bf16()
-            && tch::utils::has_mkldnn();
+        let products = Products::of(&config, p.device());
         let emb = nn::EmbeddingConfig {
             ws_init: nn::Init::Randn { mean: 0.0, stdev: INIT_STD },
             ..Default::default()
@@ -266,10 +288,10 @@ impl Gpt {
         Gpt {
             wte: nn::embedding(p / "wte", config.vocab_size, d.n_embd, emb),
             wpe: nn::embedding(p / "wpe", d.n_positions, d.n_embd, emb),
-            h: (0..d.n_layer).map(|i| Block::new(p / "h" / i, &config, onednn)).collect(),
+            h: (0..d.n_layer).map(|i| Block::new(p / "h" / i, &config, products)).collect(),
             ln_f: layer_norm(p / "ln_f", d.n_embd),
             config,
-            onednn,
+            products,
         }
     }
 
@@ -328,9 +350,9 @@ impl Gpt {
 
     /// Tied LM head: logits (…, V) of hidden states (…, C).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        match self.config.is_bf16() {
-            true => affine_bf16(hidden, &self.wte.ws, None),
-            false => affine(hidden, &self.wte.ws, None, self.onednn),
+        match self.products {
+            Products::Bf16 => affine_bf16(hidden, &self.wte.ws, None),
+            products => affine(hidden, &self.wte.ws, None, products.onednn()),
         }
     }
 

@@ -97,7 +97,7 @@ impl Block {
     /// The MLP on the rows `h` (N, C): its output without `c_proj`'s bias, that bias (for the
     /// residual's kernel to add), and what the backward needs.
     fn mlp_forward(&self, h: &Tensor) -> (Tensor, Option<&Tensor>, mlp::Saved) {
-        let (mlp, onednn) = (&self.mlp, self.mlp.onednn);
+        let (mlp, onednn) = (&self.mlp, self.mlp.products.onednn());
         if in_blocks(onednn) {
             let (out, saved) = mlp::forward(&mlp.c_fc, &mlp.c_proj, h);
             return (out, mlp.c_proj.bs.as_ref(), saved);
@@ -110,7 +110,7 @@ impl Block {
 
     /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p`.
     fn forward_saving(&self, x: &Tensor, shape: Shape, p: f64) -> (Tensor, BlockSaved) {
-        let (attn, onednn) = (&self.attn, self.attn.onednn);
+        let (attn, onednn) = (&self.attn, self.attn.products.onednn());
         let (_, c) = x.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
         let heads = Heads { b, t, nh, hs: c / nh };
@@ -133,7 +133,7 @@ impl Block {
     /// Turns `dx` (N, C), the gradient of the block's output, into that of its input, writing
     /// the block's parameter gradients on the way.
     fn backward(&self, s: &BlockSaved, shape: Shape, dx: &mut Tensor) {
-        let (attn, mlp, onednn) = (&self.attn, &self.mlp, self.attn.onednn);
+        let (attn, mlp, onednn) = (&self.attn, &self.mlp, self.attn.products.onednn());
         let (_, c) = dx.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
         let heads = Heads { b, t, nh, hs: c / nh };

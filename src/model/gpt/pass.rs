@@ -1,7 +1,7 @@
 //! One training pass of [`Gpt`]: written out by hand on the CPU (`model::cpu`), through autograd
 //! elsewhere, and the tied LM head's part, which both share.
 
-use super::{affine_backward, Gpt, Mask};
+use super::{affine_backward, Gpt, Mask, Products};
 use tch::{nn, Device, Kind, Tensor};
 
 impl Gpt {
@@ -113,7 +113,7 @@ impl Gpt {
             let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
             -picked.sum(Kind::Float)
         };
-        if self.config.is_bf16() {
+        if self.products == Products::Bf16 {
             // The head's two backward products in bf16, as autocast's: `wte`'s gradient
             // written over in fp32, the rows' gradient left in bf16.
             let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
@@ -122,7 +122,7 @@ impl Gpt {
             return (g16.mm(&w16), loss);
         }
         // Written over `wte`'s gradient, not added to it.
-        let grad_rows = affine_backward(x, &g, w, None, self.onednn);
+        let grad_rows = affine_backward(x, &g, w, None, self.products.onednn());
         (grad_rows, loss)
     }
 }
