@@ -46,10 +46,12 @@ if [ -n "${DATA_PARALLEL_BENCH:-}" ]; then
   bench_env=(env DP_BENCH_ROOT="$(dirname "$here")" DP_BENCH_BIN="$(command -v dp-bench)" DP_BENCH_PYTHON=python3)
   for p in fp32 bf16; do
     extra=(); [ "$p" = bf16 ] && extra=(--reference-compile)
+    touch "$out/bench-$p.started"
     check "bench-$p" 0 "vs pytorch-eager" "${bench_env[@]}" "$DATA_PARALLEL_BENCH" --bench --device cuda \
       --precision "$p" --time-budget "${BENCH_BUDGET:-2m}" "${extra[@]}"
-    for f in summary.json table.md; do
-      cp "$(dirname "$here")/target/criterion/data_parallel/$f" "$out/bench-$p-$f" 2>/dev/null
+    for f in summary.json table.md; do # what this run wrote, not an earlier run's
+      f_in="$(dirname "$here")/target/criterion/data_parallel/$f"
+      [ "$f_in" -nt "$out/bench-$p.started" ] && cp "$f_in" "$out/bench-$p-$f"
     done
   done
 fi
