@@ -3,7 +3,8 @@
 //! Options go after `--`: `cargo bench --bench data_parallel -- --help`.
 
 use dp_bench::bench::bench_main;
-use dp_bench::bench::runner::{run_bench, BenchArgs};
+use dp_bench::bench::plan::BenchArgs;
+use dp_bench::bench::runner::run_bench;
 use std::path::Path;
 use std::process::ExitCode;
 

@@ -1,12 +1,14 @@
 //! The benchmark harness behind `cargo bench` and `dp-bench compare`, split as criterion is:
 //! `stats` is pure maths on samples, `analysis` turns run directories into a `summary::Summary`,
-//! `plot` and `report` only consume summaries, and `runner` launches the configurations.
+//! `plot` and `report` only consume summaries, `plan` turns the bench's options into
+//! configurations, and `runner` launches them.
 
 pub mod allreduce;
 pub mod analysis;
 pub mod device;
 pub mod format;
 pub mod padding;
+pub mod plan;
 pub mod plot;
 pub mod reference;
 pub mod report;

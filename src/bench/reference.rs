@@ -4,7 +4,8 @@
 //! mean epoch time (`sampling`).
 
 use super::analysis::RunData;
-use super::runner::{bound, BenchArgs, Planned};
+use super::plan::{BenchArgs, Planned};
+use super::runner::bound;
 use super::sampling::{self, Ended};
 use super::stats;
 use indicatif::ProgressBar;

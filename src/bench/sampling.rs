@@ -10,7 +10,7 @@
 //! samples, and BENCHMARKS.md reports it.
 
 use super::analysis::{self, RunData};
-use super::runner::{BenchArgs, Planned};
+use super::plan::{BenchArgs, Planned};
 use super::stats::Estimate;
 use super::summary::Summary;
 use indicatif::ProgressBar;
