@@ -15,7 +15,7 @@
 //! bus bandwidths. One GPU cannot hold two NCCL ranks: the bench then says so and skips.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dp_bench::bench::device::{criterion_device, device_kind, visible_gpus, DEVICE_VAR};
+use dp_bench::bench::device::{criterion_device, visible_gpus, DEVICE_VAR};
 use dp_bench::bench::runner::{self, launcher};
 use dp_bench::config::{AllReduce, DeviceKind, Preset};
 use dp_bench::dist::{all_reduce_per_parameter, Communicator, FlatGrads, Mpi, ALLREDUCE_CHUNK};
@@ -218,7 +218,7 @@ fn main() {
     let under_mpi =
         ["PMI_RANK", "OMPI_COMM_WORLD_RANK"].iter().any(|v| std::env::var_os(v).is_some());
     let gpus = visible_gpus();
-    let device = criterion_device().and_then(|c| device_kind(c, gpus)).unwrap_or_else(|e| {
+    let device = criterion_device(gpus).unwrap_or_else(|e| {
         eprintln!("allreduce: error: {e:#}");
         std::process::exit(2)
     });

@@ -1,15 +1,15 @@
 //! One training step (forward, loss, backward, optimiser) per preset, on one rank and
 //! one thread, with criterion. Throughput is input positions per second. Beside each step, the
-//! optimiser's update of that preset's parameters alone (`adamw`: dp-bench's, which is its own
-//! one-pass update on CPUs and libtorch's fused kernel on GPUs), against the same rule as the
-//! nine libtorch ops a tch user would write (`adamw_libtorch_ops`); throughput is parameters
-//! per second. The gpt2 preset (124M parameters) is skipped under `--quick` on CPUs. `-- --device cpu|cuda|auto` (or
+//! optimiser's update of that preset's parameters alone (`adamw`: dp-bench's, libtorch's fused
+//! kernel on every device), against the same rule as the nine libtorch ops a tch user would
+//! write (`adamw_libtorch_ops`); throughput is parameters per second. The gpt2 preset (124M
+//! parameters) is skipped under `--quick` on CPUs. `-- --device cpu|cuda|auto` (or
 //! `DP_BENCH_DEVICE`) picks the device: auto is GPU 0 when libtorch sees one, where gpt2 runs at
 //! 64 examples a step.
 
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dp_bench::bench::device::{criterion_device, device_kind, visible_gpus};
+use dp_bench::bench::device::{criterion_device, visible_gpus};
 use dp_bench::bench::{report, runner};
 use dp_bench::cli::TrainArgs;
 use dp_bench::config::DeviceKind;
@@ -140,12 +140,10 @@ impl LibtorchOpsAdamW {
 }
 
 fn main() {
-    let device = criterion_device()
-        .and_then(|choice| device_kind(choice, visible_gpus()))
-        .unwrap_or_else(|e| {
-            eprintln!("train_step: error: {e:#}");
-            std::process::exit(2)
-        });
+    let device = criterion_device(visible_gpus()).unwrap_or_else(|e| {
+        eprintln!("train_step: error: {e:#}");
+        std::process::exit(2)
+    });
     let device = match device {
         DeviceKind::Cpu => Device::Cpu,
         DeviceKind::Cuda => Device::Cuda(0),

@@ -21,7 +21,8 @@ use std::time::Duration;
 static RANK: AtomicUsize = AtomicUsize::new(0);
 static EPOCH: AtomicUsize = AtomicUsize::new(usize::MAX);
 static STATUS: OnceLock<(File, PathBuf)> = OnceLock::new();
-/// What this rank trains ("preset gpt2, 64 examples per rank of 128 positions"), for the message
+/// What this rank trains ("preset gpt2, 64 examples per rank of global batch 128, 128 positions,
+/// bf16"), for the message
 /// of a rank that runs out of memory.
 static WORK: OnceLock<String> = OnceLock::new();
 

@@ -93,8 +93,8 @@ fn device_of(config: &Config, place: &HostPlace) -> anyhow::Result<Device> {
     }
 }
 
-/// Trains and evaluates as configured, writing metrics into `config.workdir`. `local_rank` is
-/// this rank's index among the ranks on its host. The loop of named stages:
+/// Trains and evaluates as configured, writing metrics into `config.workdir`. `place` is this
+/// rank's place among the ranks on its host (which GPU it takes). The loop of named stages:
 /// set up; for each epoch: train, evaluate, record, checkpoint; finish.
 pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyhow::Result<()> {
     let rank = comm.rank();

@@ -94,10 +94,11 @@ impl DevicePlan {
 /// The environment variable that carries `--device` to the criterion benches.
 pub const DEVICE_VAR: &str = "DP_BENCH_DEVICE";
 
-/// The device of a criterion bench (`train_step`, `allreduce`), whose argument parser knows no
-/// `--device`: `--device X` after `--` is moved into `DP_BENCH_DEVICE` and the bench re-executed
-/// without it; otherwise `DP_BENCH_DEVICE`, or auto.
-pub fn criterion_device() -> anyhow::Result<DeviceChoice> {
+/// The device of a criterion bench (`train_step`, `allreduce`) with `gpus` GPUs visible, as
+/// [`device_kind`] makes the choice concrete. Criterion's argument parser knows no `--device`:
+/// `--device X` after `--` is moved into `DP_BENCH_DEVICE` and the bench re-executed without
+/// it; otherwise `DP_BENCH_DEVICE`, or auto.
+pub fn criterion_device(gpus: usize) -> anyhow::Result<DeviceKind> {
     use clap::ValueEnum;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--device" || a.starts_with("--device=")) {
@@ -113,11 +114,12 @@ pub fn criterion_device() -> anyhow::Result<DeviceChoice> {
             .exec();
         anyhow::bail!("re-executing the bench: {err}");
     }
-    match std::env::var(DEVICE_VAR) {
+    let choice = match std::env::var(DEVICE_VAR) {
         Ok(v) => DeviceChoice::from_str(&v, true)
-            .map_err(|_| anyhow::anyhow!("--device {v}: expected cpu, cuda or auto")),
-        Err(_) => Ok(DeviceChoice::Auto),
-    }
+            .map_err(|_| anyhow::anyhow!("--device {v}: expected cpu, cuda or auto"))?,
+        Err(_) => DeviceChoice::Auto,
+    };
+    device_kind(choice, gpus)
 }
 
 /// `choice` made concrete with `gpus` GPUs visible: cuda when asked for or (auto) when there is
@@ -211,7 +213,6 @@ fn seconds_per_product(product: impl Fn() -> Tensor, device: Device) -> f64 {
             count += 1;
             sync(); // a GPU's product done, not only queued (nothing to wait for on a CPU)
         }
-        sync();
         best = best.min(start.elapsed().as_secs_f64() / count as f64);
     }
     best

@@ -243,6 +243,7 @@ pub(crate) fn widest(summary: &Summary) -> f64 {
 mod tests {
     use super::*;
     use crate::bench::stats::paired_ratio;
+    use rand::{Rng, SeedableRng};
 
     /// What the reports say ended sampling, with pairs and with one configuration (no pairs).
     #[test]
@@ -271,7 +272,6 @@ mod tests {
             "Sampling ended after 9 measured epochs in 7:30: the time budget (10:00) was spent."
         );
     }
-    use rand::{Rng, SeedableRng};
 
     #[test]
     fn durations_read_as_people_write_them() {

@@ -291,10 +291,11 @@ impl FlatGrads {
         self.shared.is_some()
     }
 
-    /// Sums the gradients over ranks, in place: in shared memory where there is some, otherwise
-    /// with `MPI_Allreduce` in `ALLREDUCE_CHUNK` pieces. Returns whether every summed value is
+    /// Sums the gradients over ranks, in place: by NCCL on the GPUs where it has a communicator
+    /// over several ranks, in shared memory where there is some, otherwise with `MPI_Allreduce`
+    /// in `ALLREDUCE_CHUNK` pieces. Returns whether every summed value is
     /// finite where the sum read them on its way (in shared memory; the same answer on every
-    /// rank), and `None` where nothing did (one rank, or MPI's sum): then the update checks them
+    /// rank), and `None` where nothing did (one rank, NCCL's or MPI's sum): then the update checks them
     /// as it reads them ([`crate::optim::AdamW::step_if_finite`]), rather than a pass of its own.
     pub fn all_reduce(&mut self, comm: &dyn Communicator) -> Option<bool> {
         if let Some(nccl) = self.nccl.as_ref().filter(|n| n.ranks() > 1) {

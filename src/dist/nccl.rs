@@ -30,6 +30,8 @@ type RawComm = *mut c_void;
 /// `ncclFloat32` and `ncclSum` of `nccl.h`.
 const NCCL_FLOAT32: c_int = 7;
 const NCCL_SUM: c_int = 0;
+/// `ncclInProgress`: a non-blocking call still under way, not an error.
+const NCCL_IN_PROGRESS: i32 = 7;
 
 /// The entry points dp-bench calls, resolved from the loaded library.
 struct Api {
@@ -92,7 +94,7 @@ fn result_name(code: i32) -> &'static str {
         4 => "ncclInvalidArgument",
         5 => "ncclInvalidUsage",
         6 => "ncclRemoteError",
-        7 => "ncclInProgress",
+        NCCL_IN_PROGRESS => "ncclInProgress",
         _ => "unknown result",
     }
 }
@@ -356,8 +358,8 @@ fn spawn_watchdog(
             // SAFETY: a live communicator: it is destroyed only after this thread has ended.
             let rc = unsafe { (lib.api.comm_get_async_error)(comm.0, &mut state) };
             if let Err(e) = lib.check("NCCL", if rc != 0 { rc } else { state }) {
-                if e.code == 7 {
-                    continue; // ncclInProgress: not an error.
+                if e.code == NCCL_IN_PROGRESS {
+                    continue;
                 }
                 // SAFETY: aborting frees the communicator's resources and ends its kernels.
                 unsafe { (lib.api.comm_abort)(comm.0) };

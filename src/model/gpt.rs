@@ -9,7 +9,7 @@ pub use config::GptConfig;
 use config::INIT_STD;
 
 use super::cpu::{self, dropout::dropout};
-use crate::config::CpuMatmul;
+use crate::config::{CpuMatmul, Precision};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -90,7 +90,7 @@ pub(super) enum Products {
 
 impl Products {
     fn of(config: &GptConfig, device: Device) -> Self {
-        if config.is_bf16() {
+        if config.precision == Precision::Bf16 {
             Products::Bf16
         } else if config.matmul.resolve() == CpuMatmul::Onednn
             && device == Device::Cpu

@@ -28,11 +28,6 @@ impl GptConfig {
         }
     }
 
-    /// Matrix products and attention in bf16.
-    pub(crate) fn is_bf16(&self) -> bool {
-        self.precision == Precision::Bf16
-    }
-
     /// Trainable parameters of the model, without building it: `wte` and `wpe`, per block two
     /// LayerNorms (4C), `c_attn` (3C² + 3C), `c_proj` (C² + C), `c_fc` (4C² + 4C), the MLP's
     /// `c_proj` (4C² + C), and `ln_f`; the head is tied to `wte`.

@@ -45,7 +45,7 @@ impl Gpt {
         scale: f64,
     ) -> Tensor {
         match self.device() {
-            Device::Cpu if !self.config.is_bf16() => {
+            Device::Cpu if self.products != Products::Bf16 => {
                 self.forward_backward_by_hand(idx, index, labels, scale)
             }
             _ => self.forward_backward_autograd(idx, index, labels, scale),
