@@ -100,9 +100,14 @@ pub struct TranslateArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Run directories, one per configuration (the one with world size 1 is the reference)
+    /// Run directories, one per configuration (the one with world size 1 is the reference):
+    /// dp-bench's, or any trainer's `rank{r}_results_epoch{e}.json` files (docs/records.md)
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
+    /// Name a run in the reports (default: a dp-bench run's configuration id, another
+    /// trainer's directory name); repeat for more runs
+    #[arg(long, value_name = "DIR=NAME")]
+    pub label: Vec<String>,
     /// Leading epochs of each run excluded from the statistics
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,

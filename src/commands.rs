@@ -34,12 +34,27 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         report::markdown::check_doc(doc, report::markdown::DocTable::DATA_PARALLEL)
             .map_err(UsageError::from_err)?;
     }
-    let runs = args
+    let mut runs = args
         .dirs
         .iter()
         .map(|d| analysis::RunData::load(d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(UsageError::from_err)?;
+    for label in &args.label {
+        let (dir, name) = label
+            .split_once('=')
+            .filter(|(d, n)| !d.is_empty() && !n.trim().is_empty())
+            .ok_or_else(|| UsageError::error(format!("--label {label:?}: write it as DIR=NAME")))?;
+        let same = |d: &Path| {
+            d == Path::new(dir) || (d.canonicalize().ok() == Path::new(dir).canonicalize().ok())
+        };
+        let run = runs.iter_mut().find(|r| same(&r.dir)).ok_or_else(|| {
+            UsageError::error(format!(
+                "--label {label:?}: {dir} is not one of the run directories given"
+            ))
+        })?;
+        run.label = Some(name.trim().to_string());
+    }
     let summary =
         analysis::analyse(&runs, args.warmup, args.confidence).map_err(UsageError::from_err)?;
     let baseline = match &args.baseline {

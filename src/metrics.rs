@@ -114,18 +114,18 @@ impl EpochRecord {
         }
     }
 
-    /// Whether this epoch is among the first `warmup` of its process, so excluded from samples.
-    pub(crate) fn is_warmup(&self, warmup: usize) -> bool {
-        self.process_epoch.unwrap_or(self.epoch) < warmup
-    }
-
     pub fn file_name(rank: usize, epoch: usize) -> String {
         format!("rank{rank}_results_epoch{epoch}.json")
     }
 
     /// Whether `name` is the name of an epoch record (`rank{r}_results_epoch{e}.json`).
     pub fn is_file_name(name: &str) -> bool {
-        parse_rank_epoch(name, "_results_epoch").is_some()
+        Self::rank_epoch(name).is_some()
+    }
+
+    /// `(rank, epoch)` of an epoch record's file name.
+    pub fn rank_epoch(name: &str) -> Option<(usize, usize)> {
+        parse_rank_epoch(name, "_results_epoch")
     }
 }
 

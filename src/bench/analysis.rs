@@ -1,43 +1,54 @@
 //! The analysis pipeline: run directories in, a `Summary` out. Reads each run's `run.json` and
-//! epoch records (naming the file when one is corrupt or foreign), checks that the runs can be
+//! epoch records (naming the file when one is corrupt), or a foreign trainer's records alone
+//! (`records`), checks that the runs can be
 //! compared, turns measured epochs into samples (time = mean over ranks, also the max; throughput
 //! = sum over ranks) and computes the statistics. Reports only consume the `Summary`.
 
+use super::records::{self, Foreign, Record};
 use super::stats::{self, Estimate, Summary as Stats};
 use super::summary::{
     ConfigSummary, OfIndependent, Samples, Shortfall, SpeedupSummary, Summary, TimeSummary,
     VersusSummary, SCHEMA,
 };
 use crate::config::{Config, Partition};
-use crate::metrics::{EpochRecord, RunInfo, RUN_FILE};
-use std::collections::BTreeMap;
+use crate::metrics::{RunInfo, RUN_FILE};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
-    #[error("{0} is not a dp-bench run directory (no {RUN_FILE}): run `mpirun -n N dp-bench --workdir {0}` first")]
+    #[error("{0} is not a run directory: it holds neither dp-bench's {RUN_FILE} nor epoch records (rank{{r}}_results_epoch{{e}}.json); run `mpirun -n N dp-bench --workdir {0}`, or point at the directory your trainer wrote (docs/records.md)")]
     NotARun(PathBuf),
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{dir}: epoch {epoch} lacks the record of rank {rank} (an interrupted run?)")]
     MissingRecord { dir: PathBuf, epoch: usize, rank: usize },
-    #[error("{dir}: {measured} measured epochs after {warmup} warm-up; at least 2 are needed for an interval")]
+    #[error("{dir} mixes the records of more than one run: {what}. Each run needs its own workdir: rerun each configuration into a directory of its own (and move its records out before the next run when the trainer always writes ./workdir)")]
+    Mixed { dir: PathBuf, what: String },
+    #[error("{dir}: {measured} measured epochs after {warmup} warm-up; at least 2 are needed for an interval: train more epochs, or lower --warmup")]
     TooFewEpochs { dir: PathBuf, measured: usize, warmup: usize },
     #[error("cannot compare {a} and {b}: they differ in {what} ({va} vs {vb}); compare runs of the same workload")]
     Inconsistent { a: PathBuf, b: PathBuf, what: &'static str, va: String, vb: String },
-    #[error("{a} and {b} are the same configuration ({id}); pass each configuration once")]
+    #[error("{a} and {b} are both named {id}; pass each configuration once, or name them apart with --label DIR=NAME")]
     Duplicate { a: PathBuf, b: PathBuf, id: String },
     #[error("nothing to compare: pass at least one run directory")]
     Empty,
 }
 
-/// A run directory as read from disk.
+/// A run directory as read from disk: dp-bench's (or the PyTorch reference's, which writes the
+/// same files), or another trainer's records alone.
 #[derive(Debug, Clone)]
 pub struct RunData {
     pub dir: PathBuf,
-    pub info: RunInfo,
+    /// The run's `run.json`; `None` for a run another trainer recorded, which says only what its
+    /// records say.
+    pub info: Option<RunInfo>,
+    /// What a foreign run's records and the bench say of it; `None` for dp-bench's runs.
+    pub foreign: Option<Foreign>,
+    /// The name the reports give the run (`--label`); by default its configuration id, or a
+    /// foreign run's directory name.
+    pub label: Option<String>,
     /// `records[epoch][rank]`, complete for every epoch present.
-    pub epochs: Vec<Vec<EpochRecord>>,
+    pub epochs: Vec<Vec<Record>>,
 }
 
 fn corrupt(path: &Path, reason: impl ToString) -> AnalysisError {
@@ -45,22 +56,32 @@ fn corrupt(path: &Path, reason: impl ToString) -> AnalysisError {
 }
 
 impl RunData {
-    /// The run in `dir`; or, where `dir` holds the copies of an `--independent` run instead,
-    /// those copies as one run ([`RunData::merge_copies`]).
+    /// The run in `dir`: dp-bench's when it holds a `run.json`; where it holds the copies of an
+    /// `--independent` run instead, those copies as one run ([`RunData::merge_copies`]); else
+    /// the epoch records another trainer left there ([`Foreign`]).
     pub fn load(dir: &Path) -> Result<Self, AnalysisError> {
+        if dir.join(RUN_FILE).is_file() {
+            return Self::load_one(dir);
+        }
         let first = Config::copy_dir(dir, 0);
-        if !dir.join(RUN_FILE).is_file() && first.join(RUN_FILE).is_file() {
+        if first.join(RUN_FILE).is_file() {
             let first = Self::load_one(&first)?;
             // An ordinary run that happens to sit in `copy0` does not make `dir` a run.
-            if first.config().copies > 1 {
-                let mut copies = vec![first];
-                for copy in 1..copies[0].config().copies {
-                    copies.push(Self::load_one(&Config::copy_dir(dir, copy))?);
+            let copies = first.config().map_or(1, |c| c.copies);
+            if copies > 1 {
+                let mut runs = vec![first];
+                for copy in 1..copies {
+                    runs.push(Self::load_one(&Config::copy_dir(dir, copy))?);
                 }
-                return Self::merge_copies(dir, copies);
+                return Self::merge_copies(dir, runs);
             }
         }
-        Self::load_one(dir)
+        if !dir.is_dir() {
+            return Err(corrupt(dir, "no such directory"));
+        }
+        let (foreign, epochs) = Foreign::load(dir)?;
+        let label = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        Ok(RunData { dir: dir.to_path_buf(), info: None, foreign: Some(foreign), label, epochs })
     }
 
     /// N independent copies of a one-rank run (`dp-bench --independent`) as one run of N
@@ -72,7 +93,7 @@ impl RunData {
         let first = &copies[0];
         for other in &copies[1..] {
             if other.config() != first.config() {
-                let json = |r: &RunData| serde_json::to_string(r.config()).unwrap_or_default();
+                let json = |r: &RunData| serde_json::to_string(&r.config()).unwrap_or_default();
                 return Err(AnalysisError::Inconsistent {
                     a: first.dir.clone(),
                     b: other.dir.clone(),
@@ -92,7 +113,7 @@ impl RunData {
                 rank: 0,
             });
         }
-        let mut info = first.info.clone();
+        let mut info = first.info.clone().expect("copies are dp-bench runs");
         info.config.world_size = n;
         info.config.batch_size *= n;
         let epochs = (0..epochs)
@@ -100,78 +121,78 @@ impl RunData {
                 (0..n)
                     .map(|r| {
                         let mut record = copies[r].epochs[e][0].clone();
-                        (record.rank, record.world_size) = (r, n);
+                        (record.rank, record.world_size) = (r, Some(n));
                         record
                     })
                     .collect()
             })
             .collect();
-        Ok(RunData { dir: dir.to_path_buf(), info, epochs })
+        Ok(RunData { dir: dir.to_path_buf(), info: Some(info), foreign: None, label: None, epochs })
     }
 
     fn load_one(dir: &Path) -> Result<Self, AnalysisError> {
         let run_file = dir.join(RUN_FILE);
-        if !run_file.is_file() {
-            return Err(AnalysisError::NotARun(dir.to_path_buf()));
-        }
         let bytes = std::fs::read(&run_file).map_err(|e| corrupt(&run_file, e))?;
         let info: RunInfo = serde_json::from_slice(&bytes)
             .map_err(|e| corrupt(&run_file, format!("not a dp-bench run.json ({e})")))?;
         let world = info.config.world_size;
-        let mut by_epoch: BTreeMap<usize, Vec<Option<EpochRecord>>> = BTreeMap::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| corrupt(dir, e))? {
-            let path = entry.map_err(|e| corrupt(dir, e))?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            if !EpochRecord::is_file_name(&name) {
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(|e| corrupt(&path, e))?;
-            let rec: EpochRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| corrupt(&path, format!("not a dp-bench epoch record ({e})")))?;
-            if rec.world_size != world || rec.rank >= world {
+        let mut records = Vec::new();
+        for (rec, _) in records::read_all(dir)? {
+            if rec.world_size.is_some_and(|w| w != world) || rec.rank >= world {
+                let path = dir.join(crate::metrics::EpochRecord::file_name(rec.rank, rec.epoch));
                 return Err(corrupt(
                     &path,
                     format!(
                         "rank {} of world size {}, but run.json says world size {world}",
-                        rec.rank, rec.world_size
+                        rec.rank,
+                        rec.world_size.map_or("unrecorded".into(), |w| w.to_string())
                     ),
                 ));
             }
-            let slots = by_epoch.entry(rec.epoch).or_insert_with(|| vec![None; world]);
-            let rank = rec.rank;
-            slots[rank] = Some(rec);
+            records.push(rec);
         }
-        let mut epochs = Vec::new();
-        for (expected, (epoch, slots)) in by_epoch.into_iter().enumerate() {
-            if epoch != expected {
-                return Err(AnalysisError::MissingRecord {
-                    dir: dir.into(),
-                    epoch: expected,
-                    rank: 0,
-                });
-            }
-            let mut ranks = Vec::with_capacity(world);
-            for (rank, slot) in slots.into_iter().enumerate() {
-                ranks.push(slot.ok_or(AnalysisError::MissingRecord {
-                    dir: dir.into(),
-                    epoch,
-                    rank,
-                })?);
-            }
-            epochs.push(ranks);
-        }
-        Ok(RunData { dir: dir.to_path_buf(), info, epochs })
+        let epochs = records::grid(dir, records, world, 0)?;
+        Ok(RunData { dir: dir.to_path_buf(), info: Some(info), foreign: None, label: None, epochs })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.info.config
+    /// dp-bench's configuration of the run; `None` for a foreign run.
+    pub fn config(&self) -> Option<&Config> {
+        self.info.as_ref().map(|i| &i.config)
+    }
+
+    pub fn world_size(&self) -> usize {
+        match (&self.info, &self.foreign) {
+            (Some(i), _) => i.config.world_size,
+            (None, Some(f)) => f.world_size,
+            (None, None) => self.epochs.first().map_or(0, Vec::len),
+        }
+    }
+
+    /// The global batch, where the run records it.
+    pub fn global_batch_size(&self) -> Option<usize> {
+        match (self.config(), &self.foreign) {
+            (Some(c), _) => Some(c.batch_size),
+            (None, Some(f)) => f.global_batch_size,
+            (None, None) => None,
+        }
+    }
+
+    /// Who trained: `dp-bench`, a reference (`pytorch-ddp`), or what a foreign run's records say.
+    pub fn implementation(&self) -> &str {
+        match (&self.info, &self.foreign) {
+            (Some(i), _) => &i.implementation,
+            (None, Some(f)) => &f.implementation,
+            (None, None) => Foreign::UNNAMED,
+        }
     }
 
     /// Samples of the measured epochs: all but the first `warmup` of each process (a run resumed
-    /// in rounds warms up again in each).
+    /// in rounds warms up again in each). A quantity enters the samples only where every
+    /// measured record gives it; otherwise its samples are empty ("not recorded by this run").
     pub fn samples(&self, warmup: usize) -> Result<Samples, AnalysisError> {
-        let (warm, measured): (Vec<&Vec<EpochRecord>>, Vec<&Vec<EpochRecord>>) =
-            self.epochs.iter().partition(|e| e[0].is_warmup(warmup));
+        let first = self.foreign.as_ref().map_or(0, |f| f.first_epoch);
+        let (warm, measured): (Vec<&Vec<Record>>, Vec<&Vec<Record>>) =
+            self.epochs.iter().partition(|e| e[0].is_warmup(warmup, first));
         if measured.len() < 2 {
             return Err(AnalysisError::TooFewEpochs {
                 dir: self.dir.clone(),
@@ -179,8 +200,18 @@ impl RunData {
                 warmup,
             });
         }
-        let per = |f: &dyn Fn(&[EpochRecord]) -> f64| measured.iter().map(|e| f(e)).collect();
-        let n = self.config().world_size as f64;
+        let per = |f: &dyn Fn(&[Record]) -> f64| measured.iter().map(|e| f(e)).collect();
+        let n = self.world_size() as f64;
+        // The sum (or, `mean`, the mean) over ranks of an optional key, where every record has it.
+        let recorded = |key: fn(&Record) -> Option<f64>, mean: bool| -> Vec<f64> {
+            measured
+                .iter()
+                .map(|e| {
+                    e.iter().map(key).sum::<Option<f64>>().map(|s| if mean { s / n } else { s })
+                })
+                .collect::<Option<_>>()
+                .unwrap_or_default()
+        };
         Ok(Samples {
             epochs: measured.iter().map(|e| e[0].epoch).collect(),
             started_at: measured
@@ -188,26 +219,20 @@ impl RunData {
                 .map(|e| e[0].started_at)
                 .collect::<Option<_>>()
                 .unwrap_or_default(),
-            paused_time: measured
-                .iter()
-                .map(|e| e.iter().map(|r| r.paused_time).sum::<Option<f64>>().map(|p| p / n))
-                .collect::<Option<_>>()
-                .unwrap_or_default(),
+            paused_time: recorded(|r| r.paused_time, true),
             warmup_epochs: warm.iter().map(|e| e[0].epoch).collect(),
             training_time: per(&|e| e.iter().map(|r| r.training_time).sum::<f64>() / n),
             training_time_max: per(&|e| e.iter().map(|r| r.training_time).fold(0.0, f64::max)),
             tokens_per_sec: per(&|e| e.iter().map(|r| r.tokens_per_sec).sum()),
-            tokens: per(&|e| e.iter().map(|r| r.tokens as f64).sum()),
-            flops: measured
-                .iter()
-                .map(|e| e.iter().map(|r| r.flops).sum::<Option<f64>>())
-                .collect::<Option<_>>()
-                .unwrap_or_default(),
-            compute_time: per(&|e| e.iter().map(|r| r.compute_time).sum::<f64>() / n),
-            allreduce_time: per(&|e| e.iter().map(|r| r.allreduce_time).sum::<f64>() / n),
-            data_time: per(&|e| e.iter().map(|r| r.data_time).sum::<f64>() / n),
-            wait_time: per(&|e| e.iter().map(|r| r.wait_time).sum::<f64>() / n),
-            per_rank_time: (0..self.config().world_size)
+            tokens: recorded(|r| r.tokens, false),
+            flops: recorded(|r| r.flops, false),
+            compute_time: recorded(|r| r.compute_time, true),
+            allreduce_time: recorded(|r| r.allreduce_time, true),
+            data_time: recorded(|r| r.data_time, true),
+            wait_time: recorded(|r| r.wait_time, true),
+            validation_loss: recorded(|r| r.validation_loss, true),
+            bleu: recorded(|r| r.bleu, true),
+            per_rank_time: (0..self.world_size())
                 .map(|r| measured.iter().map(|e| e[r].training_time).collect())
                 .collect(),
             all_epochs_time: self
@@ -232,21 +257,24 @@ fn workload_fields(c: &Config) -> [(&'static str, String); 7] {
     ]
 }
 
-/// Refuses runs that do not measure the same workload, and the same configuration twice.
+/// Refuses runs that do not measure the same workload, and two runs under one name. A foreign
+/// run records no workload, so only dp-bench's runs are checked against each other.
 pub(crate) fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
-    let first = runs.first().ok_or(AnalysisError::Empty)?;
-    for other in &runs[1..] {
-        for ((what, va), (_, vb)) in
-            workload_fields(first.config()).into_iter().zip(workload_fields(other.config()))
-        {
-            if va != vb {
-                return Err(AnalysisError::Inconsistent {
-                    a: first.dir.clone(),
-                    b: other.dir.clone(),
-                    what,
-                    va,
-                    vb,
-                });
+    runs.first().ok_or(AnalysisError::Empty)?;
+    let described: Vec<(&RunData, &Config)> =
+        runs.iter().filter_map(|r| Some((r, r.config()?))).collect();
+    if let Some(&(first, fc)) = described.first() {
+        for &(other, oc) in &described[1..] {
+            for ((what, va), (_, vb)) in workload_fields(fc).into_iter().zip(workload_fields(oc)) {
+                if va != vb {
+                    return Err(AnalysisError::Inconsistent {
+                        a: first.dir.clone(),
+                        b: other.dir.clone(),
+                        what,
+                        va,
+                        vb,
+                    });
+                }
             }
         }
     }
@@ -282,20 +310,28 @@ pub(crate) fn config_id(
     }
 }
 
-/// [`config_id`] of each run (`ws2_bs32_adaptive` for a multi-rank dp-bench run split otherwise
-/// than the first such run, `ws2_bs32_independent` for independent copies of a one-rank run),
-/// with `_t{T}` when the runs differ in threads per rank, prefixed by the implementation when
-/// it is a reference (`pytorch-ddp_ws2_bs32`).
+/// Each run's name in the reports: its label where it has one (`--label`; a foreign run's
+/// directory name), otherwise [`config_id`] (`ws2_bs32_adaptive` for a multi-rank dp-bench run
+/// split otherwise than the first such run, `ws2_bs32_independent` for independent copies of a
+/// one-rank run), with `_t{T}` when the runs differ in threads per rank, prefixed by the
+/// implementation when it is a reference (`pytorch-ddp_ws2_bs32`).
 pub(crate) fn config_ids(runs: &[RunData]) -> Vec<String> {
-    let threads_vary = runs.windows(2).any(|w| w[0].config().threads != w[1].config().threads);
+    let threads: Vec<usize> = runs.iter().filter_map(|r| Some(r.config()?.threads)).collect();
+    let threads_vary = threads.windows(2).any(|w| w[0] != w[1]);
     let split = |r: &RunData| {
-        let ours = r.info.implementation == crate::metrics::IMPLEMENTATION;
-        (ours && r.config().world_size > 1 && r.config().copies == 1).then(|| r.config().partition)
+        let c = r.config()?;
+        let ours = r.implementation() == crate::metrics::IMPLEMENTATION;
+        (ours && c.world_size > 1 && c.copies == 1).then_some(c.partition)
     };
     let plain = runs.iter().find_map(split);
     runs.iter()
         .map(|r| {
-            let c = r.config();
+            if let Some(label) = &r.label {
+                return label.clone();
+            }
+            let Some(c) = r.config() else {
+                return format!("{}_ws{}", r.implementation(), r.world_size());
+            };
             let other_split = split(r).filter(|&p| Some(p) != plain);
             let mut id = config_id(c.world_size, c.batch_size, other_split);
             if c.copies > 1 {
@@ -304,8 +340,8 @@ pub(crate) fn config_ids(runs: &[RunData]) -> Vec<String> {
             if c.precision != crate::config::Precision::Fp32 {
                 id += &format!("_{}", c.precision);
             }
-            if r.info.implementation != crate::metrics::IMPLEMENTATION {
-                id = format!("{}_{id}", r.info.implementation);
+            if r.implementation() != crate::metrics::IMPLEMENTATION {
+                id = format!("{}_{id}", r.implementation());
             }
             if threads_vary {
                 id += &format!("_t{}", c.threads);
@@ -324,21 +360,29 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         let samples = run.samples(warmup)?;
         let c = run.config();
         let time = Stats::of(&samples.training_time, level);
+        let world_size = run.world_size();
+        let global_batch_size = run.global_batch_size();
         configs.push(ConfigSummary {
             id: id.clone(),
-            world_size: c.world_size,
-            global_batch_size: c.batch_size,
-            local_batch_size: c.local_batch_size(),
-            threads: c.threads,
-            preset: c.preset.to_string(),
-            dataset: c.dataset.to_string(),
+            implementation: run.implementation().to_string(),
+            command: run.foreign.as_ref().and_then(|f| f.command.clone()),
+            world_size,
+            global_batch_size,
+            local_batch_size: match c {
+                Some(c) => Some(c.local_batch_size()),
+                None => global_batch_size.map(|b| b / world_size),
+            },
+            threads: c.map(|c| c.threads),
+            preset: c.map(|c| c.preset.to_string()),
+            dataset: c.map(|c| c.dataset.to_string()),
             epochs_measured: samples.training_time.len(),
             training_time: TimeSummary {
                 stats: time,
                 max_rank_mean: stats::mean(&samples.training_time_max),
             },
             tokens_per_sec: Stats::of(&samples.tokens_per_sec, level),
-            allreduce_share: stats::mean(&samples.allreduce_time) / time.mean,
+            allreduce_share: (!samples.allreduce_time.is_empty())
+                .then(|| stats::mean(&samples.allreduce_time) / time.mean),
             run_dir: run.dir.display().to_string(),
             run: run.info.clone(),
             samples,
@@ -350,16 +394,16 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
     // (PyTorch's eager one-process run is the reference of its DDP and per-parameter runs.)
     let family = |imp: &str| if imp.starts_with("pytorch-") { "pytorch" } else { imp }.to_string();
     let one_device = |imp: &str| {
-        configs
-            .iter()
-            .position(|c| c.world_size == 1 && family(&c.run.implementation) == family(imp))
+        configs.iter().position(|c| c.world_size == 1 && family(&c.implementation) == family(imp))
     };
-    let reference = one_device(crate::metrics::IMPLEMENTATION);
+    // dp-bench's one-device run where there is one, else the first one-device run.
+    let reference = one_device(crate::metrics::IMPLEMENTATION)
+        .or_else(|| configs.iter().position(|c| c.world_size == 1));
     let speedup = configs
         .iter()
         .enumerate()
         .filter_map(|(i, c)| {
-            let r = one_device(&c.run.implementation).filter(|&r| r != i)?;
+            let r = one_device(&c.implementation).filter(|&r| r != i)?;
             let mut s = speedup_of(&configs[r], c, level);
             s.of_independent = independent_of(&configs, c).map(|ind| share_of(c, ind, level));
             Some(s)
@@ -367,10 +411,10 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
         .collect();
     let versus = configs
         .iter()
-        .filter(|c| c.run.implementation != crate::metrics::IMPLEMENTATION)
+        .filter(|c| c.implementation != crate::metrics::IMPLEMENTATION)
         .filter_map(|theirs| {
             let ours = configs.iter().find(|o| {
-                o.run.implementation == crate::metrics::IMPLEMENTATION
+                o.implementation == crate::metrics::IMPLEMENTATION
                     && !o.is_independent()
                     && (o.world_size, o.global_batch_size, o.threads)
                         == (theirs.world_size, theirs.global_batch_size, theirs.threads)
@@ -409,13 +453,11 @@ fn independent_of<'a>(
     configs: &'a [ConfigSummary],
     c: &ConfigSummary,
 ) -> Option<&'a ConfigSummary> {
-    let ours = |x: &ConfigSummary| x.run.implementation == crate::metrics::IMPLEMENTATION;
+    let ours = |x: &ConfigSummary| x.implementation == crate::metrics::IMPLEMENTATION;
     if !ours(c) || c.world_size < 2 || c.is_independent() {
         return None;
     }
-    configs
-        .iter()
-        .find(|x| ours(x) && x.run.config.copies == c.world_size && x.threads == c.threads)
+    configs.iter().find(|x| ours(x) && x.copies() == c.world_size && x.threads == c.threads)
 }
 
 /// `c`'s summed throughput ÷ that of `independent`, its share of what the cores allow: paired
@@ -481,8 +523,10 @@ fn speedup_of(reference: &ConfigSummary, c: &ConfigSummary, level: f64) -> Speed
 /// threads per rank, and the cores a rank could run on (its binding) where both runs recorded
 /// it. (Runs on different kinds of device are refused outright by `check_comparable`.)
 pub(crate) fn unlike(reference: &ConfigSummary, c: &ConfigSummary) -> Vec<String> {
-    let (a, b) = (&reference.run, &c.run);
     let mut out = Vec::new();
+    let (Some(a), Some(b)) = (&reference.run, &c.run) else {
+        return out;
+    };
     let mut differ = |what: &str, x: String, y: String| {
         if x != y {
             out.push(format!("{what}: {x} in `{}`, {y} in `{}`", reference.id, c.id));
@@ -512,7 +556,7 @@ fn shortfall_of(
     paired: bool,
     level: f64,
 ) -> Option<Shortfall> {
-    let ours = |x: &ConfigSummary| x.run.implementation == crate::metrics::IMPLEMENTATION;
+    let ours = |x: &ConfigSummary| x.implementation == crate::metrics::IMPLEMENTATION;
     let complete = |x: &Samples| {
         let n = x.training_time.len();
         [&x.tokens, &x.compute_time, &x.wait_time, &x.allreduce_time, &x.data_time]

@@ -13,6 +13,14 @@ pub fn finite(v: f64, f: &dyn Fn(f64) -> String) -> String {
     }
 }
 
+/// What the reports write where a run does not record a quantity (a foreign trainer's records).
+pub const NOT_RECORDED: &str = "not recorded by this run";
+
+/// `f(v)`, or "—" where the run does not record it.
+pub fn recorded<T>(v: Option<T>, f: &dyn Fn(T) -> String) -> String {
+    v.map_or_else(|| "—".to_string(), f)
+}
+
 /// A share as a percentage with one decimal, without the sign of a share that rounds to zero
 /// from below (`0.0`, not `-0.0`).
 pub fn share(v: f64) -> String {

@@ -10,12 +10,14 @@ pub mod format;
 pub mod padding;
 pub mod plan;
 pub mod plot;
+pub mod records;
 pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod sampling;
 pub mod stats;
 pub mod summary;
+pub mod trainer;
 pub mod turns;
 
 use std::path::{Path, PathBuf};

@@ -220,9 +220,9 @@ pub fn analyse(
             variant: name.clone(),
             epoch_time: stats::Summary::of(t, level),
             measured_epochs: t.len(),
-            positions: last.tokens,
-            target_tokens: last.target_tokens,
-            train_loss: last.train_loss,
+            positions: last.tokens.unwrap_or_default() as u64,
+            target_tokens: last.target_tokens.unwrap_or_default() as u64,
+            train_loss: last.train_loss.unwrap_or(f64::NAN),
             speedup_over_fixed: paired
                 .unwrap_or_else(|| stats::ratio_estimate(&fixed.training_time, t, level)),
             paired_epochs: if paired.is_some() { t.len() } else { 0 },
@@ -257,7 +257,8 @@ fn thousands(v: u64) -> String {
 /// The results as BENCHMARKS.md shows them: what ran where, then one row per variant; `fixed`
 /// is the fixed-padding run, whose `run.json` describes the machine.
 pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
-    let (run, c) = (&fixed.info, fixed.config());
+    let run = fixed.info.as_ref().expect("the padding bench's runs are dp-bench's");
+    let c = &run.config;
     let cpu = if run.cpu.is_empty() { "an unrecorded CPU" } else { &run.cpu };
     let pairs = results.iter().map(|r| r.paired_epochs).max().unwrap_or(0);
     let turns = match pairs {

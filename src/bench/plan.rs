@@ -5,6 +5,7 @@ use super::analysis;
 use super::device::{device_plan, visible_gpus, DeviceChoice, DevicePlan, Given};
 use super::report;
 use super::sampling;
+use super::trainer::TrainerRun;
 use super::turns::TurnArgs;
 use crate::config::{DeviceKind, Partition, Precision};
 use clap::Parser;
@@ -116,6 +117,18 @@ pub struct BenchArgs {
     /// of this Markdown file (e.g. BENCHMARKS.md) with this run's, when every configuration ran
     #[arg(long, value_name = "FILE")]
     pub update_doc: Option<PathBuf>,
+    /// Benchmark your own training command instead of dp-bench: run once per world size, one
+    /// after another, with {world_size}, {batch_size} (global), {per_device_batch}, {epochs}
+    /// and {workdir} filled in; it launches its own processes and writes
+    /// rank{r}_results_epoch{e}.json per rank and epoch (docs/records.md). No time budget: each
+    /// run trains --epochs epochs [default: 13; 4 with --quick]
+    #[arg(long, value_name = "CMD", help_heading = "Your own trainer")]
+    pub trainer: Option<String>,
+    /// Where the --trainer command writes its records when it does not take {workdir} (e.g.
+    /// ./workdir): it must be absent or empty before each run, and what the command wrote there
+    /// is moved into the configuration's run directory after it [default: the {workdir} given]
+    #[arg(long, value_name = "DIR", requires = "trainer", help_heading = "Your own trainer")]
+    pub trainer_dir: Option<PathBuf>,
     /// Run only configurations whose id contains this text
     pub filter: Option<String>,
 }
@@ -152,6 +165,33 @@ impl BenchArgs {
     /// Epochs per configuration, warm-up included (the most, under a time budget).
     pub fn epochs(&self) -> usize {
         self.epochs.unwrap_or_else(|| self.by_mode([4, 60, 13]))
+    }
+
+    /// The time budget of dp-bench's own configurations: none for a `--trainer`, whose runs
+    /// cannot take turns.
+    pub(crate) fn own_budget(&self) -> Option<Duration> {
+        self.budget().filter(|_| self.trainer.is_none())
+    }
+
+    /// Epochs of each run of a `--trainer` command, warm-up included.
+    pub(crate) fn trainer_epochs(&self) -> usize {
+        self.epochs.unwrap_or(if self.quick { 4 } else { 13 })
+    }
+
+    /// The `--trainer` command's configurations on `devices`, filtered: one per world size,
+    /// with global batch = per-device batch × world size.
+    pub(crate) fn trainer_plan(&self, devices: &DevicePlan) -> Vec<TrainerRun> {
+        devices
+            .world_sizes
+            .iter()
+            .map(|&n| TrainerRun {
+                id: analysis::config_id(n, devices.batch * n, None),
+                world_size: n,
+                global_batch: devices.batch * n,
+                epochs: self.trainer_epochs(),
+            })
+            .filter(|p| self.filter.as_ref().is_none_or(|f| p.id.contains(f.as_str())))
+            .collect()
     }
 
     /// Training examples per epoch.
@@ -199,6 +239,18 @@ impl BenchArgs {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.turns.validate()?;
+        if let Some(command) = &self.trainer {
+            super::trainer::check_command(command)?;
+            if let Some(dir) = &self.trainer_dir {
+                super::trainer::check_trainer_dir(dir)?;
+            }
+            anyhow::ensure!(
+                self.trainer_epochs() >= self.run.warmup + 2,
+                "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
+                self.trainer_epochs(),
+                self.run.warmup
+            );
+        }
         if let Some(doc) = &self.update_doc {
             report::markdown::check_doc(doc, report::markdown::DocTable::DATA_PARALLEL)?;
         }
@@ -225,7 +277,7 @@ impl BenchArgs {
             "--target-width {} must be in (0, 1), e.g. 0.01 for ±1 %",
             self.target_width
         );
-        if self.budget().is_some() {
+        if self.own_budget().is_some() {
             for (flag, epochs, least) in [
                 ("--epochs", self.epochs(), sampling::MIN_PAIRS),
                 ("--reference-epochs", self.reference_epochs(), sampling::REFERENCE_MIN_EPOCHS),

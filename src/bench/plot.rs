@@ -301,24 +301,35 @@ fn draw_breakdown<DB: DrawingBackend>(
     let mut chart = new_chart(&root, "Where the epoch time goes", -0.5..n - 0.5, top)?;
     category_mesh(&mut chart, "seconds per epoch (mean over ranks)", &|v| format!("{v:.2}"))?;
     let width = category_width(&chart);
-    let parts = ["compute", "wait (imbalance)", "all-reduce", "batching", "other"];
+    let parts =
+        ["compute", "wait (imbalance)", "all-reduce", "batching", "other", "not split by the run"];
+    let mut labelled = [false; 6];
     for (i, c) in summary.configs.iter().enumerate() {
         let s = &c.samples;
-        let compute = super::stats::mean(&s.compute_time);
-        let allreduce = super::stats::mean(&s.allreduce_time);
+        let total = c.training_time.stats.mean;
         let mean_or_0 = |v: &[f64]| if v.is_empty() { 0.0 } else { super::stats::mean(v) };
-        let (data, wait) = (mean_or_0(&s.data_time), mean_or_0(&s.wait_time));
-        let other = (c.training_time.stats.mean - compute - wait - allreduce - data).max(0.0);
+        // A run whose records do not split the epoch (a foreign trainer's) gets one bar.
+        let bars = match s.compute_time.is_empty() || s.allreduce_time.is_empty() {
+            true => [0.0, 0.0, 0.0, 0.0, 0.0, total],
+            false => {
+                let [compute, allreduce, data, wait] =
+                    [&s.compute_time, &s.allreduce_time, &s.data_time, &s.wait_time]
+                        .map(|v| mean_or_0(v));
+                let other = (total - compute - wait - allreduce - data).max(0.0);
+                [compute, wait, allreduce, data, other, 0.0]
+            }
+        };
         let x = i as f64;
         let mut base = 0.0;
-        for (k, v) in [compute, wait, allreduce, data, other].into_iter().enumerate() {
+        for (k, v) in bars.into_iter().enumerate().filter(|&(_, v)| v > 0.0) {
             let series = chart
                 .draw_series([Rectangle::new(
                     [(x - 0.3, base), (x + 0.3, base + v)],
                     COLORS[k].filled(),
                 )])
                 .map_err(err)?;
-            if i == 0 {
+            if !labelled[k] {
+                labelled[k] = true;
                 let color = COLORS[k];
                 series.label(parts[k]).legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled())

@@ -103,6 +103,9 @@ fn run_configurations(
 /// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
 pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
     args.validate()?;
+    if let Some(command) = &args.trainer {
+        return run_trainer_bench(args, command, root);
+    }
     let devices = args.devices()?;
     let plan = args.plan(&devices);
     anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
@@ -138,13 +141,7 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         );
     }
     let epochs = plan.len() * args.epochs() + references * args.reference_epochs();
-    let bar = ProgressBar::new(epochs as u64).with_style(
-        ProgressStyle::with_template(
-            "{prefix:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = epoch_bar(epochs);
     let ours_budget = budget.map(|b| match reference {
         true => b.mul_f64(1.0 - sampling::REFERENCE_SHARE),
         false => b,
@@ -171,11 +168,51 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
         elapsed_s: elapsed.as_secs_f64(),
         pairs: summary.speedup.iter().map(|s| s.paired_epochs).max().unwrap_or(0),
         epochs: (summary.configs.iter())
-            .filter(|c| c.run.implementation == crate::metrics::IMPLEMENTATION)
+            .filter(|c| c.implementation == crate::metrics::IMPLEMENTATION)
             .map(|c| c.epochs_measured)
             .max()
             .unwrap_or(0),
     });
+    publish(args, root, &summary, &failures)?;
+    Ok(summary)
+}
+
+/// A progress bar over `epochs` epochs.
+fn epoch_bar(epochs: usize) -> ProgressBar {
+    ProgressBar::new(epochs as u64).with_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:40}] {pos}/{len} epochs {elapsed_precise} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    )
+}
+
+/// The bench of the user's own training command (`--trainer`): one run per world size, one
+/// after another, then the same analysis and reports as dp-bench's own configurations get.
+fn run_trainer_bench(args: &BenchArgs, command: &str, root: &Path) -> anyhow::Result<Summary> {
+    let devices = args.devices()?;
+    let plan = args.trainer_plan(&devices);
+    anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
+    let runs_dir = criterion_dir(root).join("data_parallel").join("runs");
+    println!(
+        "data_parallel: your trainer, `{command}`, at world sizes {} ({} per device), {} epochs \
+         each, one run after another{}",
+        plan.iter().map(|p| p.world_size.to_string()).collect::<Vec<_>>().join(", "),
+        devices.batch,
+        args.trainer_epochs(),
+        if args.time_budget.is_some() {
+            " (--time-budget applies to dp-bench's own runs only)"
+        } else {
+            ""
+        }
+    );
+    let bar = epoch_bar(plan.iter().map(|p| p.epochs).sum());
+    let trainer_dir = args.trainer_dir.as_deref();
+    let (runs, failures) = super::trainer::run_all(command, trainer_dir, (&plan, &runs_dir), &bar);
+    bar.finish_and_clear();
+    anyhow::ensure!(!runs.is_empty(), "every configuration failed: {}", failures.join(", "));
+    let summary = analysis::analyse(&runs, args.run.warmup, args.run.confidence)?;
     publish(args, root, &summary, &failures)?;
     Ok(summary)
 }

@@ -233,7 +233,7 @@ pub(crate) fn widest(summary: &Summary) -> f64 {
             summary
                 .configs
                 .iter()
-                .any(|c| c.id == s.id && c.run.implementation == crate::metrics::IMPLEMENTATION)
+                .any(|c| c.id == s.id && c.implementation == crate::metrics::IMPLEMENTATION)
         })
         .map(|s| half_width(&s.tokens_per_sec))
         .fold(0.0, f64::max)

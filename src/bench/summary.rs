@@ -8,6 +8,10 @@ use std::path::Path;
 
 pub(crate) const SCHEMA: u32 = 1;
 
+fn dp_bench() -> String {
+    crate::metrics::IMPLEMENTATION.to_string()
+}
+
 /// The measured epochs of one configuration, one value per epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Samples {
@@ -18,14 +22,17 @@ pub struct Samples {
     pub training_time_max: Vec<f64>,
     /// Sum over ranks of `tokens_per_sec`.
     pub tokens_per_sec: Vec<f64>,
-    /// Input positions of the epoch, summed over ranks (padding included).
+    /// Input positions of the epoch, summed over ranks (padding included). This and the time
+    /// split below are empty where the records do not give them.
     #[serde(default)]
     pub tokens: Vec<f64>,
     /// Floating-point operations of the epoch's matrix products, summed over ranks; empty when
     /// the records do not count them (older runs, the PyTorch reference).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flops: Vec<f64>,
+    #[serde(default)]
     pub compute_time: Vec<f64>,
+    #[serde(default)]
     pub allreduce_time: Vec<f64>,
     /// Batch collation time (mean over ranks).
     #[serde(default)]
@@ -50,6 +57,11 @@ pub struct Samples {
     /// resumed in rounds).
     #[serde(default)]
     pub warmup_epochs: Vec<usize>,
+    /// Validation loss and BLEU after each measured epoch (mean over ranks), where recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_loss: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bleu: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,23 +72,33 @@ pub struct TimeSummary {
     pub max_rank_mean: f64,
 }
 
+/// One configuration's statistics. What its run does not record (a foreign trainer's records
+/// give only time and throughput, unless they carry more) is `None` or, for per-epoch samples,
+/// empty: the reports say "not recorded by this run", never a value of their own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigSummary {
     pub id: String,
+    /// Who trained: `dp-bench`, a reference (`pytorch-ddp`), or a foreign trainer.
+    #[serde(default = "dp_bench")]
+    pub implementation: String,
+    /// The training command, for a configuration the bench ran with `--trainer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     pub world_size: usize,
-    pub global_batch_size: usize,
-    pub local_batch_size: usize,
-    pub threads: usize,
-    pub preset: String,
-    pub dataset: String,
+    pub global_batch_size: Option<usize>,
+    pub local_batch_size: Option<usize>,
+    pub threads: Option<usize>,
+    pub preset: Option<String>,
+    pub dataset: Option<String>,
     pub epochs_measured: usize,
     pub training_time: TimeSummary,
     pub tokens_per_sec: Stats,
     /// Mean all-reduce time as a share of the mean epoch time.
-    pub allreduce_share: f64,
+    pub allreduce_share: Option<f64>,
     pub run_dir: String,
     pub samples: Samples,
-    pub run: RunInfo,
+    /// dp-bench's `run.json` of the run; `None` for a foreign run.
+    pub run: Option<RunInfo>,
     /// Model FLOPs utilisation: a rank's model FLOPs per second (`flops_per_rank_per_sec`) as a
     /// share of the device's measured peak (`Summary::peak`); absent where either is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +109,12 @@ impl ConfigSummary {
     /// Whether this is independent copies of a one-rank run (`dp-bench --independent`), read
     /// as one run of as many ranks.
     pub(crate) fn is_independent(&self) -> bool {
-        self.run.config.copies > 1
+        self.copies() > 1
+    }
+
+    /// Independent one-rank copies this configuration is (1: an ordinary run).
+    pub(crate) fn copies(&self) -> usize {
+        self.run.as_ref().map_or(1, |r| r.config.copies)
     }
 
     /// The rate of one rank's matrix products over the measured epochs (operations ÷ the

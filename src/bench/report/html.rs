@@ -49,11 +49,11 @@ fn summary_table(summary: &Summary, out: &mut String) {
         let s = summary.speedup.iter().find(|s| s.id == c.id);
         let _ = write!(
             out,
-            "<tr><td><a href=\"#{id}\">{id}</a></td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#{id}\">{id}</a></td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             c.world_size,
-            c.global_batch_size,
-            c.local_batch_size,
-            c.threads,
+            format::recorded(c.global_batch_size, &|b| b.to_string()),
+            format::recorded(c.local_batch_size, &|b| b.to_string()),
+            format::recorded(c.threads, &|t| t.to_string()),
             Html.interval(t.lower, t.mean, t.upper, &format::seconds),
             format::seconds(c.training_time.max_rank_mean),
             Html.interval(r.lower, r.mean, r.upper, &format::rate),
@@ -69,7 +69,7 @@ fn summary_table(summary: &Summary, out: &mut String) {
                 };
                 Html.estimate(&s.efficiency_interval, &format::three) + &paired
             }),
-            c.allreduce_share * 100.0,
+            format::recorded(c.allreduce_share, &format::percent),
             c.epochs_measured,
             id = esc(&c.id),
         );
@@ -208,17 +208,28 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
         true => format!("{} independent 1-rank runs side by side, no communication,", c.world_size),
         false => format!("{} ranks", c.world_size),
     };
+    let setup = match (&c.run, c.local_batch_size, c.global_batch_size) {
+        (Some(_), Some(local), Some(global)) => format!(
+            "{ranks} × {local} examples per step ({global} in all), {} threads per rank, preset {}, \
+             dataset {}.",
+            format::recorded(c.threads, &|t| t.to_string()),
+            esc(c.preset.as_deref().unwrap_or("?")),
+            esc(c.dataset.as_deref().unwrap_or("?")),
+        ),
+        (_, _, global) => format!(
+            "{ranks}, trained by {}{}; {} examples per step in all. Batch per rank, threads, \
+             model and data: {}.",
+            esc(&c.implementation),
+            c.command.as_ref().map_or(String::new(), |cmd| format!(" (<code>{}</code>)", esc(cmd))),
+            format::recorded(global, &|b| b.to_string()),
+            format::NOT_RECORDED,
+        ),
+    };
     let _ = write!(
         out,
-        "<h2 id=\"{id}\">{id}</h2><p>{ranks} × {} examples per step ({} in all), {} threads per rank, \
-         preset {}, dataset {}. Run directory <code>{}</code>.</p>\
+        "<h2 id=\"{id}\">{id}</h2><p>{setup} Run directory <code>{}</code>.</p>\
          <p>Epoch time: mean {}, median {}, std dev {}, min {}, max {}; {:.0}% interval {} – {}. \
          Tukey outliers: {} low severe, {} low mild, {} high mild, {} high severe.</p>",
-        c.local_batch_size,
-        c.global_batch_size,
-        c.threads,
-        esc(&c.preset),
-        esc(&c.dataset),
         esc(&c.run_dir),
         format::seconds(t.mean),
         format::seconds(t.median),
@@ -246,33 +257,58 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
             ))
         );
     }
-    out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th><th>compute</th><th>wait</th><th>all-reduce</th><th>batching</th>");
+    let s = &c.samples;
+    // The time split and the evaluation, each where the records give it.
+    let optional: Vec<(&str, &Vec<f64>, fn(f64) -> String)> = [
+        ("compute", &s.compute_time, format::seconds as fn(f64) -> String),
+        ("wait", &s.wait_time, format::seconds),
+        ("all-reduce", &s.allreduce_time, format::seconds),
+        ("batching", &s.data_time, format::seconds),
+        ("validation loss", &s.validation_loss, |v| format!("{v:.4}")),
+        ("BLEU", &s.bleu, |v| format!("{v:.2}")),
+    ]
+    .into_iter()
+    .filter(|(_, v, _)| v.len() == s.epochs.len())
+    .collect();
+    if optional.len() < 6 {
+        let missing: Vec<&str> =
+            ["compute", "wait", "all-reduce", "batching", "validation loss", "BLEU"]
+                .into_iter()
+                .filter(|name| !optional.iter().any(|(n, _, _)| n == name))
+                .collect();
+        let _ = write!(out, "<p>{}: {}.</p>", missing.join(", "), format::NOT_RECORDED);
+    }
+    out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th>");
+    for (name, _, _) in &optional {
+        let _ = write!(out, "<th>{name}</th>");
+    }
     for r in 0..c.world_size {
         let _ = write!(out, "<th>rank {r}</th>");
     }
     out.push_str("</tr></thead><tbody>");
-    let s = &c.samples;
     for i in 0..s.epochs.len() {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             s.epochs[i],
             format::seconds(s.training_time[i]),
             format::seconds(s.training_time_max[i]),
             format::rate(s.tokens_per_sec[i]),
-            format::seconds(s.compute_time[i]),
-            format::seconds(s.wait_time.get(i).copied().unwrap_or(0.0)),
-            format::seconds(s.allreduce_time[i]),
-            format::seconds(s.data_time.get(i).copied().unwrap_or(0.0)),
         );
+        for (_, values, show) in &optional {
+            let _ = write!(out, "<td>{}</td>", show(values[i]));
+        }
         for rank in &s.per_rank_time {
             let _ = write!(out, "<td>{}</td>", format::seconds(rank[i]));
         }
         out.push_str("</tr>");
     }
-    out.push_str("</tbody></table><details><summary>run.json</summary><pre>");
-    out.push_str(&esc(&serde_json::to_string_pretty(&c.run)?));
-    out.push_str("</pre></details>");
+    out.push_str("</tbody></table>");
+    if let Some(run) = &c.run {
+        out.push_str("<details><summary>run.json</summary><pre>");
+        out.push_str(&esc(&serde_json::to_string_pretty(run)?));
+        out.push_str("</pre></details>");
+    }
     Ok(())
 }
 

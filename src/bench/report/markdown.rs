@@ -5,6 +5,7 @@
 
 use crate::bench::format::{self, markdown_percent, markdown_ratio, Layout::Markdown};
 use crate::bench::summary::{ConfigSummary, OfIndependent, Shortfall, SpeedupSummary, Summary};
+use crate::metrics::RunInfo;
 use std::path::Path;
 
 /// A generated table's place in a document: after the line `<!-- dp-bench NAME table: begin -->`
@@ -30,8 +31,7 @@ impl DocTable {
 }
 
 /// What ran where, from the first dp-bench configuration's `run.json`.
-fn machine(c: &ConfigSummary, confidence: f64) -> String {
-    let run = &c.run;
+fn machine(c: &ConfigSummary, run: &RunInfo, confidence: f64) -> String {
     let cpu = if run.cpu.is_empty() { "an unrecorded CPU" } else { &run.cpu };
     format!(
         "Measured {} on {cpu} (host `{}`): {}, libtorch {}, {} intra-op thread{} per rank, \
@@ -56,10 +56,12 @@ fn machine(c: &ConfigSummary, confidence: f64) -> String {
 /// efficiency), then dp-bench's throughput against each reference implementation's.
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
-    let ours =
-        summary.configs.iter().find(|c| c.run.implementation == crate::metrics::IMPLEMENTATION);
-    if let Some(c) = ours {
-        out += &machine(c, summary.confidence_level);
+    let ours = summary.configs.iter().find_map(|c| {
+        let run = c.run.as_ref().filter(|_| c.implementation == crate::metrics::IMPLEMENTATION)?;
+        Some((c, run))
+    });
+    if let Some((c, run)) = ours {
+        out += &machine(c, run, summary.confidence_level);
         if let Some(s) = summary.speedup.iter().find(|s| s.paired_epochs > 0) {
             let within = match c.samples.paused_time.is_empty() {
                 true => "",
@@ -74,9 +76,7 @@ pub fn render(summary: &Summary) -> String {
                 s.paired_epochs
             );
         }
-        if let Some(r) =
-            summary.configs.iter().find(|r| r.run.implementation != c.run.implementation)
-        {
+        if let Some(r) = summary.configs.iter().find(|r| r.implementation != c.implementation) {
             out += &format!(
                 " The reference: {} measured epochs per configuration.",
                 r.epochs_measured
@@ -86,6 +86,16 @@ pub fn render(summary: &Summary) -> String {
             out += &format!(" {}", s.sentence());
         }
         out += "\n\n";
+    } else if let Some(c) = summary.configs.first() {
+        out += &format!(
+            "Runs recorded by their own trainer: machine, device, batch per rank and threads are \
+             {}. Intervals: {:.0} %; {} measured epochs of `{}` after {} warm-up.\n\n",
+            format::NOT_RECORDED,
+            summary.confidence_level * 100.0,
+            c.epochs_measured,
+            c.id,
+            summary.warmup_epochs
+        );
     }
     if let Some(p) = &summary.peak {
         out += &format!("{}\n\n", mfu_sentence(p));
@@ -110,8 +120,8 @@ pub fn render(summary: &Summary) -> String {
             None => ("—".to_string(), "—".to_string()),
         };
         let implementation = match c.is_independent() {
-            true => format!("{}, independent 1-rank runs", c.run.implementation),
-            false => c.run.implementation.clone(),
+            true => format!("{}, independent 1-rank runs", c.implementation),
+            false => c.implementation.clone(),
         };
         let mfu = match (&summary.peak, c.mfu) {
             (None, _) => String::new(),

@@ -30,11 +30,14 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             let mfu = c.mfu.map_or(String::new(), |m| format!(" (MFU {})", format::percent(m)));
             format!(", matrix products {:.1} GFLOP/s a rank{mfu}", r / 1e9)
         });
+        let allreduce = match c.allreduce_share {
+            Some(s) => format!("all-reduce {:.1}% of the epoch", s * 100.0),
+            None => format!("all-reduce time {}", format::NOT_RECORDED),
+        };
         out += &format!(
-            "{pad}{} measured epochs, max-rank time {}, all-reduce {:.1}% of the epoch{rate}, {} outliers ({} mild, {} severe)\n",
+            "{pad}{} measured epochs, max-rank time {}, {allreduce}{rate}, {} outliers ({} mild, {} severe)\n",
             c.epochs_measured,
             format::seconds(c.training_time.max_rank_mean),
-            c.allreduce_share * 100.0,
             o.total(),
             o.low_mild + o.high_mild,
             o.low_severe + o.high_severe,
@@ -82,6 +85,9 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
                     parts.join(" + ")
                 );
             }
+        }
+        if let Some(command) = &c.command {
+            out += &format!("{pad}trained by `{command}`\n");
         }
         if let Some(ch) = changes.iter().find(|ch| ch.id == c.id) {
             let name = baseline.unwrap_or("baseline");
