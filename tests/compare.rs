@@ -231,7 +231,7 @@ fn inconsistent_or_broken_runs_are_refused() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("rank1_results_epoch2.json") && err.contains("not a dp-bench epoch record"),
+        err.contains("rank1_results_epoch2.json") && err.contains("not an epoch record"),
         "{err}"
     );
 

@@ -313,7 +313,7 @@ for bad in [dict(training_time=0), dict(tokens_per_sec=math.inf), dict(tokens=-1
     assert!(o.status.success(), "{}", stderr(&o));
     let c = &read_json(&out.join("summary.json"))["configs"][0];
     assert_eq!((c["world_size"].as_u64(), c["global_batch_size"].as_u64()), (Some(2), Some(64)));
-    assert!((c["allreduce_share"].as_f64().unwrap() - 0.25 / 3.0).abs() < 1e-9);
+    assert!((c["allreduce_share"].as_f64().unwrap() - 0.25 / 3.5).abs() < 1e-9);
     assert_eq!(c["samples"]["compute_time"].as_array().unwrap().len(), 3);
 }
 

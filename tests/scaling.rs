@@ -155,7 +155,7 @@ fn independent_one_rank_runs_are_read_as_one_run_and_give_each_run_its_share_of_
     fake_run(&d("lone/copy0"), Preset::Tiny, &[&one]);
     let o = compare(&[&d("ws1"), &d("lone")], &d("lone_out"));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("is not a dp-bench run directory"), "{err}");
+    assert!(!o.status.success() && err.contains("is not a run directory"), "{err}");
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub enum AnalysisError {
     TooFewEpochs { dir: PathBuf, measured: usize, warmup: usize },
     #[error("cannot compare {a} and {b}: they differ in {what} ({va} vs {vb}); compare runs of the same workload")]
     Inconsistent { a: PathBuf, b: PathBuf, what: &'static str, va: String, vb: String },
-    #[error("{a} and {b} are both named {id}; pass each configuration once, or name them apart with --label DIR=NAME")]
+    #[error("{a} and {b} are both named {id} (the same configuration, or directories of one name): pass each configuration once, or name them apart with --label DIR=NAME")]
     Duplicate { a: PathBuf, b: PathBuf, id: String },
     #[error("nothing to compare: pass at least one run directory")]
     Empty,
@@ -235,6 +235,7 @@ impl RunData {
             per_rank_time: (0..self.world_size())
                 .map(|r| measured.iter().map(|e| e[r].training_time).collect())
                 .collect(),
+            first_epoch: first,
             all_epochs_time: self
                 .epochs
                 .iter()

@@ -5,7 +5,7 @@
 
 use super::format;
 use super::stats::Estimate;
-use super::summary::Summary;
+use super::summary::{ConfigSummary, Summary};
 use anyhow::{anyhow, Result};
 use plotters::coord::cartesian::Cartesian2d;
 use plotters::coord::types::RangedCoordf64;
@@ -226,7 +226,8 @@ fn draw_timeline<DB: DrawingBackend>(
     summary: &Summary,
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
-    let epochs = summary.configs.iter().map(|c| c.samples.all_epochs_time.len()).max().unwrap_or(1);
+    let end = |c: &ConfigSummary| c.samples.first_epoch + c.samples.all_epochs_time.len();
+    let epochs = summary.configs.iter().map(end).max().unwrap_or(1);
     let top = summary
         .configs
         .iter()
@@ -275,8 +276,9 @@ fn draw_timeline<DB: DrawingBackend>(
     }
     for (i, c) in summary.configs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> =
-            c.samples.all_epochs_time.iter().enumerate().map(|(e, &t)| (e as f64, t)).collect();
+        let points: Vec<(f64, f64)> = (c.samples.all_epochs_time.iter().enumerate())
+            .map(|(e, &t)| ((c.samples.first_epoch + e) as f64, t))
+            .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(err)?

@@ -8,6 +8,10 @@ use std::path::Path;
 
 pub(crate) const SCHEMA: u32 = 1;
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn dp_bench() -> String {
     crate::metrics::IMPLEMENTATION.to_string()
 }
@@ -44,6 +48,10 @@ pub struct Samples {
     pub per_rank_time: Vec<Vec<f64>>,
     /// Mean time of every epoch, warm-up included (for the timeline).
     pub all_epochs_time: Vec<f64>,
+    /// The number of the run's first epoch, that of `all_epochs_time[0]` (1 for trainers that
+    /// count from 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_epoch: usize,
     /// When each measured epoch started (rank 0, seconds since the Unix epoch); empty when the
     /// records do not say (older runs, the PyTorch reference).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
