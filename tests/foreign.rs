@@ -166,6 +166,9 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// What spoils a good run directory in one of the bad cases.
+type Spoil = Box<dyn Fn(&Path)>;
+
 #[test]
 fn bad_and_mixed_directories_are_refused_naming_the_file_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
@@ -180,7 +183,7 @@ fn bad_and_mixed_directories_are_refused_naming_the_file_and_nothing_is_written(
             100,
         )
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Spoil, &str)> = vec![
         (
             "not JSON",
             Box::new(|d: &Path| {

@@ -201,6 +201,9 @@ fn baseline_table(changes: &[BaselineChange], name: &str, out: &mut String) {
     out.push_str("</tbody></table>");
 }
 
+/// A per-epoch column of the details table: its name, values and how each is written.
+type Column<'a> = (&'static str, &'a [f64], fn(f64) -> String);
+
 fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()> {
     let t = &c.training_time.stats;
     let o = &t.outliers;
@@ -259,24 +262,19 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
     }
     let s = &c.samples;
     // The time split and the evaluation, each where the records give it.
-    let optional: Vec<(&str, &Vec<f64>, fn(f64) -> String)> = [
-        ("compute", &s.compute_time, format::seconds as fn(f64) -> String),
+    let columns: [Column; 6] = [
+        ("compute", &s.compute_time, format::seconds),
         ("wait", &s.wait_time, format::seconds),
         ("all-reduce", &s.allreduce_time, format::seconds),
         ("batching", &s.data_time, format::seconds),
         ("validation loss", &s.validation_loss, |v| format!("{v:.4}")),
         ("BLEU", &s.bleu, |v| format!("{v:.2}")),
-    ]
-    .into_iter()
-    .filter(|(_, v, _)| v.len() == s.epochs.len())
-    .collect();
-    if optional.len() < 6 {
-        let missing: Vec<&str> =
-            ["compute", "wait", "all-reduce", "batching", "validation loss", "BLEU"]
-                .into_iter()
-                .filter(|name| !optional.iter().any(|(n, _, _)| n == name))
-                .collect();
-        let _ = write!(out, "<p>{}: {}.</p>", missing.join(", "), format::NOT_RECORDED);
+    ];
+    let (optional, missing): (Vec<Column>, Vec<Column>) =
+        columns.into_iter().partition(|(_, v, _)| v.len() == s.epochs.len());
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|(name, _, _)| *name).collect();
+        let _ = write!(out, "<p>{}: {}.</p>", names.join(", "), format::NOT_RECORDED);
     }
     out.push_str("<table><thead><tr><th>epoch</th><th>time (mean over ranks)</th><th>max over ranks</th><th>tokens/s (sum)</th>");
     for (name, _, _) in &optional {
