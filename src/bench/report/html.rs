@@ -220,11 +220,12 @@ fn details(c: &ConfigSummary, level: f64, out: &mut String) -> anyhow::Result<()
             esc(c.dataset.as_deref().unwrap_or("?")),
         ),
         (_, _, global) => format!(
-            "{ranks}, trained by {}{}; {} examples per step in all. Batch per rank, threads, \
-             model and data: {}.",
+            "{ranks}, trained by {}{}; {}. Batch per rank, threads, model and data: {}.",
             esc(&c.implementation),
             c.command.as_ref().map_or(String::new(), |cmd| format!(" (<code>{}</code>)", esc(cmd))),
-            format::recorded(global, &|b| b.to_string()),
+            global.map_or("global batch not recorded".into(), |b| format!(
+                "{b} examples per step in all"
+            )),
             format::NOT_RECORDED,
         ),
     };
