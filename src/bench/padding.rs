@@ -215,14 +215,17 @@ pub fn analyse(
             .then(|| stats::paired_ratio(&fixed.training_time, t, level))
             .flatten();
         let last = &run.epochs.last().expect("measured epochs")[0];
+        let count = |key: &str, v: Option<f64>| {
+            v.ok_or_else(|| anyhow::anyhow!("{}: the epoch records lack {key}", run.dir.display()))
+        };
         let flops = work(run, &samples)?;
         let result = PaddingResult {
             variant: name.clone(),
             epoch_time: stats::Summary::of(t, level),
             measured_epochs: t.len(),
-            positions: last.tokens.unwrap_or_default() as u64,
-            target_tokens: last.target_tokens.unwrap_or_default() as u64,
-            train_loss: last.train_loss.unwrap_or(f64::NAN),
+            positions: count("tokens", last.tokens)? as u64,
+            target_tokens: count("target_tokens", last.target_tokens)? as u64,
+            train_loss: count("train_loss", last.train_loss)?,
             speedup_over_fixed: paired
                 .unwrap_or_else(|| stats::ratio_estimate(&fixed.training_time, t, level)),
             paired_epochs: if paired.is_some() { t.len() } else { 0 },

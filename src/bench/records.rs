@@ -247,12 +247,13 @@ impl Foreign {
             return Err(AnalysisError::NotARun(dir.to_path_buf()));
         }
         let trainer = read_trainer(dir)?;
-        let ranks: BTreeSet<usize> = found.iter().map(|(r, _)| r.rank).collect();
-        let world = ranks.iter().next_back().map_or(0, |&r| r + 1);
+        let world = found.iter().map(|(r, _)| r.rank + 1).max().unwrap_or(0);
         let name = |rank: usize, epoch: usize| dir.join(EpochRecord::file_name(rank, epoch));
-        let epochs_of = |rank: usize| -> BTreeSet<usize> {
-            found.iter().filter(|(r, _)| r.rank == rank).map(|(r, _)| r.epoch).collect()
-        };
+        // Each rank's epochs, read once.
+        let mut by_rank = vec![BTreeSet::new(); world];
+        for (r, _) in &found {
+            by_rank[r.rank].insert(r.epoch);
+        }
         let all: BTreeSet<usize> = found.iter().map(|(r, _)| r.epoch).collect();
         let first = *all.iter().next().expect("records found");
         if first > 1 {
@@ -266,7 +267,7 @@ impl Foreign {
         }
         // A rank that recorded fewer epochs than another: cut short, or another run's.
         for rank in 0..world {
-            let own = epochs_of(rank);
+            let own = &by_rank[rank];
             if own.is_empty() {
                 return Err(corrupt(
                     &name(rank, first),
@@ -278,14 +279,14 @@ impl Foreign {
             }
             if own.len() < all.len() {
                 let missing = all.difference(&own).next().copied().expect("fewer epochs");
-                let others: Vec<usize> = (0..world).filter(|&r| epochs_of(r) == all).collect();
+                let others: Vec<usize> = (0..world).filter(|&r| by_rank[r] == all).collect();
                 return Err(mixed(
                     dir,
                     format!(
                         "rank {rank} recorded epochs {} but rank {} recorded {} ({} is missing): \
                          either the run was cut short, or two runs with different world sizes or \
                          epoch counts wrote into this directory",
-                        span(&own),
+                        span(own),
                         others.first().copied().unwrap_or(0),
                         span(&all),
                         name(rank, missing).display()
