@@ -26,7 +26,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 
 /// `dp-bench compare`: the benchmark's analysis and reports on existing run directories.
 fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    use crate::bench::{analysis, report, summary::Summary};
+    use crate::bench::{analysis, report, run_data, summary::Summary};
     if !(args.confidence > 0.0 && args.confidence < 1.0) {
         return Err(UsageError::error("--confidence must be between 0 and 1, e.g. 0.95"));
     }
@@ -37,7 +37,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let mut runs = args
         .dirs
         .iter()
-        .map(|d| analysis::RunData::load(d))
+        .map(|d| run_data::RunData::load(d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(UsageError::from_err)?;
     for label in &args.label {

@@ -288,7 +288,7 @@ fn html_report_renders_in_headless_chromium() {
 
 #[test]
 fn the_padding_table_gives_each_variant_its_speedup_and_its_work_ratio() {
-    use dp_bench::bench::{analysis::RunData, padding};
+    use dp_bench::bench::{padding, run_data::RunData};
     let tmp = tempfile::tempdir().unwrap();
     let d = |n: &str| tmp.path().join(n);
     // Each variant's epochs drift alike (×1.1, ×0.9) and take turns; its operations and

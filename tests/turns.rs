@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use dp_bench::bench::analysis::{took_turns, RunData};
+use dp_bench::bench::analysis::took_turns;
+use dp_bench::bench::run_data::RunData;
 use dp_bench::bench::turns::{run_in_turns, Turn, TurnOptions};
 use indicatif::ProgressBar;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The benchmark harness behind `cargo bench` and `dp-bench compare`, split as criterion is:
-//! `stats` is pure maths on samples, `analysis` turns run directories into a `summary::Summary`,
+//! `stats` is pure maths on samples, `records` and `run_data` read run directories (any
+//! trainer's), `analysis` turns them into a `summary::Summary`,
 //! `plot` and `report` only consume summaries, `plan` turns the bench's options into
 //! configurations, and `runner` launches them.
 
@@ -13,6 +14,7 @@ pub mod plot;
 pub mod records;
 pub mod reference;
 pub mod report;
+pub mod run_data;
 pub mod runner;
 pub mod sampling;
 pub mod stats;

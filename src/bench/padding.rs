@@ -6,9 +6,10 @@
 //! paired), and how many times less floating-point work its matrix products do: the speedup
 //! padding less would give if every operation took as long as under fixed padding.
 
-use super::analysis::{took_turns, RunData};
+use super::analysis::took_turns;
 use super::format;
 use super::report::markdown::{check_doc, update_doc, DocTable};
+use super::run_data::RunData;
 use super::runner::{bound_launcher, criterion_dir};
 use super::stats::{self, Estimate};
 use super::summary::Samples;
@@ -260,7 +261,7 @@ fn thousands(v: u64) -> String {
 /// The results as BENCHMARKS.md shows them: what ran where, then one row per variant; `fixed`
 /// is the fixed-padding run, whose `run.json` describes the machine.
 pub fn table(results: &[PaddingResult], fixed: &RunData, level: f64) -> String {
-    let run = fixed.info.as_ref().expect("the padding bench's runs are dp-bench's");
+    let run = fixed.info().expect("the padding bench's runs are dp-bench's");
     let c = &run.config;
     let cpu = if run.cpu.is_empty() { "an unrecorded CPU" } else { &run.cpu };
     let pairs = results.iter().map(|r| r.paired_epochs).max().unwrap_or(0);

@@ -3,8 +3,8 @@
 //! configurations, each under its share of the time budget and the bench's stopping rule on its
 //! mean epoch time (`sampling`).
 
-use super::analysis::RunData;
 use super::plan::{BenchArgs, Planned};
+use super::run_data::RunData;
 use super::runner::bound;
 use super::sampling::{self, Ended};
 use super::stats;

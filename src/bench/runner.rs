@@ -2,10 +2,11 @@
 //! directory, with a progress bar over all epochs, then the analysis and every report. Used by
 //! the `data_parallel` bench target; `compare` reuses the analysis and reports on existing runs.
 
-use super::analysis::{self, RunData};
+use super::analysis;
 use super::device::measure_peak;
 use super::plan::{BenchArgs, Planned};
 use super::report::{self, Outputs, Publish};
+use super::run_data::RunData;
 use super::sampling::{self, Ended, Sampler, Sampling};
 use super::summary::Summary;
 use super::turns::{run_in_turns, Turn};

@@ -9,8 +9,9 @@
 //! `stopping_keeps_the_intervals_coverage_near_nominal` measures by how much on synthetic paired
 //! samples, and BENCHMARKS.md reports it.
 
-use super::analysis::{self, RunData};
+use super::analysis;
 use super::plan::{BenchArgs, Planned};
+use super::run_data::RunData;
 use super::stats::Estimate;
 use super::summary::Summary;
 use indicatif::ProgressBar;

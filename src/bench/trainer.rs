@@ -6,8 +6,8 @@
 //! (`records::Foreign`). A command that fails, or writes no records, fails its configuration
 //! with its last lines of output; the others go on.
 
-use super::analysis::RunData;
 use super::records::{TrainerInfo, TRAINER_FILE};
+use super::run_data::RunData;
 use indicatif::ProgressBar;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
