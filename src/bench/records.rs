@@ -278,7 +278,7 @@ impl Foreign {
                 ));
             }
             if own.len() < all.len() {
-                let missing = all.difference(&own).next().copied().expect("fewer epochs");
+                let missing = all.difference(own).next().copied().expect("fewer epochs");
                 let others: Vec<usize> = (0..world).filter(|&r| by_rank[r] == all).collect();
                 return Err(mixed(
                     dir,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum Source {
     /// dp-bench, or the PyTorch reference (which writes the same files): the run's `run.json`.
-    Described(RunInfo),
+    Described(Box<RunInfo>),
     /// Another trainer: what its records (and, for `--trainer`, the bench) say.
     Foreign(Foreign),
 }
@@ -107,7 +107,12 @@ impl RunData {
                     .collect()
             })
             .collect();
-        Ok(RunData { dir: dir.to_path_buf(), source: Source::Described(info), label: None, epochs })
+        Ok(RunData {
+            dir: dir.to_path_buf(),
+            source: Source::Described(Box::new(info)),
+            label: None,
+            epochs,
+        })
     }
 
     fn load_one(dir: &Path) -> Result<Self, AnalysisError> {
@@ -132,7 +137,12 @@ impl RunData {
             records.push(rec);
         }
         let epochs = records::grid(dir, records, world, 0)?;
-        Ok(RunData { dir: dir.to_path_buf(), source: Source::Described(info), label: None, epochs })
+        Ok(RunData {
+            dir: dir.to_path_buf(),
+            source: Source::Described(Box::new(info)),
+            label: None,
+            epochs,
+        })
     }
 
     /// The run's `run.json`; `None` for a foreign run, which says only what its records say.
