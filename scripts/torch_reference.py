@@ -274,7 +274,7 @@ def main():
     p.add_argument("--stop-file", help="stop before the next epoch once this file exists (the bench's time budget)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="rank r trains on GPU r with cuda")
     p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
-                   help="tf32: TF32 matrix products; bf16: autocast to bfloat16 + fused AdamW (GPUs only)")
+                   help="tf32: TF32 matrix products (GPUs); bf16: autocast to bfloat16 (+ fused AdamW on GPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
@@ -287,8 +287,8 @@ def main():
         if args.world_size > gpus:
             p.error(f"--world-size {args.world_size} needs {args.world_size} GPUs (one per rank, as NCCL "
                     f"requires), torch sees {gpus}: lower --world-size")
-    elif args.precision != "fp32":
-        p.error(f"--precision {args.precision} needs --device cuda (CPUs train in fp32)")
+    elif args.precision == "tf32":
+        p.error("--precision tf32 needs --device cuda (CPUs train in fp32, or bf16 autocast)")
     if args.world_size == 1:
         train(0, args)
     else:

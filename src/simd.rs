@@ -97,6 +97,35 @@ pub(crate) fn level() -> Level {
     })
 }
 
+/// The CPU feature that executes bf16 matrix products in hardware, where this CPU has one and the
+/// operating system keeps its registers: AMX-BF16 (Sapphire Rapids and later; oneDNN's tile
+/// kernels) before AVX512-BF16 (Cooper Lake, Zen 4; dot products of bf16 pairs). Without either,
+/// libtorch emulates bf16 products in fp32 at a fraction of fp32's own speed.
+pub(crate) fn bf16_products() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        // Leaf 7 is read only where leaf 0 lists it.
+        let (max_leaf, leaf1) = (__cpuid(0).eax, __cpuid(1));
+        let osxsave = leaf1.ecx & (1 << 27) != 0;
+        if max_leaf < 7 || !osxsave {
+            return None;
+        }
+        // SAFETY: OSXSAVE is set, so xgetbv(0) reads XCR0, the register state the OS saves.
+        let xcr0 = unsafe { std::arch::x86_64::_xgetbv(0) };
+        let (leaf7, leaf7_1) = (__cpuid_count(7, 0), __cpuid_count(7, 1));
+        let avx512_state = xcr0 & 0xe6 == 0xe6; // SSE, AVX, opmask, ZMM halves
+        let tile_state = xcr0 & (3 << 17) == 3 << 17; // XTILECFG, XTILEDATA
+        if leaf7.edx & (1 << 22) != 0 && tile_state {
+            return Some("AMX-BF16");
+        }
+        if leaf7_1.eax & (1 << 5) != 0 && avx512_state {
+            return Some("AVX512-BF16");
+        }
+    }
+    None
+}
+
 /// Whether no element of `x` is a NaN or an infinity: their exponent bits are all ones. The
 /// largest exponent over 16 independent lanes, so the loop vectorises (inlined into the
 /// [`vectorised!`] loops that call it).

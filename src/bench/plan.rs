@@ -267,11 +267,9 @@ impl BenchArgs {
         let devices = self.devices()?;
         anyhow::ensure!(!devices.world_sizes.is_empty(), "--world-sizes is empty");
         anyhow::ensure!(devices.batch > 0, "--batch must be positive");
-        anyhow::ensure!(
-            devices.device == DeviceKind::Cuda || self.precision == Precision::Fp32,
-            "--precision {} runs on GPUs: add --device cuda on a GPU machine, or drop it",
-            self.precision
-        );
+        if devices.device == DeviceKind::Cpu {
+            crate::config::cpu_precision(self.precision)?;
+        }
         anyhow::ensure!(
             self.target_width > 0.0 && self.target_width < 1.0,
             "--target-width {} must be in (0, 1), e.g. 0.01 for ±1 %",

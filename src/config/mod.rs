@@ -237,9 +237,36 @@ pub enum ConfigError {
     #[error("--allreduce nccl sums GPU buffers: it needs --device cuda (on CPUs use --allreduce shm or mpi)")]
     NcclOnCpu,
     #[error(
-        "--precision {0} runs on GPUs' tensor cores: it needs --device cuda (CPUs train in fp32)"
+        "--precision tf32 is a GPU's tensor-core format: it needs --device cuda (CPUs train in fp32, or bf16 where they have bf16 hardware)"
     )]
-    PrecisionOnCpu(Precision),
+    Tf32OnCpu,
+    #[error(
+        "--precision bf16 on a CPU needs bf16 products in hardware (AMX-BF16 or AVX512-BF16), which this CPU ({0}) lacks: libtorch would emulate them slower than fp32. Use --precision fp32 here, or a CPU that lists amx_bf16 or avx512_bf16 in lscpu"
+    )]
+    Bf16WithoutHardware(String),
+}
+
+/// Refuses a `--precision` this CPU cannot run at speed: tf32 (a GPU format) anywhere, bf16
+/// without bf16 hardware (`simd::bf16_products`).
+pub(crate) fn cpu_precision(precision: Precision) -> Result<(), ConfigError> {
+    precision_on(precision, crate::simd::bf16_products())
+}
+
+/// [`cpu_precision`] on a CPU whose bf16 hardware is `bf16` (the feature's name, if any).
+fn precision_on(precision: Precision, bf16: Option<&str>) -> Result<(), ConfigError> {
+    match (precision, bf16) {
+        (Precision::Fp32, _) | (Precision::Bf16, Some(_)) => Ok(()),
+        (Precision::Tf32, _) => Err(ConfigError::Tf32OnCpu),
+        (Precision::Bf16, None) => Err(ConfigError::Bf16WithoutHardware(cpu_name())),
+    }
+}
+
+/// This CPU's model name, as the refusals name it.
+fn cpu_name() -> String {
+    match crate::metrics::cpu_description() {
+        d if d.is_empty() => "model unknown".to_string(),
+        d => d,
+    }
 }
 
 impl Config {
@@ -362,9 +389,7 @@ impl Config {
             if self.allreduce == AllReduce::Nccl {
                 return Err(ConfigError::NcclOnCpu);
             }
-            if self.precision != Precision::Fp32 {
-                return Err(ConfigError::PrecisionOnCpu(self.precision));
-            }
+            cpu_precision(self.precision)?;
         }
         Ok(())
     }
@@ -467,15 +492,28 @@ pub(crate) mod tests {
     fn gpu_choices_are_refused_on_cpus() {
         let c = Config { allreduce: AllReduce::Nccl, ..tiny_config() };
         assert_eq!(c.validate(), Err(ConfigError::NcclOnCpu));
-        for precision in [Precision::Tf32, Precision::Bf16] {
-            let c = Config { precision, ..tiny_config() };
-            assert_eq!(c.validate(), Err(ConfigError::PrecisionOnCpu(precision)));
-        }
+        let c = Config { precision: Precision::Tf32, ..tiny_config() };
+        assert_eq!(c.validate(), Err(ConfigError::Tf32OnCpu));
+        // bf16 as this CPU allows it.
+        let c = Config { precision: Precision::Bf16, ..tiny_config() };
+        let expected = match crate::simd::bf16_products() {
+            Some(_) => Ok(()),
+            None => Err(ConfigError::Bf16WithoutHardware(cpu_name())),
+        };
+        assert_eq!(c.validate(), expected);
         let gpu = Config { device: DeviceKind::Cuda, ..tiny_config() };
         for precision in [Precision::Tf32, Precision::Bf16] {
             let c = Config { precision, allreduce: AllReduce::Nccl, ..gpu.clone() };
             assert_eq!(c.validate(), Ok(()), "validated before any GPU is looked for");
         }
+        // And as any CPU would.
+        for hardware in ["AMX-BF16", "AVX512-BF16"] {
+            assert_eq!(precision_on(Precision::Bf16, Some(hardware)), Ok(()));
+            assert_eq!(precision_on(Precision::Tf32, Some(hardware)), Err(ConfigError::Tf32OnCpu));
+        }
+        let refused = precision_on(Precision::Bf16, None).unwrap_err().to_string();
+        assert!(refused.contains(&cpu_name()) && refused.contains("--precision fp32"), "{refused}");
+        assert_eq!(precision_on(Precision::Fp32, None), Ok(()));
         let auto = Config { allreduce: AllReduce::Auto, ..tiny_config() };
         assert_eq!(auto.resolve(1, 1).allreduce, AllReduce::Shm, "auto is shm on CPUs");
     }

@@ -22,7 +22,8 @@ use crate::simd::vectorised;
 use crate::slices::{values, values_mut};
 use tch::{nn, Device, Kind, Tensor};
 
-/// What the forward keeps for the backward: GELU's output and its derivative, (N, 4C) each.
+/// What the forward keeps for the backward: GELU's output (as `c_proj` reads it: fp32, or bf16
+/// under `--precision bf16`) and its derivative, (N, 4C) each.
 pub(super) struct Saved {
     pub gelu: Tensor,
     pub gelu_grad: Tensor,

@@ -7,9 +7,11 @@
 //! The pass ([`pass`]) is laid out as llm.c's train_gpt2.c: each layer's forward beside its
 //! backward. Its parts: attention head by head ([`attention`], with [`softmax`]'s fused causal
 //! softmax and dropout), the MLP a block of rows at a time ([`mlp`], [`blocked`]), the row-wise
-//! LayerNorm and GELU ([`kernels`]), and BLAS on slices ([`blas`]).
+//! LayerNorm and GELU ([`kernels`]), BLAS on slices ([`blas`]), and bf16 products with fp32
+//! results ([`bf16`]) for `--precision bf16`.
 
 mod attention;
+pub(super) mod bf16;
 mod blas;
 mod blocked;
 pub mod dropout;

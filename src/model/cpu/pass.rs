@@ -17,12 +17,16 @@
 //!
 //! Each gradient is written once, over whatever the buffer held, except `wte`'s: the LM head
 //! writes it and the embedding lookup then adds to it, as in the autograd path.
+//!
+//! Under `--precision bf16` the same pass runs with bf16 matrix products ([`bf16`]): the weights
+//! and each product's input cast to bf16, fp32 results, accumulation and gradients; attention,
+//! LayerNorm, GELU, dropout and the loss stay in fp32 (autocast runs GELU and dropout in bf16).
 
 use super::attention::{self, Heads};
 use super::dropout::{add_dropped, times_mask, MaskStream};
 use super::kernels::{gelu_with_derivative, layer_norm, layer_norm_backward, LayerNormSaved};
-use super::{blas, mlp};
-use crate::model::gpt::{affine_backward, dense, Block, Gpt, LN_EPS};
+use super::{bf16, blas, mlp};
+use crate::model::gpt::{affine_backward, dense, Block, Gpt, Products, LN_EPS};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -40,10 +44,74 @@ fn dense_unbiased<'a>(
     }
 }
 
-/// The backward of [`dense`] for the output gradient `dy` (N, out): writes the weight's and
-/// bias's gradients over theirs and returns `x`'s (N, in).
-fn dense_backward(lin: &nn::Linear, x: &Tensor, dy: &Tensor, onednn: bool) -> Tensor {
-    affine_backward(x, dy, &lin.ws, lin.bs.as_ref(), onednn)
+/// A dense layer as the pass multiplies by it: in fp32 (BLAS or oneDNN), or in bf16 with its
+/// weight cast once a step and fp32 results ([`bf16`], `--precision bf16`).
+struct Dense<'a> {
+    lin: &'a nn::Linear,
+    /// The weight in bf16, for this step's forward and backward; none for fp32 products.
+    w16: Option<Tensor>,
+    onednn: bool,
+}
+
+impl<'a> Dense<'a> {
+    fn new(lin: &'a nn::Linear, products: Products) -> Self {
+        let w16 = (products == Products::Bf16).then(|| bf16::to_bf16(&lin.ws));
+        Dense { lin, w16, onednn: products.onednn() }
+    }
+
+    /// Whether the MLP and `c_attn`'s backward run a block of rows at a time through BLAS
+    /// ([`mlp`], [`attention::backward_through_dense`]): where there is one and the products
+    /// are fp32 ones not through oneDNN.
+    fn in_blocks(&self) -> bool {
+        self.w16.is_none() && !self.onednn && blas::available()
+    }
+
+    /// The rows `x` as this layer's products read them, which is also what its backward
+    /// keeps: as they are, or their bf16 copy.
+    fn input(&self, x: Tensor) -> Tensor {
+        match self.w16 {
+            Some(_) => bf16::to_bf16(&x),
+            None => x,
+        }
+    }
+
+    /// `x · wᵀ + b` for rows from [`Dense::input`].
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match &self.w16 {
+            Some(w) => bf16::affine(x, w, self.lin.bs.as_ref()),
+            None => dense(self.lin, x, self.onednn),
+        }
+    }
+
+    /// `x · wᵀ` for rows from [`Dense::input`], and the bias still to add.
+    fn forward_unbiased(&self, x: &Tensor) -> (Tensor, Option<&'a Tensor>) {
+        match &self.w16 {
+            Some(w) => (bf16::affine(x, w, None), self.lin.bs.as_ref()),
+            None => dense_unbiased(self.lin, x, self.onednn),
+        }
+    }
+
+    /// The backward for the output gradient `dy` (N, out) of the rows `x` the forward read:
+    /// writes the weight's and bias's gradients over theirs and returns `x`'s (N, in), fp32.
+    fn backward(&self, x: &Tensor, dy: &Tensor) -> Tensor {
+        let Some(w) = &self.w16 else {
+            return affine_backward(x, dy, &self.lin.ws, self.lin.bs.as_ref(), self.onednn);
+        };
+        let dy16 = bf16::to_bf16(dy);
+        bf16::write_weight_grad(&dy16, x, &mut self.lin.ws.grad());
+        if let Some(b) = &self.lin.bs {
+            let _ = dy.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
+        }
+        bf16::input_grad(&dy16, w)
+    }
+}
+
+/// A block's four dense layers for one step.
+struct BlockDense<'a> {
+    c_attn: Dense<'a>,
+    attn_proj: Dense<'a>,
+    c_fc: Dense<'a>,
+    mlp_proj: Dense<'a>,
 }
 
 /// LayerNorm's affine parameters.
@@ -70,7 +138,9 @@ struct Shape {
     t: i64,
 }
 
-/// What a block's forward keeps for its backward. (N, C) unless noted.
+/// What a block's forward keeps for its backward. (N, C) unless noted. The inputs of products
+/// (`h1`, `y`, `h2`, GELU's output) are kept as the products read them ([`Dense::input`]):
+/// in bf16 under `--precision bf16`.
 struct BlockSaved {
     ln_1: LayerNormSaved,
     h1: Tensor,
@@ -87,42 +157,60 @@ struct BlockSaved {
     mlp_mask: Option<MaskStream>,
 }
 
-/// Whether the MLP and `c_attn`'s backward run a block of rows at a time through BLAS ([`mlp`],
-/// [`attention::backward_through_dense`]): where there is one and the products are not oneDNN's.
-fn in_blocks(onednn: bool) -> bool {
-    !onednn && blas::available()
-}
-
 impl Block {
-    /// The MLP on the rows `h` (N, C): its output without `c_proj`'s bias, that bias (for the
-    /// residual's kernel to add), and what the backward needs.
-    fn mlp_forward(&self, h: &Tensor) -> (Tensor, Option<&Tensor>, mlp::Saved) {
-        let (mlp, onednn) = (&self.mlp, self.mlp.products.onednn());
-        if in_blocks(onednn) {
-            let (out, saved) = mlp::forward(&mlp.c_fc, &mlp.c_proj, h);
-            return (out, mlp.c_proj.bs.as_ref(), saved);
+    /// The block's dense layers for a step in `products`.
+    fn dense(&self, products: Products) -> BlockDense<'_> {
+        let (attn, mlp) = (&self.attn, &self.mlp);
+        BlockDense {
+            c_attn: Dense::new(&attn.c_attn, products),
+            attn_proj: Dense::new(&attn.c_proj, products),
+            c_fc: Dense::new(&mlp.c_fc, products),
+            mlp_proj: Dense::new(&mlp.c_proj, products),
         }
-        let (f, bias) = dense_unbiased(&mlp.c_fc, h, onednn); // (N, 4C)
+    }
+
+    /// The MLP on the rows `h` (N, C): its output without `c_proj`'s bias (for the residual's
+    /// kernel to add), that bias, what the backward needs, and `h` as `c_fc`'s backward reads it.
+    fn mlp_forward<'a>(
+        &self,
+        d: &BlockDense<'a>,
+        h: Tensor,
+    ) -> (Tensor, Option<&'a Tensor>, mlp::Saved, Tensor) {
+        let mlp = &self.mlp;
+        if d.c_fc.in_blocks() {
+            let (out, saved) = mlp::forward(&mlp.c_fc, &mlp.c_proj, &h);
+            return (out, d.mlp_proj.lin.bs.as_ref(), saved, h);
+        }
+        let h = d.c_fc.input(h);
+        let (f, bias) = d.c_fc.forward_unbiased(&h); // (N, 4C)
         let (gelu, gelu_grad) = gelu_with_derivative(&f, bias);
-        let (out, bias) = dense_unbiased(&mlp.c_proj, &gelu, onednn);
-        (out, bias, mlp::Saved { gelu, gelu_grad })
+        let gelu = d.mlp_proj.input(gelu);
+        let (out, bias) = d.mlp_proj.forward_unbiased(&gelu);
+        (out, bias, mlp::Saved { gelu, gelu_grad }, h)
     }
 
     /// The block on the rows `x` (N, C) of a batch of `shape`, with dropout `p`.
-    fn forward_saving(&self, x: &Tensor, shape: Shape, p: f64) -> (Tensor, BlockSaved) {
-        let (attn, onednn) = (&self.attn, self.attn.products.onednn());
+    fn forward_saving(
+        &self,
+        d: &BlockDense,
+        x: &Tensor,
+        shape: Shape,
+        p: f64,
+    ) -> (Tensor, BlockSaved) {
         let (_, c) = x.size2().expect("(N, C) rows");
-        let (Shape { b, t }, nh) = (shape, attn.n_head);
+        let (Shape { b, t }, nh) = (shape, self.attn.n_head);
         let heads = Heads { b, t, nh, hs: c / nh };
         let (h1, ln_1) = ln_forward(&self.ln_1, x);
-        let qkv = dense(&attn.c_attn, &h1, onednn); // (N, 3C)
+        let h1 = d.c_attn.input(h1);
+        let qkv = d.c_attn.forward(&h1); // (N, 3C)
         let (y, attention) = attention::forward(&qkv, heads, p); // (N, C)
-        let (proj, bias) = dense_unbiased(&attn.c_proj, &y, onednn);
+        let y = d.attn_proj.input(y);
+        let (proj, bias) = d.attn_proj.forward_unbiased(&y);
         let proj_mask = MaskStream::for_dropout(p);
         let x1 = add_dropped(x, &proj, bias, proj_mask);
 
         let (h2, ln_2) = ln_forward(&self.ln_2, &x1);
-        let (out, bias, gelus) = self.mlp_forward(&h2);
+        let (out, bias, gelus, h2) = self.mlp_forward(d, h2);
         let mlp_mask = MaskStream::for_dropout(p);
         let x2 = add_dropped(&x1, &out, bias, mlp_mask);
         let saved =
@@ -132,26 +220,26 @@ impl Block {
 
     /// Turns `dx` (N, C), the gradient of the block's output, into that of its input, writing
     /// the block's parameter gradients on the way.
-    fn backward(&self, s: &BlockSaved, shape: Shape, dx: &mut Tensor) {
-        let (attn, mlp, onednn) = (&self.attn, &self.mlp, self.attn.products.onednn());
+    fn backward(&self, d: &BlockDense, s: &BlockSaved, shape: Shape, dx: &mut Tensor) {
+        let (attn, mlp) = (&self.attn, &self.mlp);
         let (_, c) = dx.size2().expect("(N, C) rows");
         let (Shape { b, t }, nh) = (shape, attn.n_head);
         let heads = Heads { b, t, nh, hs: c / nh };
         // x2 = x1 + dropout(c_proj(gelu(c_fc(ln_2(x1)))))
         let d_out = times_mask(dx, s.mlp_mask);
-        let d_h2 = if in_blocks(onednn) {
+        let d_h2 = if d.c_fc.in_blocks() {
             mlp::backward(&mlp.c_fc, &mlp.c_proj, &s.h2, &s.gelus, &d_out)
         } else {
-            let mut d_gelu = dense_backward(&mlp.c_proj, &s.gelus.gelu, &d_out, onednn);
+            let mut d_gelu = d.mlp_proj.backward(&s.gelus.gelu, &d_out);
             let d_f = d_gelu.g_mul_(&s.gelus.gelu_grad);
-            dense_backward(&mlp.c_fc, &s.h2, &d_f, onednn)
+            d.c_fc.backward(&s.h2, &d_f)
         };
         ln_backward(&self.ln_2, &s.ln_2, &d_h2, dx);
 
         // x1 = x + dropout(c_proj(attention(c_attn(ln_1(x)))))
         let d_proj = times_mask(dx, s.proj_mask);
-        let d_y = dense_backward(&attn.c_proj, &s.y, &d_proj, onednn);
-        let d_h1 = if in_blocks(onednn) {
+        let d_y = d.attn_proj.backward(&s.y, &d_proj);
+        let d_h1 = if d.c_attn.in_blocks() {
             attention::backward_through_dense(
                 &s.attention,
                 &s.qkv,
@@ -162,7 +250,7 @@ impl Block {
             )
         } else {
             let d_qkv = attention::backward(&s.attention, &s.qkv, heads, &d_y); // (N, 3C)
-            dense_backward(&attn.c_attn, &s.h1, &d_qkv, onednn)
+            d.c_attn.backward(&s.h1, &d_qkv)
         };
         ln_backward(&self.ln_1, &s.ln_1, &d_h1, dx);
     }
@@ -188,9 +276,10 @@ impl Gpt {
         // draws the same mask as the (B, T, C) of the autograd path.
         let emb_mask = MaskStream::for_dropout(p);
         let mut x = times_mask(&embedded.view([n, c]), emb_mask);
+        let dense: Vec<_> = self.h.iter().map(|block| block.dense(self.products)).collect();
         let mut saved = Vec::with_capacity(self.h.len());
-        for block in &self.h {
-            let (next, s) = block.forward_saving(&x, shape, p);
+        for (block, d) in self.h.iter().zip(&dense) {
+            let (next, s) = block.forward_saving(d, &x, shape, p);
             saved.push(s);
             x = next;
         }
@@ -201,8 +290,8 @@ impl Gpt {
         let _ = d_hidden.index_copy_(0, index, &grad_rows);
         let mut dx = Tensor::zeros([n, c], (Kind::Float, Device::Cpu));
         ln_backward(&self.ln_f, &ln_f, &d_hidden, &mut dx);
-        for (block, s) in self.h.iter().zip(&saved).rev() {
-            block.backward(s, shape, &mut dx);
+        for ((block, d), s) in self.h.iter().zip(&dense).zip(&saved).rev() {
+            block.backward(d, s, shape, &mut dx);
         }
         let d_embedded = times_mask(&dx, emb_mask); // (N, C)
         let wpe_grad = self.wpe.ws.grad();

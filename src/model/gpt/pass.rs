@@ -2,6 +2,7 @@
 //! elsewhere, and the tied LM head's part, which both share.
 
 use super::{affine_backward, Gpt, Mask, Products};
+use crate::model::cpu;
 use tch::{nn, Device, Kind, Tensor};
 
 impl Gpt {
@@ -45,7 +46,7 @@ impl Gpt {
         scale: f64,
     ) -> Tensor {
         match self.device() {
-            Device::Cpu if self.products != Products::Bf16 => {
+            Device::Cpu if self.products != Products::Bf16 || cpu::bf16::available() => {
                 self.forward_backward_by_hand(idx, index, labels, scale)
             }
             _ => self.forward_backward_autograd(idx, index, labels, scale),
@@ -56,7 +57,7 @@ impl Gpt {
     /// of the graph, and their (B·T, C) gradient is added into `wte`'s gradient row by row, where
     /// autograd would fill a (V, C) zero matrix, add the rows into it, and then add all of it to
     /// the gradient.
-    pub(super) fn forward_backward_autograd(
+    pub(in crate::model) fn forward_backward_autograd(
         &self,
         idx: &Tensor,
         index: &Tensor,
@@ -97,8 +98,18 @@ impl Gpt {
         scale: f64,
     ) -> (Tensor, Tensor) {
         let w = &self.wte.ws;
+        // bf16 products with fp32 results on a CPU: the operands cast once.
+        let by_hand_bf16 =
+            self.products == Products::Bf16 && x.device() == Device::Cpu && cpu::bf16::available();
+        let (x16, w16) = match by_hand_bf16 {
+            true => (cpu::bf16::to_bf16(x), cpu::bf16::to_bf16(w)),
+            false => (Tensor::new(), Tensor::new()),
+        };
         // The gradient over the logits in place: scale · (softmax − one-hot).
-        let mut g = self.logits(x).to_kind(Kind::Float).contiguous(); // (n, V), fp32 as autocast's loss
+        let mut g = match by_hand_bf16 {
+            true => cpu::bf16::affine(&x16, &w16, None),
+            false => self.logits(x).to_kind(Kind::Float).contiguous(), // (n, V), fp32 as autocast's loss
+        };
         let loss = if g.device() == Device::Cpu {
             let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
             let loss =
@@ -113,6 +124,11 @@ impl Gpt {
             let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
             -picked.sum(Kind::Float)
         };
+        if by_hand_bf16 {
+            let g16 = cpu::bf16::to_bf16(&g);
+            cpu::bf16::write_weight_grad(&g16, &x16, &mut w.grad());
+            return (cpu::bf16::input_grad(&g16, &w16), loss);
+        }
         if self.products == Products::Bf16 {
             // The head's two backward products in bf16, as autocast's: `wte`'s gradient
             // written over in fp32, the rows' gradient left in bf16.
