@@ -1,7 +1,8 @@
 //! bf16 mixed precision against fp32 on the same data: fp32 gradients on fp32 parameters, a loss
 //! and gradient close to fp32's, and training that follows fp32's within a stated tolerance. On a
-//! GPU when libtorch sees one, else on the CPU through the same autograd pass with the same casts
-//! (dp-bench refuses bf16 on CPUs for speed, not for its numerics).
+//! GPU when libtorch sees one, else on the CPU: through the hand-written pass with MKL's bf16
+//! products where libtorch has them, else the autograd pass with autocast's casts (the command
+//! line refuses bf16 on CPUs without bf16 hardware for speed, not for its numerics).
 
 use dp_bench::config::{AllReduce, Precision, Preset};
 use dp_bench::dist::{FlatGrads, Solo};
