@@ -13,6 +13,7 @@ pub mod dist;
 pub mod eval;
 pub mod fault;
 pub mod gate;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod optim;

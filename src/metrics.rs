@@ -237,6 +237,8 @@ pub enum WorkdirError {
     OtherConfig { path: PathBuf, diff: String },
     #[error("workdir {path} holds results without a readable {RUN_FILE} ({reason}): pass another --workdir, or --overwrite to replace them")]
     Unknown { path: PathBuf, reason: String },
+    #[error("workdir {path} holds this configuration's results ({what}): --resume to go on from its last checkpoint, --overwrite to replace them, or pass another --workdir")]
+    HasResults { path: PathBuf, what: String },
     #[error("nothing to resume in {path}: it holds no {RUN_FILE}; run without --resume")]
     NothingToResume { path: PathBuf },
     #[error("workdir {path} holds an ordinary run's results, which would hide the copies of --independent (in its copy0, copy1, …) from `dp-bench compare`: pass another --workdir, or --overwrite to replace them")]
@@ -270,9 +272,9 @@ fn result_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, usize)>> {
 }
 
 /// Makes `config.workdir` ready for this run (rank 0 only): creates it, refuses it when it holds
-/// another configuration's results (unless `--overwrite`), and clears the result files a run of
-/// the same configuration left behind — all of them, or with `--resume` those of epochs after
-/// `keep_through` (the last checkpointed epoch).
+/// results (another configuration's, or this one's without `--resume`) unless `--overwrite`,
+/// and clears the result files left behind — with `--overwrite` all of them, with `--resume`
+/// those of epochs after `keep_through` (the last checkpointed epoch).
 pub(crate) fn prepare_workdir(
     config: &Config,
     keep_through: Option<usize>,
@@ -306,6 +308,13 @@ pub(crate) fn prepare_workdir(
                 let diff = config_diff(&old, &new);
                 if !diff.is_empty() {
                     return Err(WorkdirError::OtherConfig { path: dir.clone(), diff });
+                }
+                if !config.resume {
+                    let what = match results.iter().map(|(_, e)| e + 1).max() {
+                        Some(epochs) => format!("records of {epochs} epochs"),
+                        None => format!("a {RUN_FILE}"),
+                    };
+                    return Err(WorkdirError::HasResults { path: dir.clone(), what });
                 }
             }
             Err(reason) => return Err(WorkdirError::Unknown { path: dir.clone(), reason }),
@@ -402,10 +411,19 @@ mod tests {
     }
 
     #[test]
-    fn same_configuration_replaces_stale_results() {
+    fn the_same_configuration_is_refused_without_resume_or_overwrite() {
         let dir = tempfile::tempdir().unwrap();
-        let c = config_in(dir.path());
+        let mut c = config_in(dir.path());
         fake_run(&c);
+        let err = prepare_workdir(&c, None).unwrap_err().to_string();
+        assert!(err.contains("records of 1 epochs") && err.contains("--resume"), "{err}");
+        assert!(err.contains("--overwrite"), "{err}");
+        assert!(dir.path().join("rank0_results_epoch0.json").exists(), "nothing deleted");
+        c.resume = true;
+        prepare_workdir(&c, Some(0)).unwrap();
+        assert!(dir.path().join("rank0_results_epoch0.json").exists(), "kept through epoch 0");
+        c.resume = false;
+        c.overwrite = true;
         prepare_workdir(&c, None).unwrap();
         assert!(!dir.path().join("rank0_results_epoch0.json").exists());
     }

@@ -101,7 +101,10 @@ pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyho
     let device = device_of(config, place)?;
     // Of independent copies, the first speaks for all.
     let progress = Progress::new(rank == 0 && config.copy == 0);
-    let run = set_up(config, comm, &progress)?;
+    let Some(run) = set_up(config, comm, &progress)? else {
+        fault::finished();
+        return Ok(());
+    };
     let mut trainer = Trainer::new(config, run.tok.vocab_size(), comm, device)?;
     if config.world_size > 1 || config.device == DeviceKind::Cuda {
         progress.note(&data_plane_line(config, trainer.data_plane()));
@@ -159,16 +162,19 @@ struct RunData {
     hosts: Vec<String>,
     /// The cores this rank may run on (`cores_per_rank`).
     cores: Option<usize>,
+    /// Rank 0's hold on the workdir, for the run's lifetime.
+    _lock: Option<crate::lock::WorkdirLock>,
 }
 
-/// The set-up stage: the corpus checked, the workdir made ready (only now may a previous run's
-/// results be replaced), the tokenizer trained or reused, fault reporting started, and the
-/// examples encoded.
+/// The set-up stage: the corpus checked, the workdir locked and made ready (only now may a
+/// previous run's results be replaced), the tokenizer trained or reused, fault reporting
+/// started, and the examples encoded. `None` when `--resume` finds every epoch done: then
+/// nothing on disk has changed.
 fn set_up(
     config: &Config,
     comm: &dyn Communicator,
     progress: &Progress,
-) -> anyhow::Result<RunData> {
+) -> anyhow::Result<Option<RunData>> {
     let dir = &config.workdir;
     let ranks = match config.copies {
         1 => format!("{} ranks", config.world_size),
@@ -207,19 +213,37 @@ fn set_up(
             corpus.train.len()
         )));
     }
-    let resume_from = on_root(comm, || {
+    let root = on_root(comm, || {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| UsageError::error(format!("cannot use workdir {}: {e}", dir.display())))?;
+        let lock = crate::lock::lock(dir).map_err(UsageError::from_err)?;
+        if let Some(holder) = &lock.stale {
+            progress.note(&format!("note: a run ({holder}) ended without releasing this workdir"));
+        }
         let info = match config.resume {
             true => checkpoint::read_info(dir).map_err(UsageError::from_err)?,
             false => None,
         };
+        if let Some(done) = info.as_ref().map(|i| i.epoch + 1).filter(|&e| e >= config.n_epochs) {
+            progress.note(&format!(
+                "all {done} epochs in {} had finished: nothing to do, nothing changed (raise \
+                 --n-epochs to go on)",
+                dir.display()
+            ));
+            return Ok((None, None));
+        }
         metrics::prepare_workdir(config, info.as_ref().map(|i| i.epoch))
             .map_err(UsageError::from_err)?;
         if info.is_none() {
             checkpoint::clear(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
-        Ok(info)
-    })?
-    .flatten();
+        Ok((Some(lock), info))
+    })?;
+    let done = root.as_ref().is_some_and(|(lock, _)| lock.is_none());
+    if dist::from_root(comm, f64::from(u8::from(done))) > 0.0 {
+        return Ok(None);
+    }
+    let (lock, resume_from) = root.map_or((None, None), |(lock, info)| (lock, info));
     // Rank 0 trains (or reuses) the tokenizer; the others load what it saved.
     on_root(comm, || {
         let (_, trained) = Tokenizer::load_or_train(dir, &corpus.train, config.preset.vocab_cap())?;
@@ -235,7 +259,7 @@ fn set_up(
     };
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
     on_root(comm, || check_memory(config, tok.vocab_size()))?;
-    Ok(RunData { tok, train, val, test: corpus.test, resume_from, hosts, cores })
+    Ok(Some(RunData { tok, train, val, test: corpus.test, resume_from, hosts, cores, _lock: lock }))
 }
 
 /// The cores this rank may run on: one at a time when it rotates over cores itself, else what its
@@ -322,14 +346,12 @@ fn write_run_info(
     .map(|_| ())
 }
 
-/// With `--resume`, says where training goes on.
+/// With `--resume`, says where training goes on (a run with nothing left to do ended in
+/// `set_up`).
 fn announce_resume(config: &Config, progress: &Progress, first_epoch: usize) {
     if config.resume {
         progress.note(&match first_epoch {
             0 => "no epoch had finished: starting at epoch 0".to_string(),
-            e if e >= config.n_epochs => {
-                format!("all {e} epochs had finished: nothing to do (raise --n-epochs to go on)")
-            }
             e => format!("resuming after epoch {} of {}", e - 1, config.n_epochs),
         });
     }

@@ -3,7 +3,7 @@
 //! No I/O, no plotting (criterion's `stats/` split).
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
 /// A point estimate with the bounds of its confidence interval; unbounded bounds are NaN in
 /// memory and `null` in JSON.
@@ -93,10 +93,29 @@ impl Outliers {
     }
 }
 
-/// Two-sided Student-t quantile for `level` (e.g. 0.95) and `df` degrees of freedom.
+/// Two-sided Student-t quantile for `level` (e.g. 0.95) and `df` degrees of freedom; NaN where
+/// none exists (a level outside (0, 1), fewer than one degree of freedom, NaN), so that an
+/// interval that cannot be computed says so. Past [`NORMAL_DF`] degrees of freedom the normal
+/// quantile (the t quantile's limit, within 1e-5 there): statrs inverts the t distribution
+/// by searching, which for huge or infinite degrees of freedom does not end.
 pub(crate) fn t_quantile(level: f64, df: f64) -> f64 {
-    let t = StudentsT::new(0.0, 1.0, df).expect("positive degrees of freedom");
-    t.inverse_cdf(1.0 - (1.0 - level) / 2.0)
+    if !(level > 0.0 && level < 1.0) || df.is_nan() || df < 1.0 {
+        return f64::NAN;
+    }
+    let p = 1.0 - (1.0 - level) / 2.0;
+    if df > NORMAL_DF {
+        return Normal::new(0.0, 1.0).map_or(f64::NAN, |n| n.inverse_cdf(p));
+    }
+    StudentsT::new(0.0, 1.0, df).map_or(f64::NAN, |t| t.inverse_cdf(p))
+}
+
+/// Degrees of freedom past which [`t_quantile`] is the normal quantile.
+const NORMAL_DF: f64 = 1e5;
+
+/// Whether every value is finite: the statistics below give `None` or NaN bounds otherwise,
+/// never a loop or a panic (the readers refuse such records first).
+fn finite(x: &[f64]) -> bool {
+    x.iter().all(|v| v.is_finite())
 }
 
 /// Descriptive statistics of one sample and the t interval of its mean.
@@ -140,7 +159,13 @@ impl Summary {
 /// mean(den), with Welch–Satterthwaite degrees of freedom. `None` when the denominator's mean is
 /// not significantly different from zero (the interval is then unbounded).
 pub(crate) fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
+    if num.is_empty() || den.is_empty() || !finite(num) || !finite(den) {
+        return None;
+    }
     let (a, b) = (mean(num), mean(den));
+    if b == 0.0 {
+        return None;
+    }
     let (n1, n2) = (num.len() as f64, den.len() as f64);
     let v11 = std_dev(num).powi(2) / n1; // variance of mean(num)
     let v22 = std_dev(den).powi(2) / n2; // variance of mean(den)
@@ -152,10 +177,10 @@ pub(crate) fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Est
     let part = |v: f64, n: f64| if n > 1.0 { v * v / (n - 1.0) } else { 0.0 };
     let df_den = part(v11, n1) + part(r * r * v22, n2);
     let df = if df_den > 0.0 { (v11 + r * r * v22).powi(2) / df_den } else { f64::INFINITY };
-    let t = if df.is_finite() { t_quantile(level, df.max(1.0)) } else { t_quantile(level, 1e9) };
+    let t = t_quantile(level, df.max(1.0));
     let g = t * t * v22 / (b * b);
-    if g >= 1.0 {
-        return None;
+    if !(g < 1.0) {
+        return None; // unbounded, or not computable (a NaN quantile)
     }
     let half = (t / b.abs()) * (v11 + r * r * v22 - g * v11).max(0.0).sqrt();
     let (lo, hi) = ((r - half) / (1.0 - g), (r + half) / (1.0 - g));
@@ -168,7 +193,8 @@ pub(crate) fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Est
 /// machine's drift in speed over minutes, which independent samples leave in the interval.
 /// `None` with fewer than two pairs or a value that is not positive.
 pub(crate) fn paired_ratio(num: &[f64], den: &[f64], level: f64) -> Option<Estimate> {
-    if num.len() != den.len() || num.len() < 2 || num.iter().chain(den).any(|&v| v <= 0.0) {
+    let positive = |v: &f64| v.is_finite() && *v > 0.0;
+    if num.len() != den.len() || num.len() < 2 || !num.iter().chain(den).all(positive) {
         return None;
     }
     let logs: Vec<f64> = num.iter().zip(den).map(|(a, b)| (a / b).ln()).collect();
@@ -187,8 +213,12 @@ pub(crate) fn ratio_estimate(num: &[f64], den: &[f64], level: f64) -> Estimate {
     })
 }
 
-/// Welch's two-sided t-test p-value for a difference between the means of two samples.
+/// Welch's two-sided t-test p-value for a difference between the means of two samples; NaN
+/// where it cannot be computed (an empty sample, a value that is not finite).
 pub(crate) fn welch_p_value(x: &[f64], y: &[f64]) -> f64 {
+    if x.is_empty() || y.is_empty() || !finite(x) || !finite(y) {
+        return f64::NAN;
+    }
     let (vx, vy) = (std_dev(x).powi(2) / x.len() as f64, std_dev(y).powi(2) / y.len() as f64);
     if vx + vy == 0.0 {
         return if mean(x) == mean(y) { 1.0 } else { 0.0 };
@@ -196,8 +226,10 @@ pub(crate) fn welch_p_value(x: &[f64], y: &[f64]) -> f64 {
     let t = (mean(x) - mean(y)) / (vx + vy).sqrt();
     let df = (vx + vy).powi(2)
         / (vx * vx / (x.len() - 1).max(1) as f64 + vy * vy / (y.len() - 1).max(1) as f64);
-    let dist = StudentsT::new(0.0, 1.0, df).expect("positive degrees of freedom");
-    2.0 * (1.0 - dist.cdf(t.abs()))
+    match StudentsT::new(0.0, 1.0, df) {
+        Ok(dist) if df.is_finite() => 2.0 * (1.0 - dist.cdf(t.abs())),
+        _ => f64::NAN,
+    }
 }
 
 /// Criterion's verdict on a change against a baseline.
@@ -261,8 +293,8 @@ pub fn compare(
     let relative =
         Estimate { point: ratio.point - 1.0, lower: ratio.lower - 1.0, upper: ratio.upper - 1.0 };
     let p_value = welch_p_value(new, old);
-    let verdict = if p_value >= thresholds.significance {
-        Verdict::NoChange
+    let verdict = if !(p_value < thresholds.significance) {
+        Verdict::NoChange // not significant, or not computable
     } else if relative.point.abs() < thresholds.noise {
         Verdict::WithinNoise
     } else if (relative.point < 0.0) == lower_is_better {
@@ -376,5 +408,53 @@ mod tests {
                 && c.relative.lower < -0.2
                 && c.relative.upper > -0.2
         );
+    }
+
+    /// Degenerate samples give `None`, NaN bounds or a point interval, never a loop or a panic:
+    /// each shape runs on its own thread, and all must end within seconds.
+    #[test]
+    fn degenerate_samples_end_quickly_without_an_interval() {
+        let shapes: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+            ("zeros", vec![0.0, 0.0, 0.0], vec![0.0, 0.0, 0.0]),
+            ("zero denominator", vec![1.0, 2.0, 3.0], vec![0.0, 0.0, 0.0]),
+            ("zero variance", vec![2.0, 2.0], vec![1.0, 1.0]),
+            ("one value", vec![2.0], vec![1.0]),
+            ("one value against many", vec![2.0], vec![1.0, 1.1, 0.9]),
+            ("NaN", vec![1.0, f64::NAN], vec![1.0, 2.0]),
+            ("infinity", vec![1.0, f64::INFINITY], vec![1.0, 2.0]),
+            ("empty", vec![], vec![1.0, 2.0]),
+            ("tiny denominator", vec![1.0, 2.0], vec![1e-300, 2e-300]),
+            ("huge", vec![1e300, 1.1e300], vec![1.0, 1.2]),
+        ];
+        let (done, finished) = std::sync::mpsc::channel();
+        for (name, num, den) in shapes.clone() {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let fieller = ratio_of_means(&num, &den, 0.95);
+                let paired = paired_ratio(&num, &den, 0.95);
+                let change = compare(&num, &den, 0.95, Thresholds::default(), true);
+                let summary = (!num.is_empty()).then(|| Summary::of(&num, 0.95));
+                done.send((name, fieller, paired, change, summary)).unwrap();
+            });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for _ in &shapes {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (name, fieller, paired, change, _) =
+                finished.recv_timeout(left).expect("a degenerate sample's statistics never ended");
+            if ["zero denominator", "zeros", "NaN", "infinity", "empty"].contains(&name) {
+                assert_eq!(fieller, None, "{name}");
+                assert_eq!(paired, None, "{name}");
+            }
+            if name == "zero variance" {
+                assert_eq!(fieller.map(|e| (e.lower, e.upper)), Some((2.0, 2.0)));
+            }
+            if ["NaN", "infinity", "empty"].contains(&name) {
+                assert!(change.p_value.is_nan() && change.verdict == Verdict::NoChange, "{name}");
+            }
+        }
+        assert!(t_quantile(0.95, f64::INFINITY) > 1.95 && t_quantile(0.95, 1e12) < 1.97);
+        assert!(t_quantile(0.95, 0.5).is_nan() && t_quantile(1.5, 3.0).is_nan());
+        assert!((t_quantile(0.95, 4.0) - 2.776).abs() < 1e-3);
     }
 }
