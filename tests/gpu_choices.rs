@@ -20,8 +20,33 @@ fn gpu_only_choices_are_refused_on_cpus() {
     let w = dir.path().join("w");
     let cpu = |extra: &[&str]| run(Command::new(binary()).args(small_run(&w)).args(extra));
     assert_refused(&cpu(&["--allreduce", "nccl"]), "--allreduce nccl sums GPU buffers", &w);
-    assert_refused(&cpu(&["--precision", "bf16"]), "--precision bf16 runs on GPUs", &w);
     assert_refused(&cpu(&["--precision", "tf32"]), "it needs --device cuda", &w);
+}
+
+/// bf16 on the CPU: trained where the CPU multiplies bf16 in hardware (AMX-BF16 or
+/// AVX512-BF16, as `lscpu` lists them), refused with the CPU named elsewhere.
+#[test]
+fn bf16_on_a_cpu_trains_where_it_has_bf16_hardware_and_is_refused_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w");
+    let out = run(Command::new(binary()).args(small_run(&w)).args(["--precision", "bf16"]));
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hardware = flags.contains(" amx_bf16") || flags.contains(" avx512_bf16");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if hardware {
+        assert!(out.status.success(), "{stderr}");
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(w.join("run.json")).unwrap()).unwrap();
+        assert_eq!(info["config"]["precision"], "bf16");
+        let record = std::fs::read(w.join("rank0_results_epoch1.json")).unwrap();
+        let loss = serde_json::from_slice::<serde_json::Value>(&record).unwrap()["train_loss"]
+            .as_f64()
+            .unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "train loss {loss}");
+    } else {
+        assert_refused(&out, "needs bf16 products in hardware (AMX-BF16 or AVX512-BF16)", &w);
+        assert_refused(&out, "--precision fp32", &w);
+    }
 }
 
 #[test]
@@ -68,8 +93,8 @@ fn the_reference_refuses_gpu_choices_it_cannot_run() {
     };
     let w = dir.path().join("w");
     assert_refused(
-        &reference(&["--precision", "bf16"]),
-        "--precision bf16 needs --device cuda",
+        &reference(&["--precision", "tf32"]),
+        "--precision tf32 needs --device cuda",
         &w,
     );
     if !tch::Cuda::is_available() {
