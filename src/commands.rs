@@ -55,6 +55,18 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         })?;
         run.label = Some(name.trim().to_string());
     }
+    if runs.iter().any(|r| r.dir == args.out) {
+        return Err(UsageError::error(format!(
+            "--out {}: that is one of the run directories compared: write the report elsewhere",
+            args.out.display()
+        )));
+    }
+    if crate::metrics::is_run_dir(&args.out) {
+        return Err(UsageError::error(format!(
+            "--out {}: that is a run directory: write the report elsewhere",
+            args.out.display()
+        )));
+    }
     let summary =
         analysis::analyse(&runs, args.warmup, args.confidence).map_err(UsageError::from_err)?;
     let baseline = match &args.baseline {
@@ -77,6 +89,13 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 /// `dp-bench bleu`: prints what `sacrebleu REF… < HYP` prints (`-f text`), or its JSON.
 fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
     let hyps = read_lines(&args.hyp).map_err(UsageError::from_err)?;
+    if hyps.is_empty() {
+        // sacreBLEU refuses an empty test set too ("empty test set").
+        return Err(UsageError::error(format!(
+            "{}: an empty test set has no BLEU: give one hypothesis a line",
+            args.hyp.display()
+        )));
+    }
     let mut refs = Vec::with_capacity(args.refs.len());
     for path in &args.refs {
         let lines = read_lines(path).map_err(UsageError::from_err)?;
@@ -147,6 +166,14 @@ fn export_examples(args: &ExportArgs) -> anyhow::Result<()> {
             serde_json::json!({ "ids": e.ids, "prompt_len": e.prompt_len })
         })
         .collect();
+    crate::metrics::refuse_run_output(&args.out, "--out")?;
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        return Err(UsageError::error(format!(
+            "--out {}: the folder {} does not exist: create it first",
+            args.out.display(),
+            parent.display()
+        )));
+    }
     let out = serde_json::json!({
         "vocab_size": tok.vocab_size(),
         "pad": tok.pad,
@@ -169,18 +196,60 @@ fn translate(args: &TranslateArgs) -> anyhow::Result<()> {
         ..GptConfig::new(info.dims, info.vocab_size as i64, 0.0)
     };
     let model = Gpt::new(&vs.root(), config);
-    vs.load(&weights).map_err(|e| {
-        UsageError::error(format!("{}: cannot load weights ({e})", weights.display()))
-    })?;
+    load_weights(&mut vs, &weights, &info)?;
     let max_len = info.config.model_max_length;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
-    let lines: Vec<String> = stdin.lock().lines().collect::<Result<_, _>>()?;
+    let lines: Vec<String> = stdin.lock().lines().collect::<Result<_, _>>().map_err(|e| {
+        UsageError::error(format!(
+            "stdin: {e}: translate reads German sentences as UTF-8 text, one a line"
+        ))
+    })?;
     for chunk in lines.chunks(TRANSLATE_BATCH) {
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|l| prompt(&tok, l, max_len)).collect();
         for ids in greedy_decode(&model, &prompts, tok.eos_en, tok.pad, max_len) {
             writeln!(out, "{}", tok.decode(&ids))?;
         }
+    }
+    Ok(())
+}
+
+/// Loads `weights` into `vs`: final weights (`model.safetensors`, by name), or a training
+/// checkpoint (`checkpoint-epoch*.safetensors`: the flat `params` in the order of the model's
+/// trainable variables). Weights of another model are refused with the file named.
+fn load_weights(vs: &mut tch::nn::VarStore, weights: &Path, info: &RunInfo) -> anyhow::Result<()> {
+    let refuse = |why: String| {
+        UsageError::error(format!(
+            "{}: {why}: pass this run's model.safetensors or one of its \
+             checkpoint-epoch*.safetensors",
+            weights.display()
+        ))
+    };
+    let tensors = tch::Tensor::read_safetensors(weights)
+        .map_err(|e| refuse(format!("cannot read weights ({e})")))?;
+    let vars = vs.trainable_variables();
+    let count: i64 = vars.iter().map(|v| v.numel() as i64).sum();
+    let Some((_, flat)) = tensors.iter().find(|(n, _)| n == "params") else {
+        return vs.load(weights).map_err(|e| {
+            refuse(format!(
+                "weights of another model, not this run's (preset {}; {e})",
+                info.config.preset
+            ))
+        });
+    };
+    if flat.numel() as i64 != count {
+        return Err(refuse(format!(
+            "a checkpoint of {} parameters, and this run's model (preset {}) has {count}",
+            flat.numel(),
+            info.config.preset
+        )));
+    }
+    let _guard = tch::no_grad_guard();
+    let mut start = 0;
+    for mut v in vars {
+        let n = v.numel() as i64;
+        v.copy_(&flat.narrow(0, start, n).view_as(&v));
+        start += n;
     }
     Ok(())
 }

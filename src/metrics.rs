@@ -263,6 +263,39 @@ fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
         .join(", ")
 }
 
+/// Whether `dir` is a run directory: it holds a `run.json` or epoch records.
+pub(crate) fn is_run_dir(dir: &Path) -> bool {
+    dir.join(RUN_FILE).exists() || result_files(dir).is_ok_and(|r| !r.is_empty())
+}
+
+/// Whether a file of this name in a run directory is one of the run's own: its `run.json`,
+/// epoch records, checkpoints, tokenizer, final weights or lock.
+fn is_run_file(name: &str) -> bool {
+    name == RUN_FILE
+        || result_file_epoch(name).is_some()
+        || name.starts_with("checkpoint")
+        || name == crate::run::MODEL_FILE
+        || name.starts_with("tokenizer.")
+        || name == crate::lock::LOCK_FILE
+}
+
+/// Refuses an output of a subcommand (`what`, e.g. "--out") that would replace one of a run's
+/// own files ([`is_run_file`] in a run directory); other files beside them are the user's
+/// business (the bench keeps `examples.json` there).
+pub(crate) fn refuse_run_output(path: &Path, what: &str) -> anyhow::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if is_run_file(&name) && is_run_dir(parent) {
+        return Err(crate::UsageError::error(format!(
+            "{what} {}: that is a file of the run in {}, which would be replaced: write \
+             elsewhere",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The result files in `dir` (epoch records and generation samples), each with its epoch.
 fn result_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, usize)>> {
     Ok(std::fs::read_dir(dir)?

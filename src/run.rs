@@ -125,6 +125,12 @@ pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyho
         }
         let stats =
             train_one_epoch(config, &mut trainer, &mut data, epoch, turns.as_ref(), &progress)?;
+        anyhow::ensure!(
+            stats.train_loss.is_finite(),
+            "epoch {epoch}: the training loss is {} (no target token in the epoch's batches, or \
+             training diverged); nothing of this epoch was written",
+            stats.train_loss
+        );
         let eval = match config.benchmark_only {
             true => None,
             false => Some(evaluate(config, comm, &trainer, &run, epoch, &progress)?),
@@ -258,8 +264,56 @@ fn set_up(
         pairs.iter().map(|p| Example::encode(&tok, p, config.model_max_length)).collect()
     };
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
+    on_root(comm, || check_examples(config, &corpus, &train, &val, progress))?;
     on_root(comm, || check_memory(config, tok.vocab_size()))?;
     Ok(Some(RunData { tok, train, val, test: corpus.test, resume_from, hosts, cores, _lock: lock }))
+}
+
+/// Counts what training cannot learn from and refuses a corpus that leaves nothing: pairs with
+/// an empty side are kept (each still ends in its end-of-sentence token, a target) and counted;
+/// examples whose target tokens were all cut off by `--model-max-length` add nothing to the
+/// loss and are counted; a split where no example has a target token left would make the loss
+/// 0/0, so it is refused before training.
+fn check_examples(
+    config: &Config,
+    corpus: &data::Corpus,
+    train: &[Example],
+    val: &[Example],
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let empty: Vec<usize> = (corpus.train.iter().enumerate())
+        .filter(|(_, p)| p.de.trim().is_empty() || p.en.trim().is_empty())
+        .map(|(i, _)| i + 1)
+        .collect();
+    if let Some(first) = empty.first() {
+        progress.note(&format!(
+            "note: {} of {} training pairs have an empty German or English side (the first is \
+             pair {first}); they are kept, each still ending in its end-of-sentence token",
+            empty.len(),
+            train.len()
+        ));
+    }
+    for (split, examples) in [("training", train), ("validation", val)] {
+        let none = examples.iter().filter(|e| e.target_tokens() == 0).count();
+        if none == 0 {
+            continue;
+        }
+        if none == examples.len() {
+            return Err(UsageError::error(format!(
+                "none of the {none} {split} examples keeps a target token within \
+                 --model-max-length {}: the loss would be 0/0; raise --model-max-length or use \
+                 shorter sentences",
+                config.model_max_length
+            )));
+        }
+        progress.note(&format!(
+            "note: {none} of {} {split} examples lose every target token to --model-max-length \
+             {} and add nothing to the loss",
+            examples.len(),
+            config.model_max_length
+        ));
+    }
+    Ok(())
 }
 
 /// The cores this rank may run on: one at a time when it rotates over cores itself, else what its

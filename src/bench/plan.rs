@@ -266,7 +266,15 @@ impl BenchArgs {
         }
         let devices = self.devices()?;
         anyhow::ensure!(!devices.world_sizes.is_empty(), "--world-sizes is empty");
+        anyhow::ensure!(
+            !devices.world_sizes.contains(&0),
+            "--world-sizes: 0 ranks cannot train: each world size is at least 1"
+        );
         anyhow::ensure!(devices.batch > 0, "--batch must be positive");
+        if self.trainer.is_none() {
+            super::runner::check_launcher(&self.run.mpirun)?;
+            self.check_room(&devices)?;
+        }
         if devices.device == DeviceKind::Cpu {
             crate::config::cpu_precision(self.precision)?;
         }
@@ -292,6 +300,30 @@ impl BenchArgs {
         anyhow::ensure!(
             self.run.confidence > 0.0 && self.run.confidence < 1.0,
             "--confidence must be in (0, 1)"
+        );
+        Ok(())
+    }
+
+    /// Refuses a plan this machine cannot hold: more CPU ranks (of `--threads` each) than the
+    /// cores this process may use, or a global batch larger than the training examples.
+    fn check_room(&self, devices: &DevicePlan) -> anyhow::Result<()> {
+        let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
+        if devices.device == DeviceKind::Cpu {
+            let cores = crate::gate::usable_cores().len().max(1);
+            let threads = self.run.threads.max(1);
+            anyhow::ensure!(
+                largest * threads <= cores,
+                "--world-sizes: {largest} ranks of {threads} thread(s) need {} cores, and this \
+                 process may use {cores}: lower the world sizes (one rank a core)",
+                largest * threads
+            );
+        }
+        let (global, examples) = (devices.batch * largest, self.train_examples());
+        anyhow::ensure!(
+            global <= examples,
+            "--world-sizes {largest} × --batch {} = {global} examples a step, more than the {examples} \
+             training examples (--train-examples): lower --batch or raise --train-examples",
+            devices.batch
         );
         Ok(())
     }

@@ -27,6 +27,33 @@ pub fn launcher(mpirun: &str, n: usize) -> Command {
     cmd
 }
 
+/// Where a shell would find the program `name`: a path when it holds a `/` (relative to the
+/// current directory), else the first executable file of that name on `PATH`.
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.is_empty() {
+        return None;
+    }
+    if name.contains('/') {
+        return Some(PathBuf::from(name)).filter(|p| runnable(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| runnable(p))
+}
+
+/// Refuses a launcher that is not there, naming where it came from and the fix.
+pub(crate) fn check_launcher(mpirun: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        find_program(mpirun).is_some(),
+        "the launcher {mpirun:?} is not found (--mpirun, or DP_BENCH_MPIRUN): install MPICH \
+         (scripts/setup.sh does) or point --mpirun at an mpirun or mpiexec"
+    );
+    Ok(())
+}
+
 /// Whether `n` ranks get a core each (and are bound to it).
 pub(crate) fn bound(n: usize) -> bool {
     n <= std::thread::available_parallelism().map_or(1, |c| c.get())
@@ -259,4 +286,20 @@ fn publish(
         report::fail_on_regression(&changes, args.baseline.as_deref().unwrap_or("baseline"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_as_a_shell_finds_them() {
+        assert!(find_program("sh").is_some_and(|p| p.is_absolute()), "sh through PATH");
+        assert_eq!(find_program("/bin/sh"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(find_program("no-such-program-anywhere"), None);
+        assert_eq!(find_program("/etc/hostname"), None, "a file that is not executable");
+        assert_eq!(find_program(""), None);
+        let err = check_launcher("no-such-mpirun").unwrap_err().to_string();
+        assert!(err.contains("\"no-such-mpirun\" is not found") && err.contains("DP_BENCH_MPIRUN"));
+    }
 }

@@ -179,8 +179,8 @@ pub(crate) fn ratio_of_means(num: &[f64], den: &[f64], level: f64) -> Option<Est
     let df = if df_den > 0.0 { (v11 + r * r * v22).powi(2) / df_den } else { f64::INFINITY };
     let t = t_quantile(level, df.max(1.0));
     let g = t * t * v22 / (b * b);
-    if !(g < 1.0) {
-        return None; // unbounded, or not computable (a NaN quantile)
+    if g.is_nan() || g >= 1.0 {
+        return None; // not computable (a NaN quantile), or unbounded
     }
     let half = (t / b.abs()) * (v11 + r * r * v22 - g * v11).max(0.0).sqrt();
     let (lo, hi) = ((r - half) / (1.0 - g), (r + half) / (1.0 - g));
@@ -293,8 +293,8 @@ pub fn compare(
     let relative =
         Estimate { point: ratio.point - 1.0, lower: ratio.lower - 1.0, upper: ratio.upper - 1.0 };
     let p_value = welch_p_value(new, old);
-    let verdict = if !(p_value < thresholds.significance) {
-        Verdict::NoChange // not significant, or not computable
+    let verdict = if p_value.is_nan() || p_value >= thresholds.significance {
+        Verdict::NoChange // not computable, or not significant
     } else if relative.point.abs() < thresholds.noise {
         Verdict::WithinNoise
     } else if (relative.point < 0.0) == lower_is_better {

@@ -204,6 +204,8 @@ pub enum ConfigError {
     BatchNotDivisible { batch: usize, world: usize },
     #[error("--n-epochs must be at least 1")]
     ZeroEpochs,
+    #[error("--threads {threads}: this process may use {cores} cores, so at most {cores} threads can run at once: lower --threads (or leave it to auto)")]
+    TooManyThreads { threads: usize, cores: usize },
     #[error("--threads must be at least 1")]
     ZeroThreads,
     #[error("--train-examples must be at least 1")]
@@ -339,6 +341,10 @@ impl Config {
         }
         if self.threads == 0 {
             return Err(ConfigError::ZeroThreads);
+        }
+        let cores = crate::gate::usable_cores().len().max(1);
+        if self.threads != AUTO && self.threads > cores {
+            return Err(ConfigError::TooManyThreads { threads: self.threads, cores });
         }
         if self.train_examples == 0 {
             return Err(ConfigError::ZeroTrain);
