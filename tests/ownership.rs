@@ -231,7 +231,7 @@ fn the_bench_bounds_its_plan_before_anything_starts() {
     use dp_bench::bench::plan::BenchArgs;
     let refusal = |args: &[&str]| {
         let parsed = BenchArgs::try_parse_from(["data_parallel"].iter().chain(args)).unwrap();
-        parsed.validate().unwrap_err().to_string()
+        parsed.validate().and_then(|_| parsed.check_machine()).unwrap_err().to_string()
     };
     let cores = std::thread::available_parallelism().unwrap().get();
     let err = refusal(&["--world-sizes", "0,1"]);

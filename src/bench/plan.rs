@@ -271,10 +271,6 @@ impl BenchArgs {
             "--world-sizes: 0 ranks cannot train: each world size is at least 1"
         );
         anyhow::ensure!(devices.batch > 0, "--batch must be positive");
-        if self.trainer.is_none() {
-            super::runner::check_launcher(&self.run.mpirun)?;
-            self.check_room(&devices)?;
-        }
         if devices.device == DeviceKind::Cpu {
             crate::config::cpu_precision(self.precision)?;
         }
@@ -304,9 +300,15 @@ impl BenchArgs {
         Ok(())
     }
 
-    /// Refuses a plan this machine cannot hold: more CPU ranks (of `--threads` each) than the
-    /// cores this process may use, or a global batch larger than the training examples.
-    fn check_room(&self, devices: &DevicePlan) -> anyhow::Result<()> {
+    /// Refuses what this machine cannot run, before anything starts: a launcher that is not
+    /// there, more CPU ranks (of `--threads` each) than the cores this process may use, or a
+    /// global batch larger than the training examples. (A `--trainer` brings its own.)
+    pub fn check_machine(&self) -> anyhow::Result<()> {
+        if self.trainer.is_some() {
+            return Ok(());
+        }
+        super::runner::check_launcher(&self.run.mpirun)?;
+        let devices = self.devices()?;
         let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
         if devices.device == DeviceKind::Cpu {
             let cores = crate::gate::usable_cores().len().max(1);

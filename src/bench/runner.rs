@@ -131,6 +131,7 @@ fn run_configurations(
 /// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
 pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
     args.validate()?;
+    args.check_machine()?;
     if let Some(command) = &args.trainer {
         return run_trainer_bench(args, command, root);
     }
@@ -297,7 +298,9 @@ mod tests {
         assert!(find_program("sh").is_some_and(|p| p.is_absolute()), "sh through PATH");
         assert_eq!(find_program("/bin/sh"), Some(PathBuf::from("/bin/sh")));
         assert_eq!(find_program("no-such-program-anywhere"), None);
-        assert_eq!(find_program("/etc/hostname"), None, "a file that is not executable");
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let plain = plain.path().to_str().unwrap();
+        assert_eq!(find_program(plain), None, "a file that is not executable");
         assert_eq!(find_program(""), None);
         let err = check_launcher("no-such-mpirun").unwrap_err().to_string();
         assert!(err.contains("\"no-such-mpirun\" is not found") && err.contains("DP_BENCH_MPIRUN"));
