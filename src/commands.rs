@@ -69,6 +69,9 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     }
     let summary =
         analysis::analyse(&runs, args.warmup, args.confidence).map_err(UsageError::from_err)?;
+    for note in analysis::notes(&runs, &summary) {
+        eprintln!("note: {note}");
+    }
     let baseline = match &args.baseline {
         Some(path) => Some(Summary::read(path).map_err(UsageError::from_err)?),
         None => None,

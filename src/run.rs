@@ -264,8 +264,8 @@ fn set_up(
         pairs.iter().map(|p| Example::encode(&tok, p, config.model_max_length)).collect()
     };
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
-    on_root(comm, || check_examples(config, &corpus, &train, &val, progress))?;
     on_root(comm, || check_memory(config, tok.vocab_size()))?;
+    on_root(comm, || check_examples(config, &corpus, &train, &val, progress))?;
     Ok(Some(RunData { tok, train, val, test: corpus.test, resume_from, hosts, cores, _lock: lock }))
 }
 

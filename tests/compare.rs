@@ -321,3 +321,39 @@ fn the_padding_table_gives_each_variant_its_speedup_and_its_work_ratio() {
     assert!(table.contains(row), "{table}");
     assert!(table.contains("| 640,000 | 2,000 GFLOP | 500.0 GFLOP/s | — | 5.0000 |"), "{table}");
 }
+
+/// What the numbers do not say is said: runs of different seeds, and a comparison of one-rank
+/// runs only, whose speedup is a ratio and not scaling; a resumed run's extra warm-up epoch.
+#[test]
+fn compare_notes_seeds_one_rank_comparisons_and_resumed_warmups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n);
+    fake_run(&d("a"), Preset::Tiny, &[&[9.0, 1.0, 1.0, 1.0]]);
+    fake_run(&d("b"), Preset::Tiny, &[&[9.0, 1.1, 1.1, 1.1]]);
+    let mut info = read_json(&d("b").join("run.json"));
+    info["config"]["seed"] = 7.into();
+    std::fs::write(d("b").join("run.json"), info.to_string()).unwrap();
+    let label = format!("{}=other", d("b").display());
+    let o = run(Command::new(binary())
+        .arg("compare")
+        .args([d("a"), d("b")])
+        .args(["--label", &label, "--out"])
+        .arg(d("out")));
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("note: the runs differ in seed") && stderr.contains(" 7"), "{stderr}");
+    assert!(stderr.contains("every run has 1 rank: ws1_bs16 is the reference"), "{stderr}");
+    assert!(stderr.contains("is not scaling"), "{stderr}");
+
+    // A run resumed at epoch 3: its epoch 3 is a process's first, dropped as warm-up too.
+    fake_run(&d("c"), Preset::Tiny, &[&[9.0, 1.0, 1.0, 9.0, 1.0, 1.0]]);
+    for epoch in 0..6 {
+        let path = d("c").join(format!("rank0_results_epoch{epoch}.json"));
+        let mut rec = read_json(&path);
+        rec["process_epoch"] = (if epoch < 3 { epoch } else { epoch - 3 }).into();
+        std::fs::write(&path, rec.to_string()).unwrap();
+    }
+    let o = compare(&[&d("c")], &d("out2"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("4 measured epochs (epochs 0, 3 dropped as warm-up"), "{stdout}");
+}

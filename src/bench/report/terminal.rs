@@ -34,8 +34,16 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             Some(s) => format!("all-reduce {:.1}% of the epoch", s * 100.0),
             None => format!("all-reduce time {}", format::NOT_RECORDED),
         };
+        let warm = &c.samples.warmup_epochs;
+        let resumed = match warm.len() > summary.warmup_epochs {
+            true => format!(
+                " (epochs {} dropped as warm-up: the first of each process, and a --resume starts one)",
+                warm.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            false => String::new(),
+        };
         out += &format!(
-            "{pad}{} measured epochs, max-rank time {}, {allreduce}{rate}, {} outliers ({} mild, {} severe)\n",
+            "{pad}{} measured epochs{resumed}, max-rank time {}, {allreduce}{rate}, {} outliers ({} mild, {} severe)\n",
             c.epochs_measured,
             format::seconds(c.training_time.max_rank_mean),
             o.total(),
