@@ -250,3 +250,28 @@ fn the_bench_bounds_its_plan_before_anything_starts() {
         "{err}"
     );
 }
+
+#[test]
+fn records_are_checked_before_any_statistics() {
+    let dir = finished_run();
+    let out = tempfile::tempdir().unwrap();
+    let record = dir.path().join("rank0_results_epoch1.json");
+    let good = std::fs::read(&record).unwrap();
+    let cases: [(&str, serde_json::Value, &str); 3] = [
+        ("global_batch_size", 32.into(), "run.json says batch_size 16"),
+        ("tokens_per_sec", 0.into(), "tokens_per_sec"),
+        ("training_time", (-1.5).into(), "training_time"),
+    ];
+    for (key, value, needle) in cases {
+        let mut rec: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        rec[key] = value;
+        std::fs::write(&record, rec.to_string()).unwrap();
+        let before = snapshot(dir.path());
+        let mut cmd = Command::new(binary());
+        cmd.arg("compare").arg(dir.path()).arg("--out").arg(out.path().join(key));
+        let o = bounded(&mut cmd, Duration::from_secs(30));
+        refused(&o, &["rank0_results_epoch1.json", needle]);
+        assert_eq!(snapshot(dir.path()), before);
+        assert!(!out.path().join(key).exists(), "nothing written for {key}");
+    }
+}

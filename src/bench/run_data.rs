@@ -123,6 +123,14 @@ impl RunData {
         let world = info.config.world_size;
         let mut records = Vec::new();
         for (rec, _) in records::read_all(dir)? {
+            let batch = info.config.batch_size;
+            if let Some(b) = rec.global_batch_size.filter(|&b| b != batch) {
+                let path = dir.join(crate::metrics::EpochRecord::file_name(rec.rank, rec.epoch));
+                return Err(corrupt(
+                    &path,
+                    format!("global_batch_size {b}, but run.json says batch_size {batch}"),
+                ));
+            }
             if rec.world_size.is_some_and(|w| w != world) || rec.rank >= world {
                 let path = dir.join(crate::metrics::EpochRecord::file_name(rec.rank, rec.epoch));
                 return Err(corrupt(

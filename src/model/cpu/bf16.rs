@@ -36,11 +36,9 @@ const TRANS: c_int = 112;
 fn gemm_bf16() -> Option<GemmBf16> {
     static GEMM: OnceLock<Option<GemmBf16>> = OnceLock::new();
     *GEMM.get_or_init(|| {
-        // SAFETY: dlsym with a NUL-terminated name; a non-null result is the address of MKL's
-        // function of that name in the loaded libtorch, whose signature is MKL's.
-        let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cblas_gemm_bf16bf16f32".as_ptr()) };
-        (!symbol.is_null())
-            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, GemmBf16>(symbol) })
+        // SAFETY: the address of MKL's function of that name, whose signature is MKL's.
+        super::blas::symbol(c"cblas_gemm_bf16bf16f32")
+            .map(|f| unsafe { std::mem::transmute::<*mut libc::c_void, GemmBf16>(f) })
     })
 }
 

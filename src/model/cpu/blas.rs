@@ -27,15 +27,20 @@ type Sgemm = unsafe extern "C" fn(
     ldc: *const c_int,
 );
 
+/// The address of the function `name` in the loaded libraries (libtorch_cpu is linked into the
+/// binary), if one exports it.
+pub(super) fn symbol(name: &std::ffi::CStr) -> Option<*mut libc::c_void> {
+    // SAFETY: dlsym with a NUL-terminated name only looks the name up.
+    let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!address.is_null()).then_some(address)
+}
+
 fn sgemm() -> Option<Sgemm> {
     static SGEMM: OnceLock<Option<Sgemm>> = OnceLock::new();
     *SGEMM.get_or_init(|| {
-        // SAFETY: dlsym with a NUL-terminated name; a non-null result is the address of the
-        // function of that name in a loaded library (libtorch_cpu is linked into the binary),
-        // whose signature is the BLAS standard's.
-        let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"sgemm_".as_ptr()) };
-        (!symbol.is_null())
-            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Sgemm>(symbol) })
+        // SAFETY: the address of the function of that name, whose signature is the BLAS
+        // standard's.
+        symbol(c"sgemm_").map(|f| unsafe { std::mem::transmute::<*mut libc::c_void, Sgemm>(f) })
     })
 }
 
