@@ -11,7 +11,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     bench_main(
         "data_parallel",
-        BenchArgs::validate,
+        |args: &BenchArgs| args.validate().and_then(|()| args.check_machine()),
         run_bench,
         Path::new(env!("CARGO_BIN_EXE_dp-bench")),
         Path::new(env!("CARGO_MANIFEST_DIR")),

@@ -4,7 +4,7 @@
 # ../shared/gpu/bundle.sh, and writes OUT_DIR/env.sh naming each (they are on PATH there).
 #   scripts/gpu_pack.sh [OUT_DIR]                 (default .gpu, git-ignored)
 # then, on the GPU machine, from a copy of this tree with OUT_DIR beside scripts/:
-#   source OUT_DIR/env.sh && bash OUT_DIR/on-gpu.sh bash scripts/gpu_checks.sh RESULTS_DIR
+#   source OUT_DIR/env.sh && bash OUT_DIR/on-gpu.sh bash scripts/gpu_checks.sh RESULTS_DIR 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.gpu}
@@ -29,4 +29,4 @@ cat > "$out/env.sh" <<ENV
 # The executables packed with dp-bench (on PATH under on-gpu.sh), for scripts/gpu_checks.sh.
 export DATA_PARALLEL_BENCH=$(basename "$data_parallel") TRAIN_STEP_BENCH=$(basename "$train_step") PRECISION_TEST=$(basename "$precision")
 ENV
-echo "gpu_pack.sh: $out ready: source $out/env.sh && bash $out/on-gpu.sh bash scripts/gpu_checks.sh RESULTS_DIR"
+echo "gpu_pack.sh: $out ready: source $out/env.sh && bash $out/on-gpu.sh bash scripts/gpu_checks.sh RESULTS_DIR 1"

@@ -301,13 +301,16 @@ impl BenchArgs {
     }
 
     /// Refuses what this machine cannot run, before anything starts: a launcher that is not
-    /// there, more CPU ranks (of `--threads` each) than the cores this process may use, or a
+    /// there, a `--python` that is not there or lacks torch, more CPU ranks (of `--threads` each) than the cores this process may use, or a
     /// global batch larger than the training examples. (A `--trainer` brings its own.)
     pub fn check_machine(&self) -> anyhow::Result<()> {
         if self.trainer.is_some() {
             return Ok(());
         }
         super::runner::check_launcher(&self.run.mpirun)?;
+        if let Some(python) = self.python.as_ref().filter(|_| !self.no_reference) {
+            super::runner::check_python(python)?;
+        }
         let devices = self.devices()?;
         let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
         if devices.device == DeviceKind::Cpu {

@@ -54,6 +54,30 @@ pub(crate) fn check_launcher(mpirun: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The reference's interpreter named by `--python` (or `DP_BENCH_PYTHON`), found as a shell
+/// would find it — `python3` through `PATH`, `.venv/bin/python` from here — and able to
+/// `import torch`; otherwise an error naming it, never a silently skipped reference.
+pub(crate) fn check_python(named: &Path) -> anyhow::Result<PathBuf> {
+    let name = named.to_string_lossy();
+    let found = find_program(&name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--python {name:?} (or DP_BENCH_PYTHON) is not found: name an interpreter on PATH \
+             or its path (scripts/setup.sh makes .venv/bin/python), or pass --no-reference"
+        )
+    })?;
+    let out = Command::new(&found).args(["-c", "import torch"]).output();
+    let why = match out {
+        Ok(o) if o.status.success() => return Ok(found),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").to_string(),
+        Err(e) => e.to_string(),
+    };
+    anyhow::bail!(
+        "--python {name:?} ({}) cannot import torch ({why}): install torch into it, name the \
+         interpreter that has it (.venv/bin/python), or pass --no-reference",
+        found.display()
+    )
+}
+
 /// Whether `n` ranks get a core each (and are bound to it).
 pub(crate) fn bound(n: usize) -> bool {
     n <= std::thread::available_parallelism().map_or(1, |c| c.get())
@@ -140,7 +164,11 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
     let out_dir = criterion_dir(root).join("data_parallel");
     let runs_dir = out_dir.join("runs");
-    let python = args.python.clone().unwrap_or_else(|| root.join(".venv/bin/python"));
+    // A named interpreter was checked with the machine; the default may be absent (skipped).
+    let python = match &args.python {
+        Some(named) => check_python(named)?,
+        None => root.join(".venv/bin/python"),
+    };
     let reference = !args.no_reference && python.exists();
     let variants = args.reference_variants().len();
     let references =
@@ -302,6 +330,15 @@ mod tests {
         let plain = plain.path().to_str().unwrap();
         assert_eq!(find_program(plain), None, "a file that is not executable");
         assert_eq!(find_program(""), None);
+        let err = check_python(Path::new("no-such-python")).unwrap_err().to_string();
+        assert!(err.contains("\"no-such-python\"") && err.contains("is not found"), "{err}");
+        // sh is found, and cannot import torch: named, never skipped.
+        let err = check_python(Path::new("sh")).unwrap_err().to_string();
+        assert!(err.contains("cannot import torch") && err.contains("--no-reference"), "{err}");
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        if venv.exists() {
+            assert_eq!(check_python(&venv).unwrap(), venv);
+        }
         let err = check_launcher("no-such-mpirun").unwrap_err().to_string();
         assert!(err.contains("\"no-such-mpirun\" is not found") && err.contains("DP_BENCH_MPIRUN"));
     }
