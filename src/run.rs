@@ -78,17 +78,27 @@ impl HostPlace {
     }
 }
 
-/// The device of a rank: with CUDA, the GPU of its index among its host's ranks (refused with
-/// NCCL where ranks would share one; round robin otherwise).
-fn device_of(config: &Config, place: &HostPlace) -> anyhow::Result<Device> {
+/// The device of a rank: with CUDA, the GPU of its index among its host's ranks, modulo the GPUs
+/// it sees (`dist::gpus`). The ranks exchange their GPUs' UUIDs, and with NCCL two ranks on one
+/// GPU are refused on every rank alike; without NCCL they may share.
+fn device_of(
+    config: &Config,
+    comm: &dyn Communicator,
+    place: &HostPlace,
+) -> anyhow::Result<Device> {
+    use dist::gpus;
     match config.device {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Cuda => {
-            let gpus = crate::train::visible_gpus();
+            let visible = crate::train::visible_gpus();
+            let ids = gpus::visible_ids(visible);
+            let mine = gpus::choose(place.local_rank, visible).map(|i| (i, ids[i].clone()));
+            let chosen: Vec<_> = (comm.all_gather_bytes(gpus::encode(&mine).as_bytes()))
+                .iter()
+                .map(|b| gpus::decode(&String::from_utf8_lossy(b)))
+                .collect();
             let nccl = config.allreduce == AllReduce::Nccl;
-            dist::nccl::gpu_of(place.local_rank, &place.host_ranks, gpus, nccl)
-                .map(Device::Cuda)
-                .map_err(UsageError::from_err)
+            gpus::decide(comm.rank(), &chosen, nccl).map(Device::Cuda).map_err(UsageError::from_err)
         }
     }
 }
@@ -98,7 +108,7 @@ fn device_of(config: &Config, place: &HostPlace) -> anyhow::Result<Device> {
 /// set up; for each epoch: train, evaluate, record, checkpoint; finish.
 pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyhow::Result<()> {
     let rank = comm.rank();
-    let device = device_of(config, place)?;
+    let device = device_of(config, comm, place)?;
     // Of independent copies, the first speaks for all.
     let progress = Progress::new(rank == 0 && config.copy == 0);
     let Some(run) = set_up(config, comm, &progress)? else {

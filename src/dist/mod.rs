@@ -12,6 +12,7 @@ use mpi::topology::SimpleCommunicator;
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 
+pub mod gpus;
 pub mod nccl;
 mod node;
 pub use node::NodeBuffer;

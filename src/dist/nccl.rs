@@ -32,6 +32,8 @@ const NCCL_FLOAT32: c_int = 7;
 const NCCL_SUM: c_int = 0;
 /// `ncclInProgress`: a non-blocking call still under way, not an error.
 const NCCL_IN_PROGRESS: i32 = 7;
+/// `ncclTimeout`: a collective or a connection passed its time limit (nccl.h 2.2x).
+pub(crate) const NCCL_TIMEOUT: i32 = 8;
 
 /// The entry points dp-bench calls, resolved from the loaded library.
 struct Api {
@@ -95,6 +97,7 @@ fn result_name(code: i32) -> &'static str {
         5 => "ncclInvalidUsage",
         6 => "ncclRemoteError",
         NCCL_IN_PROGRESS => "ncclInProgress",
+        NCCL_TIMEOUT => "ncclTimeout",
         _ => "unknown result",
     }
 }
@@ -114,7 +117,7 @@ fn dl_error() -> String {
 ///
 /// # Safety
 /// `F` must be the C signature of `name`.
-unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &str) -> Result<F, String> {
+pub(super) unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &str) -> Result<F, String> {
     let cname = CString::new(name).expect("no NUL in a symbol name");
     let ptr = libc::dlsym(handle, cname.as_ptr());
     if ptr.is_null() {
@@ -369,57 +372,6 @@ fn spawn_watchdog(
     })
 }
 
-/// Which GPU of its host each rank uses: its local rank's. With NCCL every rank needs a GPU of its
-/// own (NCCL refuses two ranks on one), so more ranks on a host than it has GPUs is refused
-/// before any NCCL call; without NCCL ranks share GPUs round robin.
-pub fn gpu_of(
-    local_rank: usize,
-    host_ranks: &[usize],
-    gpus: usize,
-    nccl: bool,
-) -> Result<usize, GpuShareError> {
-    if gpus == 0 {
-        return Err(GpuShareError::NoGpu);
-    }
-    if nccl && host_ranks.len() > gpus {
-        // The first GPU that two ranks would share, and the ranks on it.
-        let gpu = 0;
-        let sharing: Vec<usize> = host_ranks
-            .iter()
-            .enumerate()
-            .filter(|(l, _)| l % gpus == gpu)
-            .map(|(_, r)| *r)
-            .collect();
-        return Err(GpuShareError::Shared { ranks: sharing, gpu, gpus, local: host_ranks.len() });
-    }
-    Ok(local_rank % gpus)
-}
-
-/// Ranks that cannot each have a GPU.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GpuShareError {
-    #[error(
-        "--device cuda but libtorch sees no CUDA device: use --device cpu or run on a GPU machine"
-    )]
-    NoGpu,
-    #[error(
-        "{local} ranks on this host but {gpus} GPU(s): ranks {} would share GPU {gpu}, and NCCL \
-         needs one GPU per rank: launch at most {gpus} rank(s) per host, or use --allreduce mpi \
-         to try multi-rank code on one GPU (gradients summed through host memory)",
-        list(ranks)
-    )]
-    Shared { ranks: Vec<usize>, gpu: usize, gpus: usize, local: usize },
-}
-
-/// "0 and 1", "0, 1 and 2".
-fn list(ranks: &[usize]) -> String {
-    let names: Vec<String> = ranks.iter().map(usize::to_string).collect();
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-        _ => names.join(""),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,22 +419,10 @@ mod tests {
     }
 
     #[test]
-    fn gpus_follow_local_ranks_and_sharing_is_refused_with_nccl() {
-        assert_eq!(gpu_of(0, &[0], 1, true), Ok(0));
-        assert_eq!(gpu_of(3, &[4, 5, 6, 7], 8, true), Ok(3));
-        assert_eq!(gpu_of(1, &[2, 3], 1, false), Ok(0), "without NCCL ranks share round robin");
-        assert_eq!(gpu_of(0, &[0], 0, false), Err(GpuShareError::NoGpu));
-        let e = gpu_of(1, &[4, 5, 6], 2, true).unwrap_err();
-        assert_eq!(e, GpuShareError::Shared { ranks: vec![4, 6], gpu: 0, gpus: 2, local: 3 });
-        let text = e.to_string();
-        assert!(text.contains("ranks 4 and 6 would share GPU 0"), "{text}");
-        assert!(text.contains("--allreduce mpi"), "{text}");
-    }
-
-    #[test]
     fn result_codes_have_their_names() {
         assert_eq!(result_name(5), "ncclInvalidUsage");
+        assert_eq!(result_name(7), "ncclInProgress");
+        assert_eq!(result_name(8), "ncclTimeout");
         assert_eq!(result_name(99), "unknown result");
-        assert_eq!(list(&[1, 2, 3]), "1, 2 and 3");
     }
 }
