@@ -106,7 +106,7 @@ fn run_reference(
         .args(["--threads", &flag("--threads")])
         .args(["--device", &flag("--device"), "--precision", &flag("--precision")])
         .args(compile.then_some("--compile"))
-        .args(bound(p.world_size).then_some("--bind"))
+        .args(bound(p.world_size, flag("--device") == "cpu").then_some("--bind"))
         .arg("--stop-file")
         .arg(&stop_file)
         .arg("--workdir")

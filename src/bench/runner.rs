@@ -78,17 +78,19 @@ pub(crate) fn check_python(named: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Whether `n` ranks get a core each (and are bound to it).
-pub(crate) fn bound(n: usize) -> bool {
-    n <= std::thread::available_parallelism().map_or(1, |c| c.get())
+/// Whether `n` ranks get a core each and are bound to it: CPU ranks, where there are enough
+/// cores. A GPU rank is not: it shares its core with NCCL's proxy thread and, compiled,
+/// Inductor's workers, which a binding to one core would starve.
+pub(crate) fn bound(n: usize, cpu: bool) -> bool {
+    cpu && n <= std::thread::available_parallelism().map_or(1, |c| c.get())
 }
 
-/// `launcher` with each rank bound to its own core when there are enough cores: ranks that the
-/// scheduler moves around lose their caches and meet each other on one core (measured: ~4 %
-/// off a 2-rank epoch here, see BENCHMARKS.md).
-pub(crate) fn bound_launcher(mpirun: &str, n: usize) -> Command {
+/// `launcher` with each rank bound to its own core where [`bound`]: CPU ranks that the scheduler
+/// moves around lose their caches and meet each other on one core (measured: ~4 % off a 2-rank
+/// epoch here, see BENCHMARKS.md).
+pub(crate) fn bound_launcher(mpirun: &str, n: usize, cpu: bool) -> Command {
     let mut cmd = launcher(mpirun, n);
-    if bound(n) {
+    if bound(n, cpu) {
         let open_mpi = cmd.get_args().any(|a| a == "--allow-run-as-root");
         cmd.args(if open_mpi { ["--bind-to", "core"] } else { ["-bind-to", "core"] });
     }
@@ -116,7 +118,8 @@ fn run_configurations(
     let turns = plan
         .iter()
         .map(|p| {
-            let mut command = bound_launcher(&args.run.mpirun, p.world_size);
+            let cpu = p.args.windows(2).all(|w| !(w[0] == "--device" && w[1] == "cuda"));
+            let mut command = bound_launcher(&args.run.mpirun, p.world_size, cpu);
             command.arg(binary).args(&p.args).arg("--workdir").arg(runs_dir.join(&p.id));
             Turn {
                 id: p.id.clone(),
@@ -339,6 +342,8 @@ mod tests {
         if venv.exists() {
             assert_eq!(check_python(&venv).unwrap(), venv);
         }
+        assert!(bound(1, true) && !bound(1, false), "CPU ranks are bound, GPU ranks not");
+        assert!(!bound(100_000, true), "not more ranks than cores");
         let err = check_launcher("no-such-mpirun").unwrap_err().to_string();
         assert!(err.contains("\"no-such-mpirun\" is not found") && err.contains("DP_BENCH_MPIRUN"));
     }
