@@ -53,8 +53,13 @@ pub(crate) fn run_references(
         warmup: args.run.warmup,
         level: args.run.confidence,
     });
+    let compile_missing = planned.iter().any(|&(_, c)| c).then(|| compile_prerequisites(python));
     for (p, compile) in planned {
         let name = format!("pytorch{}_{}", if compile { "-compiled" } else { "" }, p.id);
+        if let Some(Err(missing)) = compile_missing.as_ref().filter(|_| compile) {
+            bar.suspend(|| eprintln!("data_parallel/{name}: skipped: {missing}"));
+            continue;
+        }
         let dir = runs_dir.join(&name);
         let result = match &exported {
             Ok(s) if s.success() => {
@@ -70,6 +75,40 @@ pub(crate) fn run_references(
                 failures.push(name);
             }
         }
+    }
+}
+
+/// What torch.compile needs at its first use and checks only then: a C compiler (Inductor's
+/// C++ kernels on CPUs, Triton's launcher on GPUs; `CC`, else `cc` or `gcc` on PATH) and
+/// Python's headers (`Python.h`) for `python`. An error says which is missing and the fix.
+pub(crate) fn compile_prerequisites(python: &Path) -> Result<(), String> {
+    prerequisites(std::env::var("CC").ok(), python)
+}
+
+/// [`compile_prerequisites`] with `cc` as the `CC` variable.
+fn prerequisites(cc: Option<String>, python: &Path) -> Result<(), String> {
+    let cc = cc.filter(|c| !c.is_empty());
+    let compiler = match &cc {
+        Some(c) => super::runner::find_program(c),
+        None => ["cc", "gcc"].into_iter().find_map(super::runner::find_program),
+    };
+    if compiler.is_none() {
+        return Err(format!(
+            "torch.compile needs a C compiler and finds none ({}): install gcc (apt install \
+             build-essential)",
+            cc.map_or("no cc or gcc on PATH".into(), |c| format!("CC={c} is not found"))
+        ));
+    }
+    let probe = "import os, sysconfig; \
+                 print(os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))";
+    let headers = Command::new(python).args(["-c", probe]).output();
+    match headers {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "True" => Ok(()),
+        _ => Err(format!(
+            "torch.compile needs Python's headers and {} has none (no Python.h): install them \
+             (apt install python3-dev)",
+            python.display()
+        )),
     }
 }
 
@@ -206,5 +245,15 @@ mod tests {
         assert_eq!(epoch_times(tmp.path(), 2), [3.0], "epoch 1 lacks rank 1");
         write(1, 1, 3.0);
         assert_eq!(epoch_times(tmp.path(), 2), [3.0, 2.0]);
+    }
+
+    #[test]
+    fn compile_prerequisites_are_checked_and_named() {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        let e = prerequisites(Some("/no/such/cc".into()), &venv).unwrap_err();
+        assert!(e.contains("C compiler") && e.contains("CC=/no/such/cc is not found"), "{e}");
+        // A compiler there, an interpreter without headers (none at all).
+        let e = prerequisites(Some("/bin/sh".into()), Path::new("/no/such/python")).unwrap_err();
+        assert!(e.contains("Python.h") && e.contains("python3-dev"), "{e}");
     }
 }
