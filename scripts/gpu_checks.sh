@@ -45,7 +45,7 @@ gpus=$(python3 -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null |
   python3 -c 'import torch; print(torch.__version__, torch.cuda.nccl.version() if torch.cuda.is_available() else "no CUDA")' 2>&1
   echo "GPUs torch sees: $gpus"; } > "$out/gpu.txt"
 work="--device cuda --preset gpt2 --batch-size 64 --train-examples 1280 --n-epochs 3 --benchmark-only --overwrite"
-one_rank() { check "dp-bench-$1" 0 "gradients summed by NCCL" dp-bench $work --precision "$1" --workdir "$out/runs/dp-bench-$1"; }
+one_rank() { check "dp-bench-$1" 0 "the data plane, NCCL on the GPUs, is joined alone" dp-bench $work --precision "$1" --workdir "$out/runs/dp-bench-$1"; }
 
 part1() {
   one_rank fp32

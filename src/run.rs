@@ -356,7 +356,15 @@ fn rank_share(config: &Config, cores: Option<usize>) -> String {
 
 /// Which all-reduce runs (`plane`: `FlatGrads::data_plane`), and on GPUs why not NCCL when not.
 fn data_plane_line(config: &Config, plane: &str) -> String {
-    let mut line = format!("gradients summed by {plane} (--allreduce {})", config.allreduce);
+    let mut line = match config.world_size {
+        // One rank has nothing to sum; the data plane is joined all the same (a one-rank
+        // communicator), which is what a one-GPU run checks.
+        1 => format!(
+            "one rank, nothing to sum: the data plane, {plane}, is joined alone (--allreduce {})",
+            config.allreduce
+        ),
+        _ => format!("gradients summed by {plane} (--allreduce {})", config.allreduce),
+    };
     match dist::nccl::library() {
         Ok(lib) if config.allreduce == AllReduce::Nccl => {
             line += &format!(", NCCL {} from {}", lib.version(), lib.path);
