@@ -4,12 +4,15 @@ use std::path::PathBuf;
 
 /// The one libtorch kernel tch does not bind (optim/aten.rs calls it).
 const FUSED_ADAMW: &str = "src/optim/fused_adamw.cpp";
+/// Setting the current CUDA device through libtorch (dist/gpus.rs calls it).
+const CUDA_DEVICE: &str = "src/dist/cuda_device.cpp";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={FUSED_ADAMW}");
+    println!("cargo:rerun-if-changed={CUDA_DEVICE}");
     let libtorch = std::env::var_os("LIBTORCH")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/libtorch"));
@@ -36,6 +39,7 @@ fn main() {
             std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into())
         ))
         .file(FUSED_ADAMW)
+        .file(CUDA_DEVICE)
         .compile("dp_bench_aten");
     // The torch package's version.py says which libtorch this is; run.json records it.
     let version = std::fs::read_to_string(libtorch.join("version.py"))

@@ -98,7 +98,9 @@ fn device_of(
                 .map(|b| gpus::decode(&String::from_utf8_lossy(b)))
                 .collect();
             let nccl = config.allreduce == AllReduce::Nccl;
-            gpus::decide(comm.rank(), &chosen, nccl).map(Device::Cuda).map_err(UsageError::from_err)
+            let gpu = gpus::decide(comm.rank(), &chosen, nccl).map_err(UsageError::from_err)?;
+            gpus::set_device(gpu).map_err(|e| anyhow::anyhow!("rank {}: {e}", comm.rank()))?;
+            Ok(Device::Cuda(gpu))
         }
     }
 }

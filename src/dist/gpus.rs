@@ -57,6 +57,27 @@ pub fn decide(
     Ok(index)
 }
 
+extern "C" {
+    fn dp_bench_set_cuda_device(index: c_int) -> *mut std::ffi::c_char;
+}
+
+/// Makes GPU `index` this thread's current CUDA device through libtorch (c10's device guard,
+/// `cuda_device.cpp`), before the rank's first CUDA allocation: libtorch's record of the device
+/// and the runtime's agree, and no context or tensor lands on GPU 0 by default.
+pub fn set_device(index: usize) -> Result<(), String> {
+    let index = c_int::try_from(index).map_err(|_| format!("GPU index {index} is too large"))?;
+    // SAFETY: the C++ side catches every exception; a non-null result is a malloc'd string.
+    let err = unsafe { dp_bench_set_cuda_device(index) };
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: non-null, NUL-terminated, malloc'd by strdup; freed once, after copying.
+    let message = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { libc::free(err.cast()) };
+    let first = message.lines().next().unwrap_or("").to_string();
+    Err(format!("making GPU {index} the current device failed: {first}"))
+}
+
 /// A rank's choice as it travels between ranks: "index\tid", empty for none.
 pub fn encode(choice: &Option<(usize, String)>) -> String {
     choice.as_ref().map_or(String::new(), |(i, id)| format!("{i}\t{id}"))
@@ -163,6 +184,15 @@ mod tests {
         assert_eq!(decide(2, &three, false), Ok(0));
         assert_eq!(decide(1, &[gpu(0, "GPU-a"), None], false), Err(GpuShareError::NoGpu));
         assert_eq!(choose(0, 0), None);
+    }
+
+    #[test]
+    fn the_current_device_is_set_through_libtorch_or_the_failure_named() {
+        match (tch::Cuda::is_available(), set_device(0)) {
+            (true, Ok(())) => {}
+            (false, Err(e)) => assert!(e.contains("making GPU 0 the current device failed"), "{e}"),
+            (gpu, other) => panic!("libtorch sees a GPU: {gpu}; setting GPU 0 gave {other:?}"),
+        }
     }
 
     #[test]
