@@ -23,6 +23,9 @@ use dp_bench::model::{Gpt, GptConfig};
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Tensor};
 
+/// How long one NCCL sum may take before the bench's rank gives up (as `dp-bench`'s default).
+const NCCL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 const VARIANTS: [&str; 5] = ["bare", "flat", "flat_mpi", "flat_one_call", "per_param"];
 const STOP: f32 = -1.0;
 
@@ -161,14 +164,14 @@ fn gpu_main(comm: &Mpi) {
         let vs = nn::VarStore::new(device);
         let _model = Gpt::new(&vs.root(), GptConfig::new(preset.dims(), vocab, 0.0));
         let vars = vs.trainable_variables();
-        let nccl = dp_bench::dist::nccl_data_plane(comm, device).expect("NCCL");
+        let nccl = dp_bench::dist::nccl_data_plane(comm, device, NCCL_TIMEOUT).expect("NCCL");
         let mut flat = FlatGrads::with_nccl(&vars, nccl);
         let nccl = time_gpu(comm, device, || {
             flat.all_reduce(comm);
         });
         let bytes = flat.bytes();
         drop(flat);
-        let bare = dp_bench::dist::nccl_data_plane(comm, device).expect("NCCL");
+        let bare = dp_bench::dist::nccl_data_plane(comm, device, NCCL_TIMEOUT).expect("NCCL");
         let buffer = Tensor::zeros([(bytes / 4) as i64], (tch::Kind::Float, device));
         let bare_time = time_gpu(comm, device, || {
             // SAFETY: a live f32 buffer on this rank's GPU; the timing loop synchronises.

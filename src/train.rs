@@ -149,7 +149,8 @@ impl<'a> Trainer<'a> {
         let node = gradient_node_buffer(comm, config.allreduce, numel, 3 * numel * shard as usize);
         let grads = match config.allreduce {
             AllReduce::Nccl => {
-                FlatGrads::with_nccl(&vars, crate::dist::nccl_data_plane(comm, device)?)
+                let limit = std::time::Duration::from_secs(config.collective_timeout);
+                FlatGrads::with_nccl(&vars, crate::dist::nccl_data_plane(comm, device, limit)?)
             }
             _ => FlatGrads::with_shared(&vars, node.clone()),
         };

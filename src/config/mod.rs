@@ -178,6 +178,12 @@ pub struct Config {
     #[serde(skip)]
     #[arg(long, conflicts_with = "world_size", help_heading = TURNS)]
     pub independent: bool,
+    /// Seconds an NCCL all-reduce may take before the rank aborts the communicator and the job
+    /// ends with a line naming the timeout (a peer that died inside a collective often raises
+    /// no NCCL error between GPUs of one host); as PyTorch's NCCL timeout
+    #[serde(skip)]
+    #[arg(long, value_name = "SECS", help_heading = MEASUREMENT, default_value_t = 600)]
+    pub collective_timeout: u64,
     /// Independent copies of this one-rank run side by side, one per MPI rank, none talking to
     /// another (`--independent`, each into [`Config::copy_dir`]); 1 for an ordinary run.
     #[serde(default = "one_copy")]
@@ -206,6 +212,8 @@ pub enum ConfigError {
     ZeroEpochs,
     #[error("--threads {threads}: this process may use {cores} cores, so at most {cores} threads can run at once: lower --threads (or leave it to auto)")]
     TooManyThreads { threads: usize, cores: usize },
+    #[error("--collective-timeout must be at least 1 second")]
+    ZeroCollectiveTimeout,
     #[error("--threads must be at least 1")]
     ZeroThreads,
     #[error("--train-examples must be at least 1")]
@@ -342,6 +350,9 @@ impl Config {
         if self.threads == 0 {
             return Err(ConfigError::ZeroThreads);
         }
+        if self.collective_timeout == 0 {
+            return Err(ConfigError::ZeroCollectiveTimeout);
+        }
         let cores = crate::gate::usable_cores().len().max(1);
         if self.threads != AUTO && self.threads > cores {
             return Err(ConfigError::TooManyThreads { threads: self.threads, cores });
@@ -447,6 +458,7 @@ pub(crate) mod tests {
             epoch_gate: None,
             turn_examples: None,
             rotate_cores: 0,
+            collective_timeout: 600,
             independent: false,
             copies: 1,
             copy: 0,
@@ -500,6 +512,8 @@ pub(crate) mod tests {
         assert_eq!(c.validate(), Err(ConfigError::NcclOnCpu));
         let c = Config { precision: Precision::Tf32, ..tiny_config() };
         assert_eq!(c.validate(), Err(ConfigError::Tf32OnCpu));
+        let c = Config { collective_timeout: 0, ..tiny_config() };
+        assert_eq!(c.validate(), Err(ConfigError::ZeroCollectiveTimeout));
         // bf16 as this CPU allows it.
         let c = Config { precision: Precision::Bf16, ..tiny_config() };
         let expected = match crate::simd::bf16_products() {

@@ -182,12 +182,16 @@ pub struct FlatGrads {
 
 /// The NCCL communicator of every rank of `comm`, each on its GPU `device`, checked with one sum
 /// (each rank adds 1; every rank must read the world size) before training trusts it. Collective.
-pub fn nccl_data_plane(comm: &dyn Communicator, device: Device) -> anyhow::Result<nccl::NcclComm> {
+pub fn nccl_data_plane(
+    comm: &dyn Communicator,
+    device: Device,
+    limit: std::time::Duration,
+) -> anyhow::Result<nccl::NcclComm> {
     let Device::Cuda(gpu) = device else {
         return Err(crate::UsageError::from_err(crate::config::ConfigError::NcclOnCpu));
     };
     let lib = nccl::library().map_err(crate::UsageError::from_err)?;
-    let nccl = nccl::NcclComm::bootstrap(comm, lib, gpu)?;
+    let nccl = nccl::NcclComm::bootstrap(comm, lib, gpu, limit)?;
     let ones = Tensor::ones([1], (Kind::Float, device));
     nccl.sum_in_place(&ones)?;
     let sum = ones.double_value(&[0]);

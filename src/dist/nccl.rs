@@ -9,7 +9,7 @@
 
 use super::Communicator;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tch::{Kind, Tensor};
@@ -224,6 +224,8 @@ pub struct NcclComm {
     comm: RawComm,
     ranks: usize,
     stop: Arc<AtomicBool>,
+    /// When the collective in flight began ([`clock_ms`]), 0 when none is.
+    started: Arc<AtomicU64>,
     watchdog: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -248,6 +250,7 @@ impl NcclComm {
         world: &dyn Communicator,
         lib: &'static Nccl,
         gpu: usize,
+        limit: Duration,
     ) -> Result<NcclComm, BootstrapError> {
         let rank = world.rank();
         let mine = match rank {
@@ -276,8 +279,10 @@ impl NcclComm {
         let rc = unsafe { (lib.api.comm_init_rank)(&mut comm, ranks as c_int, id, rank as c_int) };
         lib.check("ncclCommInitRank", rc)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let watchdog = Some(spawn_watchdog(lib, comm, rank, stop.clone()));
-        Ok(NcclComm { lib, comm, ranks, stop, watchdog })
+        let started = Arc::new(AtomicU64::new(0));
+        let watch = Watch { rank, stop: stop.clone(), started: started.clone(), limit };
+        let watchdog = Some(spawn_watchdog(lib, comm, watch));
+        Ok(NcclComm { lib, comm, ranks, stop, started, watchdog })
     }
 
     pub fn ranks(&self) -> usize {
@@ -314,10 +319,15 @@ impl NcclComm {
             t.device(),
             t.kind()
         );
+        // Timed by the watchdog from here until the device has finished the sum.
+        self.started.store(clock_ms().max(1), Ordering::SeqCst);
         // SAFETY: `t`'s `numel` f32 on the GPU, borrowed until the device is synchronised below.
-        unsafe { self.all_reduce_sum_f32(t.data_ptr().cast(), t.numel())? };
-        crate::train::synchronize(t.device());
-        Ok(())
+        let queued = unsafe { self.all_reduce_sum_f32(t.data_ptr().cast(), t.numel()) };
+        if queued.is_ok() {
+            crate::train::synchronize(t.device());
+        }
+        self.started.store(0, Ordering::SeqCst);
+        queued
     }
 }
 
@@ -341,17 +351,35 @@ unsafe impl Send for SendComm {}
 /// How often the watchdog asks NCCL for asynchronous errors.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
-/// The watchdog of `comm`: until `stop` is set (and the thread unparked), every `WATCH_EVERY`
-/// it asks NCCL for an asynchronous error.
-fn spawn_watchdog(
-    lib: &'static Nccl,
-    comm: RawComm,
+/// Milliseconds since the first call in this process: the clock collectives are timed by.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}
+
+/// Whether a collective that began at `started` ms ([`clock_ms`]; 0 = none in flight) has run
+/// past `limit` at `now` ms.
+fn overdue(started: u64, now: u64, limit: Duration) -> bool {
+    started != 0 && now.saturating_sub(started) > limit.as_millis() as u64
+}
+
+/// What the watchdog of one rank's communicator watches.
+struct Watch {
     rank: usize,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+    started: Arc<AtomicU64>,
+    limit: Duration,
+}
+
+/// The watchdog of `comm`: until `stop` is set (and the thread unparked), every `WATCH_EVERY`
+/// it asks NCCL for an asynchronous error and times the collective in flight against the
+/// limit (`--collective-timeout`); either ends the rank after aborting the communicator, which
+/// ends its kernels.
+fn spawn_watchdog(lib: &'static Nccl, comm: RawComm, watch: Watch) -> std::thread::JoinHandle<()> {
     let comm = SendComm(comm);
     std::thread::spawn(move || {
         let comm = comm;
+        let Watch { rank, stop, started, limit } = watch;
         while !stop.load(Ordering::SeqCst) {
             std::thread::park_timeout(WATCH_EVERY);
             if stop.load(Ordering::SeqCst) {
@@ -360,13 +388,20 @@ fn spawn_watchdog(
             let mut state = 0;
             // SAFETY: a live communicator: it is destroyed only after this thread has ended.
             let rc = unsafe { (lib.api.comm_get_async_error)(comm.0, &mut state) };
-            if let Err(e) = lib.check("NCCL", if rc != 0 { rc } else { state }) {
-                if e.code == NCCL_IN_PROGRESS {
-                    continue;
-                }
+            let failed = match lib.check("NCCL", if rc != 0 { rc } else { state }) {
+                Err(e) if e.code != NCCL_IN_PROGRESS => Some(e.to_string()),
+                _ if overdue(started.load(Ordering::SeqCst), clock_ms(), limit) => Some(format!(
+                    "{} (code {NCCL_TIMEOUT}): an all-reduce has not finished in {} s \
+                     (--collective-timeout); a peer rank is likely gone",
+                    result_name(NCCL_TIMEOUT),
+                    limit.as_secs()
+                )),
+                _ => None,
+            };
+            if let Some(why) = failed {
                 // SAFETY: aborting frees the communicator's resources and ends its kernels.
                 unsafe { (lib.api.comm_abort)(comm.0) };
-                crate::fault::ended_by_peer(rank, &e.to_string());
+                crate::fault::ended_by_peer(rank, &why);
             }
         }
     })
@@ -405,17 +440,28 @@ mod tests {
     fn joining_needs_a_gpu_and_one_gpu_holds_a_one_rank_communicator() {
         let lib = library().expect("libnccl.so.2 from the venv's PyTorch");
         let solo = &crate::dist::Solo;
-        match (tch::Cuda::is_available(), NcclComm::bootstrap(solo, lib, 0)) {
+        let limit = Duration::from_secs(60);
+        match (tch::Cuda::is_available(), NcclComm::bootstrap(solo, lib, 0, limit)) {
             (false, Err(BootstrapError::Device { rank: 0, message })) => {
                 assert!(message.contains("cudaSetDevice(0) failed"), "{message}");
             }
             (true, Ok(comm)) => {
                 assert_eq!(comm.ranks(), 1);
                 // The data plane's own check: a one-element sum over one rank.
-                crate::dist::nccl_data_plane(solo, tch::Device::Cuda(0)).expect("NCCL on GPU 0");
+                crate::dist::nccl_data_plane(solo, tch::Device::Cuda(0), limit).expect("NCCL");
             }
             (gpu, other) => panic!("libtorch sees a GPU: {gpu}; joining gave {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn a_collective_is_overdue_only_past_its_limit_while_in_flight() {
+        let limit = Duration::from_secs(600);
+        assert!(!overdue(0, 10_000_000, limit), "nothing in flight");
+        assert!(!overdue(1_000, 601_000, limit), "exactly at the limit");
+        assert!(overdue(1_000, 601_001, limit), "past it");
+        assert!(!overdue(5_000, 1_000, limit), "a clock read before the start");
+        assert!(clock_ms() <= clock_ms(), "the clock does not go back");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn config(world_size: usize, preset: Preset) -> Config {
         epoch_gate: None,
         turn_examples: None,
         rotate_cores: 0,
+        collective_timeout: 600,
         independent: false,
         copies: 1,
         copy: 0,
