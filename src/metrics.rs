@@ -64,6 +64,10 @@ pub struct EpochRecord {
     /// Peak resident memory of this rank's process so far, in MiB (Linux `VmHWM`).
     #[serde(default)]
     pub max_rss_mb: Option<f64>,
+    /// The most GPU memory libtorch's allocator reserved on this rank's GPU during the epoch, in
+    /// MiB (absent on CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_device_mb: Option<f64>,
     pub validation_loss: Option<f64>,
     pub bleu: Option<f64>,
     /// Seconds spent on validation loss and test translation after the epoch.
@@ -107,6 +111,7 @@ impl EpochRecord {
             wait_time: stats.wait_time,
             data_time: stats.data_time,
             max_rss_mb: max_rss_mb(),
+            peak_device_mb: None,
             validation_loss: eval.map(|e| e.validation_loss),
             bleu: eval.map(|e| e.bleu),
             eval_time: eval.map(|e| e.seconds),

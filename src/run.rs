@@ -129,6 +129,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyho
 
     for epoch in first_epoch..config.n_epochs {
         if let Some(gate) = &config.epoch_gate {
+            release_while_waiting(device);
             let stop = crate::gate::Stop::epoch(epoch);
             if crate::gate::wait(gate, stop, config.gate_rank(rank))? == crate::gate::Gate::End {
                 progress.note(&format!("ended by the bench after {epoch} epochs"));
@@ -147,13 +148,16 @@ pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyho
             true => None,
             false => Some(evaluate(config, comm, &trainer, &run, epoch, &progress)?),
         };
-        let record = EpochRecord::new(
+        let mut record = EpochRecord::new(
             config,
             (rank, epoch, first_epoch),
             &stats,
             eval.as_ref(),
             turns.is_some(),
         );
+        if let Device::Cuda(gpu) = device {
+            record.peak_device_mb = dist::gpus::peak_reserved_mb(gpu).ok();
+        }
         metrics::write_json(&config.workdir.join(EpochRecord::file_name(rank, epoch)), &record)?;
         on_root(comm, || {
             Ok(checkpoint::save(&config.workdir, epoch, &trainer.state(), stats.param_checksum)?)
@@ -166,6 +170,15 @@ pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyho
     on_root(comm, || save_final_weights(&trainer, &config.workdir))?;
     fault::finished();
     Ok(())
+}
+
+/// Before a rank waits at a gate while other configurations take their turn: on a GPU, the
+/// memory its allocator caches goes back to the driver, so that the runs waiting on one GPU hold
+/// their live tensors only. (A failure only costs memory, so it is not an error.)
+pub(crate) fn release_while_waiting(device: Device) {
+    if device.is_cuda() {
+        let _ = dist::gpus::release_cached_memory();
+    }
 }
 
 /// What the set-up stage hands the epoch loop: the data, tokenised, and where a resumed run

@@ -298,6 +298,7 @@ impl<'a> Trainer<'a> {
         for k in 0..steps {
             if let Some(turns) = turns.filter(|t| k > 0 && k % t.steps == 0) {
                 synchronize(device);
+                crate::run::release_while_waiting(device);
                 let stopped = Instant::now();
                 let stop = crate::gate::Stop { epoch, part: k / turns.steps };
                 // Within an epoch a gate only opens (a run ends only between epochs).

@@ -323,7 +323,8 @@ fn the_padding_table_gives_each_variant_its_speedup_and_its_work_ratio() {
 }
 
 /// What the numbers do not say is said: runs of different seeds, and a comparison of one-rank
-/// runs only, whose speedup is a ratio and not scaling; a resumed run's extra warm-up epoch.
+/// runs only, whose speedup is a ratio and not scaling; a resumed run's extra warm-up epoch; a
+/// GPU run's peak device memory.
 #[test]
 fn compare_notes_seeds_one_rank_comparisons_and_resumed_warmups() {
     let tmp = tempfile::tempdir().unwrap();
@@ -351,9 +352,13 @@ fn compare_notes_seeds_one_rank_comparisons_and_resumed_warmups() {
         let path = d("c").join(format!("rank0_results_epoch{epoch}.json"));
         let mut rec = read_json(&path);
         rec["process_epoch"] = (if epoch < 3 { epoch } else { epoch - 3 }).into();
+        rec["peak_device_mb"] = (1000.0 + 200.0 * epoch as f64).into(); // as a GPU run records
         std::fs::write(&path, rec.to_string()).unwrap();
     }
     let o = compare(&[&d("c")], &d("out2"));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("4 measured epochs (epochs 0, 3 dropped as warm-up"), "{stdout}");
+    assert!(stdout.contains("peak GPU memory 2000 MiB a rank"), "{stdout}");
+    let summary = read_json(&d("out2").join("summary.json"));
+    assert_eq!(summary["configs"][0]["peak_device_mb"], 2000.0);
 }

@@ -211,6 +211,7 @@ pub fn analyse(runs: &[RunData], warmup: usize, level: f64) -> Result<Summary, A
             run: run.info().cloned(),
             samples,
             mfu: None,
+            peak_device_mb: run.peak_device_mb(),
         });
     }
     // Speedups are within an implementation: each run against the one-device run of its own

@@ -62,6 +62,8 @@ pub struct Record {
     #[serde(default)]
     pub data_time: Option<f64>,
     #[serde(default)]
+    pub peak_device_mb: Option<f64>,
+    #[serde(default)]
     pub validation_loss: Option<f64>,
     #[serde(default)]
     pub bleu: Option<f64>,
@@ -125,6 +127,7 @@ impl Record {
             ("allreduce_time", self.allreduce_time),
             ("wait_time", self.wait_time),
             ("data_time", self.data_time),
+            ("peak_device_mb", self.peak_device_mb),
         ];
         for (key, v) in optional {
             if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {

@@ -111,6 +111,10 @@ pub struct ConfigSummary {
     /// share of the device's measured peak (`Summary::peak`); absent where either is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
+    /// The most GPU memory any rank's allocator reserved in any epoch, in MiB (GPU runs that
+    /// record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_device_mb: Option<f64>,
 }
 
 impl ConfigSummary {

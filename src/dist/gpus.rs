@@ -59,6 +59,37 @@ pub fn decide(
 
 extern "C" {
     fn dp_bench_set_cuda_device(index: c_int) -> *mut std::ffi::c_char;
+    fn dp_bench_cuda_empty_cache() -> *mut std::ffi::c_char;
+    fn dp_bench_cuda_peak_reserved(index: c_int, bytes: *mut i64) -> *mut std::ffi::c_char;
+}
+
+/// The first line of the C++ side's error message, freed; `Ok` where there was none.
+fn outcome(err: *mut std::ffi::c_char) -> Result<(), String> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: non-null, NUL-terminated, malloc'd by strdup; freed once, after copying.
+    let message = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { libc::free(err.cast()) };
+    Err(message.lines().next().unwrap_or("").to_string())
+}
+
+/// Hands the memory libtorch's caching allocator holds but does not use back to the driver: a
+/// rank does so before it waits at a gate, so that configurations taking turns on one GPU hold
+/// only their live tensors (parameters, gradients, optimiser state) while they wait, not the
+/// cached activations of their last step.
+pub fn release_cached_memory() -> Result<(), String> {
+    // SAFETY: the C++ side catches every exception.
+    outcome(unsafe { dp_bench_cuda_empty_cache() })
+}
+
+/// The most memory libtorch reserved on GPU `index` since the last reading, in MiB; the peak
+/// starts again from what is reserved now.
+pub fn peak_reserved_mb(index: usize) -> Result<f64, String> {
+    let mut bytes = 0i64;
+    // SAFETY: the C++ side catches every exception and writes one int64.
+    outcome(unsafe { dp_bench_cuda_peak_reserved(index as c_int, &mut bytes) })?;
+    Ok(bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Makes GPU `index` this thread's current CUDA device through libtorch (c10's device guard,
@@ -66,16 +97,9 @@ extern "C" {
 /// and the runtime's agree, and no context or tensor lands on GPU 0 by default.
 pub fn set_device(index: usize) -> Result<(), String> {
     let index = c_int::try_from(index).map_err(|_| format!("GPU index {index} is too large"))?;
-    // SAFETY: the C++ side catches every exception; a non-null result is a malloc'd string.
-    let err = unsafe { dp_bench_set_cuda_device(index) };
-    if err.is_null() {
-        return Ok(());
-    }
-    // SAFETY: non-null, NUL-terminated, malloc'd by strdup; freed once, after copying.
-    let message = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
-    unsafe { libc::free(err.cast()) };
-    let first = message.lines().next().unwrap_or("").to_string();
-    Err(format!("making GPU {index} the current device failed: {first}"))
+    // SAFETY: the C++ side catches every exception.
+    outcome(unsafe { dp_bench_set_cuda_device(index) })
+        .map_err(|e| format!("making GPU {index} the current device failed: {e}"))
 }
 
 /// A rank's choice as it travels between ranks: "index\tid", empty for none.
@@ -192,6 +216,14 @@ mod tests {
             (true, Ok(())) => {}
             (false, Err(e)) => assert!(e.contains("making GPU 0 the current device failed"), "{e}"),
             (gpu, other) => panic!("libtorch sees a GPU: {gpu}; setting GPU 0 gave {other:?}"),
+        }
+        // The allocator holds nothing without a GPU: releasing is a no-op, and no peak is
+        // reported where no GPU 0 exists.
+        assert_eq!(release_cached_memory(), Ok(()));
+        match (tch::Cuda::is_available(), peak_reserved_mb(0)) {
+            (true, Ok(mb)) => assert!(mb >= 0.0),
+            (false, Err(_)) | (false, Ok(0.0)) => {}
+            (gpu, other) => panic!("libtorch sees a GPU: {gpu}; the peak gave {other:?}"),
         }
     }
 

@@ -100,6 +100,7 @@ pub fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[
                 wait_time: 0.01 * t,
                 data_time: 0.05 * t,
                 max_rss_mb: Some(100.0),
+                peak_device_mb: None,
                 validation_loss: None,
                 bleu: None,
                 eval_time: None,

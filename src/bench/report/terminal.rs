@@ -30,6 +30,10 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             let mfu = c.mfu.map_or(String::new(), |m| format!(" (MFU {})", format::percent(m)));
             format!(", matrix products {:.1} GFLOP/s a rank{mfu}", r / 1e9)
         });
+        let rate = match c.peak_device_mb {
+            Some(mb) => format!("{rate}, peak GPU memory {mb:.0} MiB a rank"),
+            None => rate,
+        };
         let allreduce = match c.allreduce_share {
             Some(s) => format!("all-reduce {:.1}% of the epoch", s * 100.0),
             None => format!("all-reduce time {}", format::NOT_RECORDED),
