@@ -223,6 +223,55 @@ fn seconds_per_product(product: impl Fn() -> Tensor, device: Device) -> f64 {
     best
 }
 
+/// GPU memory one rank of a configuration holds, estimated: while it waits at a gate (fp32
+/// parameters, gradients and both AdamW moments, and a CUDA context; its cached memory handed
+/// back) and while it trains (that and its activations).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankMemory {
+    pub waiting: u64,
+    pub training: u64,
+}
+
+/// [`RankMemory`] of a model of `parameters` with `dims`, `vocab` tokens, `batch` sequences of
+/// `positions` a rank. Activations: per layer and position about 17·C floats (LayerNorm outputs,
+/// q, k, v, the heads' output, the MLP's 4C before and after GELU, dropout masks) and two T-wide
+/// rows of attention weights a head; the head's fp32 logits and their gradient at the targets
+/// (about half the positions).
+pub fn rank_memory(
+    parameters: u64,
+    dims: crate::config::ModelDims,
+    vocab: usize,
+    batch: usize,
+    positions: usize,
+) -> RankMemory {
+    const CONTEXT: u64 = 512 << 20;
+    let (c, l, nh) = (dims.n_embd as u64, dims.n_layer as u64, dims.n_head as u64);
+    let (b, t, v) = (batch as u64, positions as u64, vocab as u64);
+    let waiting = 16 * parameters + CONTEXT;
+    let layers = b * t * l * (17 * c + 2 * nh * t) * 4;
+    let head = b * (t / 2) * v * 8;
+    RankMemory { waiting, training: waiting + layers + head }
+}
+
+/// Refuses a plan whose `processes` ranks on one GPU (every configuration's rank 0 sits on GPU
+/// 0; all but one wait while one trains) need more than the `free` bytes of the smallest GPU.
+pub fn check_gpu_memory(processes: usize, need: RankMemory, free: u64) -> anyhow::Result<()> {
+    let total = need.training + need.waiting * processes.saturating_sub(1) as u64;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    anyhow::ensure!(
+        total <= free,
+        "the plan puts {processes} ranks on GPU 0 (one of each configuration), about {:.1} GiB \
+         (one training, {:.1} GiB, the others waiting, {:.1} GiB each), and the smallest GPU has \
+         {:.1} GiB free: lower --batch, pass fewer --world-sizes, --no-independent, or a smaller \
+         --preset",
+        gib(total),
+        gib(need.training),
+        gib(need.waiting),
+        gib(free)
+    );
+    Ok(())
+}
+
 /// Model FLOPs utilisation: a rank's model FLOPs per second as a share of the peak.
 pub fn mfu(flops_per_rank_per_sec: f64, peak: &Peak) -> f64 {
     flops_per_rank_per_sec / peak.flops_per_sec
@@ -266,6 +315,23 @@ mod tests {
         let given = Given { world_sizes: Some(&[1, 4]), ..Given::default() };
         let e = device_plan(DeviceChoice::Cuda, 2, given).unwrap_err().to_string();
         assert!(e.contains("4 ranks need 4 GPUs") && e.contains("libtorch sees 2"), "{e}");
+    }
+
+    #[test]
+    fn the_gpu_plan_is_checked_against_free_memory_on_fake_numbers() {
+        use crate::config::Preset;
+        let gpt2 = crate::model::GptConfig::new(Preset::Gpt2.dims(), 50257, 0.1);
+        let need = rank_memory(gpt2.parameters(), Preset::Gpt2.dims(), 50257, 64, 128);
+        let gib = |g: f64| (g * (1u64 << 30) as f64) as u64;
+        // 124 M parameters: ~2 GiB of fp32 state and a context while waiting; ~10 GiB training.
+        assert!(need.waiting > gib(2.0) && need.waiting < gib(3.0), "{need:?}");
+        assert!(need.training > gib(8.0) && need.training < gib(14.0), "{need:?}");
+        // Eight GPUs: ws1, 2, 4, 8 and three independent-copy runs share GPU 0.
+        assert!(check_gpu_memory(7, need, gib(78.0)).is_ok());
+        let e = check_gpu_memory(7, need, gib(20.0)).unwrap_err().to_string();
+        assert!(e.contains("7 ranks on GPU 0") && e.contains("20.0 GiB free"), "{e}");
+        assert!(e.contains("--no-independent"), "{e}");
+        assert!(check_gpu_memory(1, need, need.training).is_ok(), "one run alone, exactly");
     }
 
     #[test]

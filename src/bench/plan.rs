@@ -323,6 +323,9 @@ impl BenchArgs {
                 largest * threads
             );
         }
+        if devices.device == DeviceKind::Cuda {
+            self.check_gpu_memory(&devices)?;
+        }
         let (global, examples) = (devices.batch * largest, self.train_examples());
         anyhow::ensure!(
             global <= examples,
@@ -331,6 +334,23 @@ impl BenchArgs {
             devices.batch
         );
         Ok(())
+    }
+
+    /// The plan against the smallest GPU's free memory: every configuration's rank 0 holds GPU 0
+    /// at once, all but one of them waiting ([`super::device::check_gpu_memory`]).
+    fn check_gpu_memory(&self, devices: &DevicePlan) -> anyhow::Result<()> {
+        let preset = <crate::config::Preset as clap::ValueEnum>::from_str(&devices.preset, true)
+            .map_err(anyhow::Error::msg)?;
+        let (dims, vocab) = (preset.dims(), preset.vocab_cap());
+        let parameters = crate::model::GptConfig::new(dims, vocab as i64, 0.0).parameters();
+        let need = super::device::rank_memory(parameters, dims, vocab, devices.batch, 128);
+        let free = (0..devices.gpus)
+            .filter_map(|g| crate::dist::gpus::memory_info(g).ok().map(|(free, _)| free))
+            .min();
+        match free {
+            Some(free) => super::device::check_gpu_memory(self.plan(devices).len(), need, free),
+            None => Ok(()), // not known: the runs will say so if they run out
+        }
     }
 
     /// The configurations on `devices` (this bench's [`BenchArgs::devices`]), filtered: each

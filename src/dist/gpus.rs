@@ -61,6 +61,19 @@ extern "C" {
     fn dp_bench_set_cuda_device(index: c_int) -> *mut std::ffi::c_char;
     fn dp_bench_cuda_empty_cache() -> *mut std::ffi::c_char;
     fn dp_bench_cuda_peak_reserved(index: c_int, bytes: *mut i64) -> *mut std::ffi::c_char;
+    fn dp_bench_cuda_memory_info(
+        index: c_int,
+        free: *mut i64,
+        total: *mut i64,
+    ) -> *mut std::ffi::c_char;
+}
+
+/// GPU `index`'s free and total memory in bytes, as the driver reports them now.
+pub fn memory_info(index: usize) -> Result<(u64, u64), String> {
+    let (mut free, mut total) = (0i64, 0i64);
+    // SAFETY: the C++ side catches every exception and writes two int64.
+    outcome(unsafe { dp_bench_cuda_memory_info(index as c_int, &mut free, &mut total) })?;
+    Ok((free.max(0) as u64, total.max(0) as u64))
 }
 
 /// The first line of the C++ side's error message, freed; `Ok` where there was none.
