@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;
