@@ -45,12 +45,22 @@ pub struct RunArgs {
     /// Confidence level of every interval
     #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
-    /// Launcher [env: DP_BENCH_MPIRUN]
-    #[arg(long, env = "DP_BENCH_MPIRUN", default_value = "mpirun")]
+    /// What starts a configuration's ranks, written as you would type it: `mpirun`,
+    /// `'mpirun -f hosts'`, `srun` inside an allocation (the rank count is added as that
+    /// launcher spells it) [env: DP_BENCH_LAUNCHER, or DP_BENCH_MPIRUN]
+    #[arg(long = "launcher", visible_alias = "mpirun", env = "DP_BENCH_LAUNCHER", default_value_t = default_launcher())]
     pub mpirun: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     pub bench: bool,
+}
+
+/// `DP_BENCH_MPIRUN` (the launcher's older name) where set, else `mpirun`.
+fn default_launcher() -> String {
+    std::env::var("DP_BENCH_MPIRUN")
+        .ok()
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "mpirun".into())
 }
 
 /// Where a bench executable finds `dp-bench` (`DP_BENCH_BIN`) and the project root

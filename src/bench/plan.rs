@@ -307,13 +307,13 @@ impl BenchArgs {
         if self.trainer.is_some() {
             return Ok(());
         }
-        super::runner::check_launcher(&self.run.mpirun)?;
+        let launcher = super::runner::check_launcher(&self.run.mpirun)?;
         if let Some(python) = self.python.as_ref().filter(|_| !self.no_reference) {
             super::runner::check_python(python)?;
         }
         let devices = self.devices()?;
         let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
-        if devices.device == DeviceKind::Cpu {
+        if devices.device == DeviceKind::Cpu && !launcher.spans_hosts() {
             let cores = crate::gate::usable_cores().len().max(1);
             let threads = self.run.threads.max(1);
             anyhow::ensure!(

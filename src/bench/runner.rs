@@ -15,16 +15,97 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The launcher command for `n` ranks; Open MPI needs permission to run as root and to place
-/// more ranks than cores.
-pub fn launcher(mpirun: &str, n: usize) -> Command {
-    let mut cmd = Command::new(mpirun);
-    let version = Command::new(mpirun).arg("--version").output();
-    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI")) {
-        cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+/// A launcher as written (`--launcher 'mpirun -f hosts'`, `--launcher srun`), its words split as
+/// a shell splits them: the program, then the options that place ranks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launcher {
+    words: Vec<String>,
+}
+
+impl Launcher {
+    pub fn parse(spec: &str) -> anyhow::Result<Launcher> {
+        let words = shlex::split(spec).filter(|w| !w.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--launcher {spec:?} does not split into words as a shell would (an unclosed \
+                 quote?): write it as you would type it, e.g. 'mpirun -f hosts'"
+            )
+        })?;
+        Ok(Launcher { words })
     }
-    cmd.arg("-n").arg(n.to_string());
-    cmd
+
+    fn program(&self) -> &str {
+        &self.words[0]
+    }
+
+    fn named(&self, name: &str) -> bool {
+        Path::new(self.program()).file_name().is_some_and(|n| n == name)
+    }
+
+    /// Slurm's `srun`, which counts ranks as tasks.
+    pub fn is_srun(&self) -> bool {
+        self.named("srun")
+    }
+
+    /// Whether it may place ranks on hosts other than this one: `srun` (an allocation), or an
+    /// MPI launcher given hosts or a hostfile. Ranks elsewhere are neither bound to this
+    /// machine's cores nor limited by them.
+    pub fn spans_hosts(&self) -> bool {
+        const PLACING: [&str; 9] = [
+            "-f",
+            "-hostfile",
+            "--hostfile",
+            "-machinefile",
+            "--machinefile",
+            "-hosts",
+            "-host",
+            "--host",
+            "--hosts",
+        ];
+        self.is_srun()
+            || self.words[1..].iter().any(|w| {
+                PLACING.contains(&w.as_str())
+                    || PLACING.iter().any(|p| w.starts_with(&format!("{p}=")))
+            })
+    }
+
+    /// The command that starts `n` ranks, the rank count spelled as this launcher spells it:
+    /// `--ntasks=N` for srun (with the PMI it lists, asked with `srun --mpi=list`), `-n N` for
+    /// mpirun and mpiexec (Open MPI also told it may run as root and place more ranks than
+    /// cores).
+    pub fn command(&self, n: usize) -> Command {
+        let mut cmd = Command::new(self.program());
+        cmd.args(&self.words[1..]);
+        if self.is_srun() {
+            if let Some(pmi) = srun_pmi(self.program()) {
+                cmd.arg(format!("--mpi={pmi}"));
+            }
+            cmd.arg(format!("--ntasks={n}"));
+            return cmd;
+        }
+        let version = Command::new(self.program()).arg("--version").output();
+        if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI")) {
+            cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+        }
+        cmd.arg("-n").arg(n.to_string());
+        cmd
+    }
+}
+
+/// The PMI `srun` should give MPI ranks, from what `srun --mpi=list` says it has: pmi2 (MPICH's)
+/// before pmix (Open MPI's); none where it lists neither (or cannot be asked).
+fn srun_pmi(srun: &str) -> Option<&'static str> {
+    let out = Command::new(srun).arg("--mpi=list").output().ok()?;
+    let listed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let has = |name: &str| listed.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == name);
+    ["pmi2", "pmix"].into_iter().find(|p| has(p))
+}
+
+/// The launcher command for `n` ranks, from `--launcher`'s words (a spec that does not split
+/// is refused by [`check_launcher`] before any command is made; here it is one word).
+pub fn launcher(spec: &str, n: usize) -> Command {
+    let launcher = Launcher::parse(spec).unwrap_or(Launcher { words: vec![spec.to_string()] });
+    launcher.command(n)
 }
 
 /// Where a shell would find the program `name`: a path when it holds a `/` (relative to the
@@ -44,14 +125,18 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| runnable(p))
 }
 
-/// Refuses a launcher that is not there, naming where it came from and the fix.
-pub(crate) fn check_launcher(mpirun: &str) -> anyhow::Result<()> {
+/// Refuses a launcher that does not split into words or whose program is not there, naming
+/// where it came from and the fix.
+pub(crate) fn check_launcher(spec: &str) -> anyhow::Result<Launcher> {
+    let launcher = Launcher::parse(spec)?;
     anyhow::ensure!(
-        find_program(mpirun).is_some(),
-        "the launcher {mpirun:?} is not found (--mpirun, or DP_BENCH_MPIRUN): install MPICH \
-         (scripts/setup.sh does) or point --mpirun at an mpirun or mpiexec"
+        find_program(launcher.program()).is_some(),
+        "the launcher {:?} is not found (--launcher or --mpirun, or DP_BENCH_LAUNCHER or \
+         DP_BENCH_MPIRUN): install MPICH (scripts/setup.sh does) or name an mpirun, mpiexec or \
+         srun",
+        launcher.program()
     );
-    Ok(())
+    Ok(launcher)
 }
 
 /// The reference's interpreter named by `--python` (or `DP_BENCH_PYTHON`), found as a shell
@@ -88,9 +173,11 @@ pub(crate) fn bound(n: usize, cpu: bool) -> bool {
 /// `launcher` with each rank bound to its own core where [`bound`]: CPU ranks that the scheduler
 /// moves around lose their caches and meet each other on one core (measured: ~4 % off a 2-rank
 /// epoch here, see BENCHMARKS.md).
-pub(crate) fn bound_launcher(mpirun: &str, n: usize, cpu: bool) -> Command {
-    let mut cmd = launcher(mpirun, n);
-    if bound(n, cpu) {
+pub(crate) fn bound_launcher(spec: &str, n: usize, cpu: bool) -> Command {
+    let launcher = Launcher::parse(spec).unwrap_or(Launcher { words: vec![spec.to_string()] });
+    let mut cmd = launcher.command(n);
+    // Never a binding that names this machine's cores when ranks may run elsewhere.
+    if bound(n, cpu) && !launcher.spans_hosts() {
         let open_mpi = cmd.get_args().any(|a| a == "--allow-run-as-root");
         cmd.args(if open_mpi { ["--bind-to", "core"] } else { ["-bind-to", "core"] });
     }
@@ -324,6 +411,45 @@ fn publish(
 mod tests {
     use super::*;
 
+    fn words(cmd: &Command) -> Vec<String> {
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_launcher_has_words_and_spells_the_rank_count_its_way() {
+        let hostfile = Launcher::parse("mpiexec -f 'my hosts'").unwrap();
+        assert!(hostfile.spans_hosts() && !hostfile.is_srun());
+        assert_eq!(words(&hostfile.command(4)), ["mpiexec", "-f", "my hosts", "-n", "4"]);
+        let fork = "mpiexec -launcher fork -hosts h1,h2 -ppn 1";
+        assert!(Launcher::parse(fork).unwrap().spans_hosts());
+        assert!(!Launcher::parse("mpirun").unwrap().spans_hosts());
+        assert!(Launcher::parse("/opt/slurm/bin/srun --exclusive").unwrap().is_srun());
+        // Bound only on this machine: with hosts, no -bind-to naming this machine's cores.
+        let here = words(&bound_launcher("mpiexec", 1, true));
+        assert!(here.contains(&"-bind-to".to_string()), "{here:?}");
+        let there = words(&bound_launcher(fork, 1, true));
+        assert!(!there.contains(&"-bind-to".to_string()), "{there:?}");
+        assert!(Launcher::parse("  ").is_err() && Launcher::parse("'a").is_err());
+    }
+
+    /// A stand-in srun that answers `--mpi=list` as Slurm does: the PMI is found by asking.
+    #[test]
+    fn srun_is_given_the_pmi_it_lists_and_a_task_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let srun = dir.path().join("srun");
+        let script = "#!/bin/sh\n[ \"$1\" = --mpi=list ] && echo 'MPI plugin types are...' && echo '\tnone' && echo '\tpmi2' && echo '\tpmix'\nexit 0\n";
+        std::fs::write(&srun, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&srun, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = format!("{} --exclusive", srun.display());
+        let cmd = Launcher::parse(&spec).unwrap().command(3);
+        assert_eq!(words(&cmd)[1..], ["--exclusive", "--mpi=pmi2", "--ntasks=3"]);
+        assert_eq!(check_launcher(&spec).unwrap(), Launcher::parse(&spec).unwrap());
+    }
+
     #[test]
     fn programs_are_found_as_a_shell_finds_them() {
         assert!(find_program("sh").is_some_and(|p| p.is_absolute()), "sh through PATH");
@@ -344,6 +470,8 @@ mod tests {
         }
         assert!(bound(1, true) && !bound(1, false), "CPU ranks are bound, GPU ranks not");
         assert!(!bound(100_000, true), "not more ranks than cores");
+        let err = check_launcher("'unclosed").unwrap_err().to_string();
+        assert!(err.contains("does not split into words"), "{err}");
         let err = check_launcher("no-such-mpirun").unwrap_err().to_string();
         assert!(err.contains("\"no-such-mpirun\" is not found") && err.contains("DP_BENCH_MPIRUN"));
     }
