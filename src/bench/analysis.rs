@@ -46,8 +46,6 @@ fn workload_fields(c: &Config) -> [(&'static str, String); 7] {
     ]
 }
 
-/// Refuses runs that do not measure the same workload, and two runs under one name. A foreign
-/// run records no workload, so only dp-bench's runs are checked against each other.
 /// What a reader of a comparison should know that the numbers do not say: runs that differ in
 /// seed or vocabulary (both change the work a little, neither makes it another workload), and
 /// a comparison of one-rank runs only, whose "speedup" is a ratio and not scaling.
@@ -55,7 +53,8 @@ pub fn notes(runs: &[RunData], summary: &Summary) -> Vec<String> {
     let mut notes = Vec::new();
     let described: Vec<(&RunData, &RunInfo)> =
         runs.iter().filter_map(|r| Some((r, r.info()?))).collect();
-    let differing = |what: &str, value: &dyn Fn(&RunInfo) -> String| {
+    // `what` differs between the runs, and so does `also` of what each trains.
+    let differing = |what: &str, also: &str, value: &dyn Fn(&RunInfo) -> String| {
         let mut values: Vec<String> = described.iter().map(|(_, i)| value(i)).collect();
         values.dedup();
         (values.len() > 1).then(|| {
@@ -63,14 +62,13 @@ pub fn notes(runs: &[RunData], summary: &Summary) -> Vec<String> {
                 .map(|(r, i)| format!("{} {}", r.dir.display(), value(i)))
                 .collect();
             format!(
-                "the runs differ in {what} ({}): each also trains a different {}",
-                each.join(", "),
-                if what == "seed" { "initialisation and dropout" } else { "tokenisation" }
+                "the runs differ in {what} ({}): each also trains a different {also}",
+                each.join(", ")
             )
         })
     };
-    notes.extend(differing("seed", &|i| i.config.seed.to_string()));
-    notes.extend(differing("vocabulary", &|i| format!("{} tokens", i.vocab_size)));
+    notes.extend(differing("seed", "initialisation and dropout", &|i| i.config.seed.to_string()));
+    notes.extend(differing("vocabulary", "tokenisation", &|i| format!("{} tokens", i.vocab_size)));
     let one_rank = summary.configs.iter().all(|c| c.world_size == 1);
     if summary.configs.len() > 1 && one_rank {
         if let Some(reference) = &summary.reference {
@@ -83,6 +81,8 @@ pub fn notes(runs: &[RunData], summary: &Summary) -> Vec<String> {
     notes
 }
 
+/// Refuses runs that do not measure the same workload, and two runs under one name. A foreign
+/// run records no workload, so only dp-bench's runs are checked against each other.
 pub(crate) fn check_comparable(runs: &[RunData]) -> Result<(), AnalysisError> {
     runs.first().ok_or(AnalysisError::Empty)?;
     let described: Vec<(&RunData, &Config)> =
