@@ -230,8 +230,8 @@ fn load_weights(vs: &mut tch::nn::VarStore, weights: &Path, info: &RunInfo) -> a
     };
     let tensors = tch::Tensor::read_safetensors(weights)
         .map_err(|e| refuse(format!("cannot read weights ({e})")))?;
+    let count = crate::model::gpt::parameter_count(vs);
     let vars = vs.trainable_variables();
-    let count: i64 = vars.iter().map(|v| v.numel() as i64).sum();
     let Some((_, flat)) = tensors.iter().find(|(n, _)| n == "params") else {
         return vs.load(weights).map_err(|e| {
             refuse(format!(

@@ -233,20 +233,22 @@ fn set_up(
                  --n-epochs to go on)",
                 dir.display()
             ));
-            return Ok((None, None));
+            return Ok(None);
         }
         metrics::prepare_workdir(config, info.as_ref().map(|i| i.epoch))
             .map_err(UsageError::from_err)?;
         if info.is_none() {
             checkpoint::clear(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
-        Ok((Some(lock), info))
+        Ok(Some((lock, info)))
     })?;
-    let done = root.as_ref().is_some_and(|(lock, _)| lock.is_none());
+    // Rank 0 alone knows whether anything is left to do (`Some(None)`: nothing); all ranks end.
+    let done = matches!(root, Some(None));
     if dist::from_root(comm, f64::from(u8::from(done))) > 0.0 {
         return Ok(None);
     }
-    let (lock, resume_from) = root.map_or((None, None), |(lock, info)| (lock, info));
+    let (lock, resume_from) =
+        root.flatten().map_or((None, None), |(lock, info)| (Some(lock), info));
     // Rank 0 trains (or reuses) the tokenizer; the others load what it saved.
     on_root(comm, || {
         let (_, trained) = Tokenizer::load_or_train(dir, &corpus.train, config.preset.vocab_cap())?;

@@ -6,7 +6,7 @@
 mod common;
 
 use common::fake::fake_run;
-use common::{binary, read_json, run};
+use common::{binary, read_json, run, snapshot};
 use dp_bench::bench::plan::BenchArgs;
 use dp_bench::config::Preset;
 use serde_json::{json, Value};
@@ -150,20 +150,6 @@ fn dp_bench_runs_and_another_trainers_mix_in_one_comparison_under_their_labels()
     let o = compare(&[&a, &b], &tmp.path().join("dup"), &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--label DIR=NAME"), "{}", stderr(&o));
-}
-
-/// Every file under `dir` with its bytes, to show that nothing changed.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// What spoils a good run directory in one of the bad cases.

@@ -207,8 +207,7 @@ impl RunData {
 
     /// The most GPU memory any rank reserved in any epoch, where the records say (MiB).
     pub fn peak_device_mb(&self) -> Option<f64> {
-        let peaks = self.epochs.iter().flatten().filter_map(|r| r.peak_device_mb);
-        peaks.fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))))
+        self.epochs.iter().flatten().filter_map(|r| r.peak_device_mb).reduce(f64::max)
     }
 
     /// Samples of the measured epochs: all but the first `warmup` of each process (a run resumed

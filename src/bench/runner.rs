@@ -33,6 +33,12 @@ impl Launcher {
         Ok(Launcher { words })
     }
 
+    /// [`Launcher::parse`], or, for a spec that does not split (refused by [`check_launcher`]
+    /// before any command is made), the spec as one word.
+    fn lenient(spec: &str) -> Launcher {
+        Launcher::parse(spec).unwrap_or(Launcher { words: vec![spec.to_string()] })
+    }
+
     fn program(&self) -> &str {
         &self.words[0]
     }
@@ -101,11 +107,9 @@ fn srun_pmi(srun: &str) -> Option<&'static str> {
     ["pmi2", "pmix"].into_iter().find(|p| has(p))
 }
 
-/// The launcher command for `n` ranks, from `--launcher`'s words (a spec that does not split
-/// is refused by [`check_launcher`] before any command is made; here it is one word).
+/// The launcher command for `n` ranks, from `--launcher`'s words ([`Launcher::lenient`]).
 pub fn launcher(spec: &str, n: usize) -> Command {
-    let launcher = Launcher::parse(spec).unwrap_or(Launcher { words: vec![spec.to_string()] });
-    launcher.command(n)
+    Launcher::lenient(spec).command(n)
 }
 
 /// Where a shell would find the program `name`: a path when it holds a `/` (relative to the
@@ -174,7 +178,7 @@ pub(crate) fn bound(n: usize, cpu: bool) -> bool {
 /// moves around lose their caches and meet each other on one core (measured: ~4 % off a 2-rank
 /// epoch here, see BENCHMARKS.md).
 pub(crate) fn bound_launcher(spec: &str, n: usize, cpu: bool) -> Command {
-    let launcher = Launcher::parse(spec).unwrap_or(Launcher { words: vec![spec.to_string()] });
+    let launcher = Launcher::lenient(spec);
     let mut cmd = launcher.command(n);
     // Never a binding that names this machine's cores when ranks may run elsewhere.
     if bound(n, cpu) && !launcher.spans_hosts() {
@@ -243,9 +247,11 @@ fn run_configurations(
 }
 
 /// The whole benchmark: run, analyse, report. `binary` is `dp-bench`, `root` the project root.
+/// The machine was checked before ([`BenchArgs::check_machine`], with the arguments in the
+/// bench's `main`, so that a refusal exits 2): its launcher, its interpreter's torch (an import
+/// of a few seconds) and its cores are not asked again here.
 pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result<Summary> {
     args.validate()?;
-    args.check_machine()?;
     if let Some(command) = &args.trainer {
         return run_trainer_bench(args, command, root);
     }
@@ -254,9 +260,10 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     anyhow::ensure!(!plan.is_empty(), "no configuration matches the filter {:?}", args.filter);
     let out_dir = criterion_dir(root).join("data_parallel");
     let runs_dir = out_dir.join("runs");
-    // A named interpreter was checked with the machine; the default may be absent (skipped).
+    // A named interpreter was checked with the machine, and is found as it was there; the
+    // default may be absent (skipped).
     let python = match &args.python {
-        Some(named) => check_python(named)?,
+        Some(named) => find_program(&named.to_string_lossy()).unwrap_or_else(|| named.clone()),
         None => root.join(".venv/bin/python"),
     };
     let reference = !args.no_reference && python.exists();

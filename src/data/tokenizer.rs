@@ -13,7 +13,7 @@ pub(crate) const EOS_DE: &str = "<eos_de>";
 pub(crate) const EOS_EN: &str = "<eos_en>";
 pub(crate) const PAD: &str = "<pad>";
 
-pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
+const TOKENIZER_FILE: &str = "tokenizer.json";
 const FINGERPRINT_FILE: &str = "tokenizer.meta.json";
 
 #[derive(Debug, thiserror::Error)]

@@ -85,3 +85,20 @@ pub fn without_timings(record: Value) -> Value {
     map.retain(|k, _| !is_timing(k) && k != "process_epoch");
     Value::Object(map)
 }
+
+/// Every file under `dir` (recursively) with its bytes, to show that nothing changed.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}

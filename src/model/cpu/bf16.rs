@@ -110,16 +110,24 @@ pub(in crate::model) fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Te
     y
 }
 
-/// Writes `dyᵀ · x` (out, in) over `grad`, for the bf16 output gradient `dy` (N, out) and rows
-/// `x` (N, in).
-pub(in crate::model) fn write_weight_grad(dy: &Tensor, x: &Tensor, grad: &mut Tensor) {
-    product(dy, true, x, false, 0.0, grad);
-}
-
-/// `dy · w` (N, in) in fp32: the input gradient of a layer with weight `w` (out, in).
-pub(in crate::model) fn input_grad(dy: &Tensor, w: &Tensor) -> Tensor {
-    let mut dx = Tensor::empty([dy.size()[0], w.size()[1]], (Kind::Float, Device::Cpu));
-    product(dy, false, w, false, 0.0, &mut dx);
+/// The backward of [`affine`] for the fp32 output gradient `dy` (N, out) of the bf16 rows `x`
+/// (N, in), `w16` being the fp32 parameter `w`'s bf16 copy: writes `dyᵀ · x` over `w`'s gradient
+/// (and `dy`'s column sums over `b`'s), in fp32, and returns `dy · w` (N, in), `x`'s gradient.
+/// `dy` is cast to bf16 once, for both products.
+pub(in crate::model) fn affine_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    w: &Tensor,
+    w16: &Tensor,
+    b: Option<&Tensor>,
+) -> Tensor {
+    let dy16 = to_bf16(dy);
+    product(&dy16, true, x, false, 0.0, &mut w.grad());
+    if let Some(b) = b {
+        let _ = dy.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
+    }
+    let mut dx = Tensor::empty([dy.size()[0], w16.size()[1]], (Kind::Float, Device::Cpu));
+    product(&dy16, false, w16, false, 0.0, &mut dx);
     dx
 }
 
@@ -147,10 +155,20 @@ mod tests {
         let close = |a: &Tensor, e: &Tensor| a.allclose(e, 1e-5, 1e-5, false);
         assert!(close(&affine(&x, &w, Some(&b)), &(f(&x).mm(&f(&w).tr()) + &b)), "affine");
         assert!(close(&affine(&x, &w, None), &f(&x).mm(&f(&w).tr())), "without a bias");
-        let mut grad = Tensor::full([3, 5], f64::NAN, opts);
-        write_weight_grad(&dy, &x, &mut grad);
-        assert!(close(&grad, &f(&dy).tr().mm(&f(&x))), "weight gradient over NaNs");
-        assert!(close(&input_grad(&dy, &w), &f(&dy).mm(&f(&w))), "input gradient");
+        // The backward onto fp32 parameters whose gradients (views of one flat buffer, as in
+        // training) hold NaNs: each is written over.
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let (wp, bp) = (vs.root().var_copy("w", &f(&w)), vs.root().var_copy("b", &b));
+        let grads = crate::dist::FlatGrads::new(
+            &vs.trainable_variables(),
+            &crate::dist::Solo,
+            crate::config::AllReduce::Mpi,
+        );
+        let _ = grads.buffer().shallow_clone().fill_(f64::NAN);
+        let dx = affine_backward(&x, &f(&dy), &wp, &w, Some(&bp));
+        assert!(close(&wp.grad(), &f(&dy).tr().mm(&f(&x))), "weight gradient over NaNs");
+        assert!(close(&bp.grad(), &f(&dy).sum_dim_intlist(0, false, Kind::Float)), "bias");
+        assert!(close(&dx, &f(&dy).mm(&f(&w))), "input gradient");
         let empty = bf(Tensor::empty([0, 5], opts));
         assert_eq!(affine(&empty, &w, Some(&b)).size(), [0, 3]);
     }

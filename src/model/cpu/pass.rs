@@ -97,12 +97,7 @@ impl<'a> Dense<'a> {
         let Some(w) = &self.w16 else {
             return affine_backward(x, dy, &self.lin.ws, self.lin.bs.as_ref(), self.onednn);
         };
-        let dy16 = bf16::to_bf16(dy);
-        bf16::write_weight_grad(&dy16, x, &mut self.lin.ws.grad());
-        if let Some(b) = &self.lin.bs {
-            let _ = dy.sum_intlist_out(&b.grad(), &[0i64][..], false, Kind::Float);
-        }
-        bf16::input_grad(&dy16, w)
+        bf16::affine_backward(x, dy, &self.lin.ws, w, self.lin.bs.as_ref())
     }
 }
 

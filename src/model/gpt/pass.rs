@@ -99,16 +99,13 @@ impl Gpt {
     ) -> (Tensor, Tensor) {
         let w = &self.wte.ws;
         // bf16 products with fp32 results on a CPU: the operands cast once.
-        let by_hand_bf16 =
-            self.products == Products::Bf16 && x.device() == Device::Cpu && cpu::bf16::available();
-        let (x16, w16) = match by_hand_bf16 {
-            true => (cpu::bf16::to_bf16(x), cpu::bf16::to_bf16(w)),
-            false => (Tensor::new(), Tensor::new()),
-        };
+        let bf16 = self.products == Products::Bf16;
+        let bf16_operands = (bf16 && x.device() == Device::Cpu && cpu::bf16::available())
+            .then(|| (cpu::bf16::to_bf16(x), cpu::bf16::to_bf16(w)));
         // The gradient over the logits in place: scale · (softmax − one-hot).
-        let mut g = match by_hand_bf16 {
-            true => cpu::bf16::affine(&x16, &w16, None),
-            false => self.logits(x).to_kind(Kind::Float).contiguous(), // (n, V), fp32 as autocast's loss
+        let mut g = match &bf16_operands {
+            Some((x16, w16)) => cpu::bf16::affine(x16, w16, None),
+            None => self.logits(x).to_kind(Kind::Float).contiguous(), // (n, V), fp32 as autocast's loss
         };
         let loss = if g.device() == Device::Cpu {
             let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
@@ -124,12 +121,10 @@ impl Gpt {
             let _ = g.scatter_add_(1, &labels, &Tensor::full_like(&picked, -scale));
             -picked.sum(Kind::Float)
         };
-        if by_hand_bf16 {
-            let g16 = cpu::bf16::to_bf16(&g);
-            cpu::bf16::write_weight_grad(&g16, &x16, &mut w.grad());
-            return (cpu::bf16::input_grad(&g16, &w16), loss);
+        if let Some((x16, w16)) = &bf16_operands {
+            return (cpu::bf16::affine_backward(x16, &g, w, w16, None), loss);
         }
-        if self.products == Products::Bf16 {
+        if bf16 {
             // The head's two backward products in bf16, as autocast's: `wte`'s gradient
             // written over in fp32, the rows' gradient left in bf16.
             let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
