@@ -6,8 +6,6 @@ use crate::config::Config;
 use crate::dist::{Communicator, Mpi};
 use crate::UsageError;
 use clap::{Args, Parser, Subcommand};
-use mpi::collective::CommunicatorCollectives as _;
-use mpi::topology::Communicator as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +44,20 @@ pub enum Cmd {
     Watch(WatchArgs),
     /// Write a run's tokenised training examples as JSON (for scripts/torch_reference.py)
     ExportExamples(ExportArgs),
+    /// Internal: where the ranks of a launch sit (host, MPI node) and whether each sees a file
+    /// (the bench asks before runs across hosts)
+    #[command(hide = true)]
+    Places(PlacesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlacesArgs {
+    /// A file the launching machine wrote
+    #[arg(long)]
+    pub token: PathBuf,
+    /// What it holds
+    #[arg(long)]
+    pub expect: String,
 }
 
 #[derive(Debug, Args)]
@@ -208,13 +220,7 @@ fn train_main(args: TrainArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let world = universe.world();
-    let host_comm = world.split_shared(0);
-    let mut host_ranks = vec![0u64; host_comm.size() as usize];
-    host_comm.all_gather_into(&(world.rank() as u64), &mut host_ranks[..]);
-    let place = crate::run::HostPlace {
-        local_rank: host_comm.rank() as usize,
-        host_ranks: host_ranks.into_iter().map(|r| r as usize).collect(),
-    };
+    let place = crate::hosts::host_place(&world);
     let comm = Mpi { world };
     let rank = comm.rank();
     let config = args.into_config(comm.size(), place.host_ranks.len());

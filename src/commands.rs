@@ -21,6 +21,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Translate(args) => translate(&args),
         Cmd::Watch(args) => watch(&args),
         Cmd::ExportExamples(args) => export_examples(&args),
+        Cmd::Places(args) => crate::hosts::places_main(&args.token, &args.expect),
     }
 }
 

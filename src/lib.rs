@@ -14,6 +14,7 @@ pub mod dist;
 pub mod eval;
 pub mod fault;
 pub mod gate;
+pub mod hosts;
 pub mod lock;
 pub mod metrics;
 pub mod model;

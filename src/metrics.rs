@@ -173,6 +173,10 @@ pub struct RunInfo {
     pub host: String,
     /// Host name of each rank, by rank.
     pub hosts: Vec<String>,
+    /// Each rank's MPI node, by rank: the lowest world rank among the ranks that share its
+    /// memory (`hosts::RankPlace::node`). Absent in older files and the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<usize>>,
     pub threads_per_rank: usize,
     /// Cores rank 0 could run on, by its affinity: 1 when bound to a core (or, with
     /// `--rotate-cores`, pinned to one core at a time). Absent in older files and the reference's.

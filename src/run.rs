@@ -85,7 +85,7 @@ pub fn run(config: &Config, comm: &dyn Communicator, place: &HostPlace) -> anyho
     let device = device_of(config, comm, place)?;
     // Of independent copies, the first speaks for all.
     let progress = Progress::new(rank == 0 && config.copy == 0);
-    let Some(run) = set_up(config, comm, &progress)? else {
+    let Some(run) = set_up(config, comm, place, &progress)? else {
         fault::finished();
         return Ok(());
     };
@@ -163,6 +163,8 @@ struct RunData {
     /// The checkpoint rank 0 found, when resuming.
     resume_from: Option<CheckpointInfo>,
     hosts: Vec<String>,
+    /// Each rank's MPI node (`hosts::RankPlace::node`), by rank.
+    nodes: Vec<usize>,
     /// The cores this rank may run on (`cores_per_rank`).
     cores: Option<usize>,
     /// Rank 0's hold on the workdir, for the run's lifetime.
@@ -176,6 +178,7 @@ struct RunData {
 fn set_up(
     config: &Config,
     comm: &dyn Communicator,
+    place: &HostPlace,
     progress: &Progress,
 ) -> anyhow::Result<Option<RunData>> {
     let dir = &config.workdir;
@@ -257,7 +260,7 @@ fn set_up(
         }
         Ok(())
     })?;
-    let hosts = watch_ranks(comm, dir)?;
+    let (hosts, nodes) = watch_ranks(comm, place, dir)?;
     let tok = Tokenizer::load(&Tokenizer::path_in(dir))?;
     let encode = |pairs: &[data::Pair]| -> Vec<Example> {
         pairs.iter().map(|p| Example::encode(&tok, p, config.model_max_length)).collect()
@@ -265,7 +268,8 @@ fn set_up(
     let (train, val) = (encode(&corpus.train), encode(&corpus.val));
     on_root(comm, || checks::memory(config, tok.vocab_size()))?;
     on_root(comm, || checks::examples(config, &corpus, &train, &val, progress))?;
-    Ok(Some(RunData { tok, train, val, test: corpus.test, resume_from, hosts, cores, _lock: lock }))
+    let test = corpus.test;
+    Ok(Some(RunData { tok, train, val, test, resume_from, hosts, nodes, cores, _lock: lock }))
 }
 
 /// The cores this rank may run on: one at a time when it rotates over cores itself, else what its
@@ -347,6 +351,7 @@ fn write_run_info(
             mpi_library: comm.library_version(),
             host: run.hosts[0].clone(),
             hosts: run.hosts.clone(),
+            nodes: Some(run.nodes.clone()),
             threads_per_rank: config.threads,
             cores_per_rank: run.cores,
             device: device_name(device),
@@ -459,31 +464,37 @@ fn save_final_weights(trainer: &Trainer, dir: &std::path::Path) -> anyhow::Resul
 }
 
 /// Starts fault reporting: this rank's status file, and on each host's first rank the sentinel
-/// for that host's ranks. Returns every rank's host name, by rank.
-fn watch_ranks(comm: &dyn Communicator, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+/// for that host's ranks. Returns every rank's host name and MPI node, by rank.
+fn watch_ranks(
+    comm: &dyn Communicator,
+    place: &HostPlace,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Vec<String>, Vec<usize>)> {
     let rank = comm.rank();
     fault::open_status(dir, rank)
         .with_context(|| format!("writing a status file into {}", dir.display()))?;
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let mine = format!("{}\t{host}", std::process::id());
-    let all: Vec<(i32, String)> = comm
+    let host = crate::hosts::host_name();
+    let mine = format!("{}\t{}\t{host}", std::process::id(), place.host_ranks[0]);
+    let all: Vec<(i32, usize, String)> = comm
         .all_gather_bytes(mine.as_bytes())
         .into_iter()
         .map(|b| {
             let s = String::from_utf8_lossy(&b).into_owned();
-            let (pid, host) = s.split_once('\t').unwrap_or(("0", ""));
-            (pid.parse().unwrap_or(0), host.to_string())
+            let mut words = s.splitn(3, '\t');
+            let mut next = || words.next().unwrap_or("");
+            let (pid, node) = (next().parse().unwrap_or(0), next().parse().unwrap_or(0));
+            (pid, node, next().to_string())
         })
         .collect();
     let local: Vec<fault::Watched> = (0..all.len())
-        .filter(|&r| all[r].1 == host)
+        .filter(|&r| all[r].2 == host)
         .map(|r| fault::Watched { rank: r, pid: all[r].0 })
         .collect();
     if comm.size() > 1 && local.first().map(|w| w.rank) == Some(rank) {
         fault::spawn_sentinel(dir, &local, &host)
             .with_context(|| "starting the fault sentinel".to_string())?;
     }
-    Ok(all.into_iter().map(|(_, h)| h).collect())
+    Ok(all.into_iter().map(|(_, node, host)| (host, node)).unzip())
 }
 
 /// Loads the checkpoint rank 0 found (`info`) into every rank's trainer; returns the first epoch

@@ -2,6 +2,7 @@
 //! defaults that follow from it), and the device's measured matrix-product peak, against which
 //! each configuration's model FLOPs utilisation (MFU) is given.
 
+use super::hosts::Offer;
 use crate::config::{DeviceKind, Precision};
 pub use crate::train::visible_gpus;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub struct DevicePlan {
     pub preset: String,
     /// Examples per rank and step.
     pub batch: usize,
+    /// What the launcher's allocation or hostfile offers, when it spans hosts and says.
+    pub offer: Option<Offer>,
 }
 
 /// The model preset and examples per rank and step on CPUs, unless the command line says.
@@ -40,24 +43,45 @@ pub struct Given<'a> {
     pub world_sizes: Option<&'a [usize]>,
     pub preset: Option<&'a str>,
     pub batch: Option<usize>,
+    /// What the launcher offers across hosts ([`super::hosts::offer`]).
+    pub offer: Option<&'a Offer>,
+    /// Whether the launcher may place ranks on other hosts: then world sizes are not limited by
+    /// the GPUs seen here.
+    pub spans_hosts: bool,
+}
+
+/// World sizes 1, 2, 4, … up to `n`.
+pub fn doubling(n: usize) -> Vec<usize> {
+    std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k <= n).collect()
 }
 
 /// The plan for `choice` with `gpus` GPUs visible. On CPUs: world sizes 1 and 2, the tiny
 /// preset, 16 examples per rank. On GPUs: one rank per GPU at world sizes 1, 2, 4, … up to the
 /// GPU count, the gpt2 preset and 64 examples per GPU, so that a step is long enough to time.
-/// Whatever the command line gave stays; world sizes beyond the GPUs are refused (NCCL needs a GPU
-/// per rank).
+/// Across hosts, the world sizes go up to what the launcher offers instead (on either device).
+/// Whatever the command line gave stays; world sizes beyond the offer, or on one host beyond its
+/// GPUs, are refused (NCCL needs a GPU per rank).
 pub fn device_plan(choice: DeviceChoice, gpus: usize, given: Given) -> anyhow::Result<DevicePlan> {
     let device = device_kind(choice, gpus)?;
+    let offered = given.offer.map(|o| o.devices);
     let (world_sizes, preset, batch) = match device {
-        DeviceKind::Cpu => (vec![1, 2], CPU_PRESET, CPU_BATCH),
-        DeviceKind::Cuda => {
-            let sizes = std::iter::successors(Some(1), |n| Some(n * 2)).take_while(|&n| n <= gpus);
-            (sizes.collect(), "gpt2", 64)
-        }
+        DeviceKind::Cpu => (offered.map_or(vec![1, 2], doubling), CPU_PRESET, CPU_BATCH),
+        DeviceKind::Cuda => (doubling(offered.unwrap_or(gpus)), "gpt2", 64),
     };
     let world_sizes = given.world_sizes.map_or(world_sizes, <[usize]>::to_vec);
-    if device == DeviceKind::Cuda {
+    if let Some(offer) = given.offer {
+        if let Some(&n) = world_sizes.iter().find(|&&n| n > offer.devices) {
+            anyhow::bail!(
+                "--world-sizes: {n} ranks, and the launcher's {} has room for {}: lower it (at \
+                 most {}) or {}",
+                offer.source,
+                offer.devices,
+                offer.devices,
+                offer.more
+            );
+        }
+    }
+    if device == DeviceKind::Cuda && !given.spans_hosts {
         if let Some(&n) = world_sizes.iter().find(|&&n| n > gpus) {
             anyhow::bail!(
                 "--world-sizes: {n} ranks need {n} GPUs (one each, as NCCL requires), libtorch \
@@ -71,6 +95,7 @@ pub fn device_plan(choice: DeviceChoice, gpus: usize, given: Given) -> anyhow::R
         world_sizes,
         preset: given.preset.unwrap_or(preset).to_string(),
         batch: given.batch.unwrap_or(batch),
+        offer: given.offer.cloned(),
     })
 }
 
@@ -82,8 +107,12 @@ impl DevicePlan {
             DeviceKind::Cuda => format!("GPUs (one rank a GPU; libtorch sees {})", self.gpus),
         };
         let sizes: Vec<String> = self.world_sizes.iter().map(usize::to_string).collect();
+        let offer = match &self.offer {
+            Some(o) => format!(" (up to the {} ranks the launcher offers: {})", o.devices, o.source),
+            None => String::new(),
+        };
         format!(
-            "on {on}: world sizes {}, preset {}, {} examples per rank and step",
+            "on {on}: world sizes {}{offer}, preset {}, {} examples per rank and step",
             sizes.join(", "),
             self.preset,
             self.batch
@@ -298,7 +327,12 @@ mod tests {
         );
         let forced = device_plan(DeviceChoice::Cpu, 8, Given::default()).unwrap();
         assert_eq!(forced.device, DeviceKind::Cpu, "--device cpu on a GPU machine");
-        let given = Given { world_sizes: Some(&[1, 2]), preset: Some("small"), batch: Some(8) };
+        let given = Given {
+            world_sizes: Some(&[1, 2]),
+            preset: Some("small"),
+            batch: Some(8),
+            ..Given::default()
+        };
         let p = device_plan(DeviceChoice::Cuda, 2, given).unwrap();
         assert_eq!((&p.world_sizes[..], &*p.preset, p.batch), (&[1, 2][..], "small", 8));
         assert!(
@@ -315,6 +349,23 @@ mod tests {
         let given = Given { world_sizes: Some(&[1, 4]), ..Given::default() };
         let e = device_plan(DeviceChoice::Cuda, 2, given).unwrap_err().to_string();
         assert!(e.contains("4 ranks need 4 GPUs") && e.contains("libtorch sees 2"), "{e}");
+    }
+
+    #[test]
+    fn across_hosts_the_world_sizes_go_up_to_what_the_launcher_offers() {
+        let offer = Offer { devices: 16, source: "Slurm job 8: 2 nodes × 8 GPUs".into(), more: "ask" };
+        let across = Given { offer: Some(&offer), spans_hosts: true, ..Given::default() };
+        let p = device_plan(DeviceChoice::Cuda, 8, across).unwrap();
+        assert_eq!(p.world_sizes, [1, 2, 4, 8, 16], "beyond the 8 GPUs seen here");
+        assert!(p.describe().contains("up to the 16 ranks the launcher offers: Slurm job 8"));
+        let cpu = device_plan(DeviceChoice::Cpu, 0, Given { offer: Some(&offer), ..across });
+        assert_eq!(cpu.unwrap().world_sizes, [1, 2, 4, 8, 16]);
+        let too_many = Given { world_sizes: Some(&[1, 32]), ..across };
+        let e = device_plan(DeviceChoice::Cuda, 8, too_many).unwrap_err().to_string();
+        assert!(e.contains("32 ranks") && e.contains("room for 16") && e.contains("ask"), "{e}");
+        // Across hosts that do not say how many: the given world sizes stand.
+        let unsaid = Given { world_sizes: Some(&[1, 32]), spans_hosts: true, ..Given::default() };
+        assert_eq!(device_plan(DeviceChoice::Cuda, 8, unsaid).unwrap().world_sizes, [1, 32]);
     }
 
     #[test]

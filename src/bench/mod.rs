@@ -8,6 +8,7 @@ pub mod allreduce;
 pub mod analysis;
 pub mod device;
 pub mod format;
+pub mod hosts;
 pub mod padding;
 pub mod plan;
 pub mod plot;
@@ -97,8 +98,8 @@ pub fn locations(binary: &Path, root: &Path) -> anyhow::Result<(PathBuf, PathBuf
 }
 
 /// The `main` of a harness-less bench that launches `dp-bench` runs: options come from the
-/// command line after `--`; bad options are bad input (one line, exit status 2, nothing run); a
-/// failed bench is one line and exit status 1. `binary` is `dp-bench`, `root` the project root,
+/// command line after `--`; bad options are bad input (one line, exit status 2, nothing run), as
+/// is a [`crate::UsageError`] from the run; a failed bench is one line and exit status 1. `binary` is `dp-bench`, `root` the project root,
 /// both as compiled unless [`locations`] overrides them.
 pub fn bench_main<A: clap::Parser, T>(
     name: &str,
@@ -118,6 +119,11 @@ pub fn bench_main<A: clap::Parser, T>(
         };
     match run(&args, &binary, &root) {
         Ok(_) => ExitCode::SUCCESS,
+        // Found wanting only once it ran (a runs directory the hosts do not share): bad input.
+        Err(e) if e.is::<crate::UsageError>() => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("{name}: error: {e:#}");
             ExitCode::FAILURE

@@ -2,7 +2,8 @@
 //! sizes, partitions, the independent copies, and each run's `dp-bench` arguments.
 
 use super::analysis;
-use super::device::{device_plan, visible_gpus, DeviceChoice, DevicePlan, Given};
+use super::device::{device_kind, device_plan, visible_gpus, DeviceChoice, DevicePlan, Given};
+use super::runner::Launcher;
 use super::report;
 use super::sampling;
 use super::trainer::TrainerRun;
@@ -144,8 +145,24 @@ pub struct Planned {
 }
 
 impl BenchArgs {
-    /// The time budget of the whole bench, if any.
+    /// The launcher, its words split ([`Launcher::lenient`]: one that does not split is refused
+    /// by [`BenchArgs::check_machine`]).
+    pub(crate) fn launcher(&self) -> Launcher {
+        Launcher::lenient(&self.run.mpirun)
+    }
+
+    /// Whether dp-bench's configurations may run on other hosts: then they run one after
+    /// another, each launched whole, with no time budget, no epoch gates and no core binding.
+    pub fn spans_hosts(&self) -> bool {
+        self.trainer.is_none() && self.launcher().spans_hosts()
+    }
+
+    /// The time budget of the whole bench, if any: none across hosts, where configurations
+    /// cannot take turns.
     pub fn budget(&self) -> Option<Duration> {
+        if self.spans_hosts() {
+            return None;
+        }
         match self.time_budget {
             Some(b) => Some(b).filter(|b| !b.is_zero()),
             None if self.quick => None,
@@ -206,6 +223,7 @@ impl BenchArgs {
         let largest = devices.world_sizes.iter().copied().max().unwrap_or(1);
         let cores = largest.min(crate::gate::usable_cores().len());
         (devices.device == DeviceKind::Cpu
+            && !self.spans_hosts()
             && !self.baseline_on_first_core
             && self.turns.turn_examples > 0
             && self.run.threads == 1
@@ -213,14 +231,29 @@ impl BenchArgs {
             .then_some(cores)
     }
 
-    /// The devices, world sizes, preset and batch this bench runs with.
+    /// The devices, world sizes, preset and batch this bench runs with; across hosts, up to
+    /// what the launcher's allocation or hostfile offers.
     pub fn devices(&self) -> anyhow::Result<DevicePlan> {
+        let gpus = visible_gpus();
+        let spans_hosts = self.spans_hosts();
+        let offer = match spans_hosts {
+            true => {
+                let per_host = match device_kind(self.device, gpus)? {
+                    DeviceKind::Cpu => 0,
+                    DeviceKind::Cuda => gpus,
+                };
+                super::hosts::offer(&self.launcher(), per_host, &|v| std::env::var(v).ok())?
+            }
+            false => None,
+        };
         let given = Given {
             world_sizes: self.world_sizes.as_deref(),
             preset: self.run.preset.as_deref(),
             batch: self.run.batch,
+            offer: offer.as_ref(),
+            spans_hosts,
         };
-        device_plan(self.device, visible_gpus(), given)
+        device_plan(self.device, gpus, given)
     }
 
     /// The reference's variants for each configuration it runs: eager/DDP, and with
@@ -249,6 +282,13 @@ impl BenchArgs {
                 "--epochs {} leaves fewer than 2 measured epochs after --warmup {}",
                 self.trainer_epochs(),
                 self.run.warmup
+            );
+        }
+        if self.spans_hosts() && self.time_budget.is_some_and(|b| !b.is_zero()) {
+            anyhow::bail!(
+                "--time-budget: across hosts ({}) the configurations run one after another, each \
+                 launched whole, and cannot take turns under a budget: drop it and set --epochs",
+                self.run.mpirun
             );
         }
         if let Some(doc) = &self.update_doc {
@@ -336,8 +376,8 @@ impl BenchArgs {
         Ok(())
     }
 
-    /// The plan against the smallest GPU's free memory: every configuration's rank 0 holds GPU 0
-    /// at once, all but one of them waiting ([`super::device::check_gpu_memory`]).
+    /// The plan against the smallest GPU's free memory: on one host every configuration's rank 0
+    /// holds GPU 0 at once, all but one of them waiting ([`super::device::check_gpu_memory`]).
     fn check_gpu_memory(&self, devices: &DevicePlan) -> anyhow::Result<()> {
         let preset = <crate::config::Preset as clap::ValueEnum>::from_str(&devices.preset, true)
             .map_err(anyhow::Error::msg)?;
@@ -348,7 +388,11 @@ impl BenchArgs {
             .filter_map(|g| crate::dist::gpus::memory_info(g).ok().map(|(free, _)| free))
             .min();
         match free {
-            Some(free) => super::device::check_gpu_memory(self.plan(devices).len(), need, free),
+            // Across hosts one configuration runs at a time.
+            Some(free) => {
+                let at_once = if self.spans_hosts() { 1 } else { self.plan(devices).len() };
+                super::device::check_gpu_memory(at_once, need, free)
+            }
             None => Ok(()), // not known: the runs will say so if they run out
         }
     }
@@ -358,6 +402,7 @@ impl BenchArgs {
     /// one as independent one-rank copies.
     pub(crate) fn plan(&self, devices: &DevicePlan) -> Vec<Planned> {
         let examples = self.train_examples();
+        let spans_hosts = self.spans_hosts();
         let (device, precision) = (devices.device.to_string(), self.precision.to_string());
         // What every configuration trains, for `batch` examples per step and rank.
         let workload = |batch: usize| {
@@ -399,7 +444,9 @@ impl BenchArgs {
                     args.extend(["--rotate-cores".into(), cores.to_string()]);
                 }
                 let id = analysis::config_id(n, global, (k > 0).then_some(partition));
-                Planned { id, world_size: n, args, reference: k == 0 }
+                // The reference starts its ranks on this host: across hosts, one rank only.
+                let reference = k == 0 && (n == 1 || !spans_hosts);
+                Planned { id, world_size: n, args, reference }
             });
         let independent =
             devices.world_sizes.iter().filter(|&&n| n > 1 && !self.no_independent).map(|&n| {

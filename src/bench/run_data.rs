@@ -96,6 +96,10 @@ impl RunData {
         let mut info = first.info().cloned().expect("copies are dp-bench runs");
         info.config.world_size = n;
         info.config.batch_size *= n;
+        // Where each copy ran: its host, and its node in the launch that started the copies.
+        let infos: Vec<&RunInfo> = copies.iter().filter_map(RunData::info).collect();
+        info.hosts = infos.iter().map(|i| i.host.clone()).collect();
+        info.nodes = infos.iter().map(|i| i.nodes.as_ref()?.first().copied()).collect();
         let epochs = (0..epochs)
             .map(|e| {
                 (0..n)

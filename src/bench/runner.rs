@@ -9,11 +9,17 @@ use super::report::{self, Outputs, Publish};
 use super::run_data::RunData;
 use super::sampling::{self, Ended, Sampler, Sampling};
 use super::summary::Summary;
-use super::turns::{run_in_turns, Turn};
+use super::turns::{run_in_turns, run_one_after_another, Turn};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+/// The options that name a hostfile, and those that list hosts, as MPICH's and Open MPI's
+/// launchers spell them.
+pub(crate) const HOSTFILE: [&str; 5] =
+    ["-f", "-hostfile", "--hostfile", "-machinefile", "--machinefile"];
+pub(crate) const HOST_LIST: [&str; 4] = ["-hosts", "--hosts", "-host", "--host"];
 
 /// A launcher as written (`--launcher 'mpirun -f hosts'`, `--launcher srun`), its words split as
 /// a shell splits them: the program, then the options that place ranks.
@@ -35,7 +41,7 @@ impl Launcher {
 
     /// [`Launcher::parse`], or, for a spec that does not split (refused by [`check_launcher`]
     /// before any command is made), the spec as one word.
-    fn lenient(spec: &str) -> Launcher {
+    pub(crate) fn lenient(spec: &str) -> Launcher {
         Launcher::parse(spec).unwrap_or(Launcher { words: vec![spec.to_string()] })
     }
 
@@ -47,6 +53,19 @@ impl Launcher {
         Path::new(self.program()).file_name().is_some_and(|n| n == name)
     }
 
+    /// The value given to the first of `names` among the launcher's options, as the next word
+    /// (`-f hosts`) or after `=` (`--hostfile=hosts`).
+    pub(crate) fn value(&self, names: &[&str]) -> Option<&str> {
+        let words = &self.words[1..];
+        words.iter().enumerate().find_map(|(i, w)| {
+            names.iter().find_map(|name| match w.strip_prefix(name) {
+                Some("") => words.get(i + 1).map(String::as_str),
+                Some(rest) => rest.strip_prefix('='),
+                None => None,
+            })
+        })
+    }
+
     /// Slurm's `srun`, which counts ranks as tasks.
     pub fn is_srun(&self) -> bool {
         self.named("srun")
@@ -56,22 +75,7 @@ impl Launcher {
     /// MPI launcher given hosts or a hostfile. Ranks elsewhere are neither bound to this
     /// machine's cores nor limited by them.
     pub fn spans_hosts(&self) -> bool {
-        const PLACING: [&str; 9] = [
-            "-f",
-            "-hostfile",
-            "--hostfile",
-            "-machinefile",
-            "--machinefile",
-            "-hosts",
-            "-host",
-            "--host",
-            "--hosts",
-        ];
-        self.is_srun()
-            || self.words[1..].iter().any(|w| {
-                PLACING.contains(&w.as_str())
-                    || PLACING.iter().any(|p| w.starts_with(&format!("{p}=")))
-            })
+        self.is_srun() || self.value(&HOSTFILE).is_some() || self.value(&HOST_LIST).is_some()
     }
 
     /// The command that starts `n` ranks, the rank count spelled as this launcher spells it:
@@ -222,7 +226,11 @@ fn run_configurations(
         .collect();
     let mut sampler = budget.map(|b| Sampler::new(args, (plan, runs_dir), b, bar));
     let mut go_on = |epoch: usize| sampler.as_mut().is_none_or(|s| s.go_on(epoch));
-    let outcomes = run_in_turns(turns, &args.turns.options(args.epochs()), bar, &mut go_on);
+    let options = args.turns.options(args.epochs());
+    let outcomes = match args.spans_hosts() {
+        true => run_one_after_another(turns, options.stall_timeout, bar),
+        false => run_in_turns(turns, &options, bar, &mut go_on),
+    };
     let ended = sampler.map(Sampler::finish);
     let (mut runs, mut failures) = (Vec::new(), Vec::new());
     for (id, outcome) in outcomes {
@@ -294,6 +302,9 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
             args.train_examples()
         );
     }
+    if args.spans_hosts() {
+        across_hosts(args, binary, &plan, &runs_dir)?;
+    }
     let epochs = plan.len() * args.epochs() + references * args.reference_epochs();
     let bar = epoch_bar(epochs);
     let ours_budget = budget.map(|b| match reference {
@@ -329,6 +340,35 @@ pub fn run_bench(args: &BenchArgs, binary: &Path, root: &Path) -> anyhow::Result
     });
     publish(args, root, &summary, &failures)?;
     Ok(summary)
+}
+
+/// Before configurations run across hosts: every rank of the largest must see the runs
+/// directory ([`super::hosts::check_shared`], refused otherwise), and where they sit is said.
+fn across_hosts(
+    args: &BenchArgs,
+    binary: &Path,
+    plan: &[Planned],
+    runs_dir: &Path,
+) -> anyhow::Result<()> {
+    let largest = plan.iter().map(|p| p.world_size).max().unwrap_or(1);
+    let places = super::hosts::check_shared(&args.launcher(), binary, runs_dir, largest)?;
+    let hosts: Vec<String> = places.iter().map(|p| p.host.clone()).collect();
+    let nodes: Vec<usize> = places.iter().map(|p| p.node).collect();
+    let mut names: Vec<&str> = Vec::new();
+    for host in &hosts {
+        if !names.contains(&host.as_str()) {
+            names.push(host);
+        }
+    }
+    println!(
+        "data_parallel: across hosts (`{}`): {largest} ranks sit on {} ({}), and all see {}; the \
+         configurations run one after another, each launched whole, with no time budget",
+        args.run.mpirun,
+        crate::hosts::describe(&crate::hosts::ranks_per_node(&hosts, Some(&nodes))),
+        names.join(", "),
+        runs_dir.display()
+    );
+    Ok(())
 }
 
 /// A progress bar over `epochs` epochs.

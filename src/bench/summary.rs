@@ -129,6 +129,14 @@ impl ConfigSummary {
         self.run.as_ref().map_or(1, |r| r.config.copies)
     }
 
+    /// How the ranks sat on their nodes ([`crate::hosts::describe`]), where they sat on more
+    /// than one: "2 nodes × 4 ranks". `None` on one node, or where the run did not record it.
+    pub(crate) fn spread(&self) -> Option<String> {
+        let run = self.run.as_ref()?;
+        let counts = crate::hosts::ranks_per_node(&run.hosts, run.nodes.as_deref());
+        (counts.len() > 1).then(|| crate::hosts::describe(&counts))
+    }
+
     /// The rate of one rank's matrix products over the measured epochs (operations ÷ the
     /// ranks' time), when the records count them.
     pub(crate) fn flops_per_rank_per_sec(&self) -> Option<f64> {

@@ -210,12 +210,7 @@ impl Running {
     /// Records the run's failure and ends it now, so it takes nothing from the others' turns.
     fn fail(&mut self, error: anyhow::Error) {
         self.failed = Some(error);
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SIGTERM, which mpirun forwards to its ranks (SIGKILL would orphan them).
-            // SAFETY: a signal to our own child, which has not been reaped.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            let _ = self.child.wait();
-        }
+        terminate(&mut self.child);
     }
 
     /// Joins the run's reader threads and removes its gate directory.
@@ -225,6 +220,54 @@ impl Running {
         let _ = std::fs::remove_dir_all(&self.gate.dir);
         (self.id, self.failed.map_or(Ok(()), Err))
     }
+}
+
+/// Ends `child` unless it has ended: SIGTERM, which mpirun forwards to its ranks (SIGKILL would
+/// orphan them), then waits for it.
+fn terminate(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        // SAFETY: a signal to our own child, which has not been reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = child.wait();
+    }
+}
+
+/// Runs `turns` one after another, each launched whole and never stopped at a gate: runs across
+/// hosts, whose ranks may not see this machine's gates in time. `bar` advances with each
+/// finished epoch; a run with no finished epoch for `stall` is stopped and reported as stalled.
+/// Returns each run's id and outcome, in the order given.
+pub fn run_one_after_another(
+    turns: Vec<Turn>,
+    stall: Duration,
+    bar: &ProgressBar,
+) -> Vec<(String, anyhow::Result<()>)> {
+    let whole = |turn: Turn| -> anyhow::Result<()> {
+        bar.set_prefix(turn.id.clone());
+        let (mut child, errors, lines) = spawn_reporting(turn.command, &turn.id, bar)?;
+        let (mut epochs, mut since) = (bar.position(), std::time::Instant::now());
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Ok(status);
+            }
+            if bar.position() != epochs {
+                (epochs, since) = (bar.position(), std::time::Instant::now());
+            }
+            if since.elapsed() >= stall {
+                terminate(&mut child);
+                break Err(anyhow::anyhow!(
+                    "stalled: no epoch finished for {:.0} s (the stall timeout), so it was stopped",
+                    stall.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(POLL);
+        };
+        let _ = lines.join();
+        let errors = errors.join().unwrap_or_default();
+        let status = status?;
+        anyhow::ensure!(status.success(), "exited ({status}): {}", errors.join(" | "));
+        Ok(())
+    };
+    turns.into_iter().map(|turn| (turn.id.clone(), whole(turn))).collect()
 }
 
 /// Runs `turns` side by side for up to `options.epochs` epochs each, one epoch at a time in the

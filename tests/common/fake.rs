@@ -66,6 +66,7 @@ pub fn fake_run_of(implementation: &str, dir: &Path, preset: Preset, times: &[&[
         mpi_library: "MPICH 4".into(),
         host: "h".into(),
         hosts: vec!["h".into(); times.len()],
+        nodes: None,
         threads_per_rank: 1,
         cores_per_rank: Some(1),
         device: "cpu".into(),

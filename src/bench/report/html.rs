@@ -50,7 +50,8 @@ fn summary_table(summary: &Summary, out: &mut String) {
         let _ = write!(
             out,
             "<tr><td><a href=\"#{id}\">{id}</a></td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            c.world_size,
+            c.world_size.to_string()
+                + &c.spread().map_or(String::new(), |s| format!(" <small>({s})</small>")),
             format::recorded(c.global_batch_size, &|b| b.to_string()),
             format::recorded(c.local_batch_size, &|b| b.to_string()),
             format::recorded(c.threads, &|t| t.to_string()),

@@ -46,8 +46,9 @@ pub fn render(summary: &Summary, changes: &[BaselineChange], baseline: Option<&s
             ),
             false => String::new(),
         };
+        let spread = c.spread().map_or(String::new(), |s| format!(", ranks on {s}"));
         out += &format!(
-            "{pad}{} measured epochs{resumed}, max-rank time {}, {allreduce}{rate}, {} outliers ({} mild, {} severe)\n",
+            "{pad}{} measured epochs{resumed}{spread}, max-rank time {}, {allreduce}{rate}, {} outliers ({} mild, {} severe)\n",
             c.epochs_measured,
             format::seconds(c.training_time.max_rank_mean),
             o.total(),
