@@ -110,7 +110,8 @@ pub fn describe(counts: &[usize]) -> String {
 
 /// `dp-bench places --token FILE --expect TEXT`: rank 0 prints every rank's [`RankPlace`] line.
 pub fn places_main(token: &Path, expect: &str) -> anyhow::Result<()> {
-    let universe = mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was already initialised"))?;
+    let universe =
+        mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was already initialised"))?;
     let world = universe.world();
     let place = host_place(&world);
     let comm = crate::dist::Mpi { world };

@@ -108,7 +108,9 @@ impl DevicePlan {
         };
         let sizes: Vec<String> = self.world_sizes.iter().map(usize::to_string).collect();
         let offer = match &self.offer {
-            Some(o) => format!(" (up to the {} ranks the launcher offers: {})", o.devices, o.source),
+            Some(o) => {
+                format!(" (up to the {} ranks the launcher offers: {})", o.devices, o.source)
+            }
             None => String::new(),
         };
         format!(
@@ -353,7 +355,8 @@ mod tests {
 
     #[test]
     fn across_hosts_the_world_sizes_go_up_to_what_the_launcher_offers() {
-        let offer = Offer { devices: 16, source: "Slurm job 8: 2 nodes × 8 GPUs".into(), more: "ask" };
+        let offer =
+            Offer { devices: 16, source: "Slurm job 8: 2 nodes × 8 GPUs".into(), more: "ask" };
         let across = Given { offer: Some(&offer), spans_hosts: true, ..Given::default() };
         let p = device_plan(DeviceChoice::Cuda, 8, across).unwrap();
         assert_eq!(p.world_sizes, [1, 2, 4, 8, 16], "beyond the 8 GPUs seen here");

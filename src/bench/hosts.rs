@@ -127,9 +127,10 @@ fn cpu_count(value: &str) -> Option<usize> {
     value
         .split(',')
         .map(|item| match item.split_once("(x") {
-            Some((n, times)) => {
-                Some(n.trim().parse::<usize>().ok()? * times.trim_end_matches(')').parse::<usize>().ok()?)
-            }
+            Some((n, times)) => Some(
+                n.trim().parse::<usize>().ok()?
+                    * times.trim_end_matches(')').parse::<usize>().ok()?,
+            ),
             None => item.trim().parse().ok(),
         })
         .sum()
@@ -204,7 +205,8 @@ mod tests {
         assert_eq!(n, 6);
         assert!(source.contains("Slurm job 77") && source.contains("SLURM_NTASKS"), "{source}");
         // salloc -N 2 --gpus-per-node 8: no task count, 16 GPUs.
-        let gpus = [("SLURM_JOB_ID", "8"), ("SLURM_NNODES", "2"), ("SLURM_GPUS_PER_NODE", "h100:8")];
+        let gpus =
+            [("SLURM_JOB_ID", "8"), ("SLURM_NNODES", "2"), ("SLURM_GPUS_PER_NODE", "h100:8")];
         assert_eq!(offered("srun", 4, &gpus).unwrap().0, 16);
         assert_eq!(offered("srun", 4, &gpus[..2]).unwrap().0, 8, "the GPUs seen here, a node");
         assert_eq!(offered("srun", 8, &job).unwrap().0, 6, "no more than the tasks");
@@ -218,7 +220,8 @@ mod tests {
     fn hostfiles_and_host_lists_offer_their_slots_or_their_hosts_gpus() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hosts");
-        std::fs::write(&file, "# the rack\nnode1:4\nnode2 slots=2 max_slots=4\n\nnode1:1\n").unwrap();
+        std::fs::write(&file, "# the rack\nnode1:4\nnode2 slots=2 max_slots=4\n\nnode1:1\n")
+            .unwrap();
         let spec = format!("mpirun -f {}", file.display());
         let (n, source) = offered(&spec, 0, &[]).unwrap();
         assert_eq!((n, source.ends_with("2 hosts, 7 slots")), (7, true), "{source}");

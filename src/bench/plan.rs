@@ -3,8 +3,8 @@
 
 use super::analysis;
 use super::device::{device_kind, device_plan, visible_gpus, DeviceChoice, DevicePlan, Given};
-use super::runner::Launcher;
 use super::report;
+use super::runner::Launcher;
 use super::sampling;
 use super::trainer::TrainerRun;
 use super::turns::TurnArgs;
