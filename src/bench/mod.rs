@@ -2,7 +2,8 @@
 //! `stats` is pure maths on samples, `records` and `run_data` read run directories (any
 //! trainer's), `analysis` turns them into a `summary::Summary`,
 //! `plot` and `report` only consume summaries, `plan` turns the bench's options into
-//! configurations, and `runner` launches them.
+//! configurations (`device` and, across hosts, `hosts` say on what), and `runner` launches
+//! them.
 
 pub mod allreduce;
 pub mod analysis;

@@ -31,7 +31,8 @@ pub struct BenchArgs {
     /// configurations take turns epoch by epoch until every speedup's interval is within
     /// --target-width or the time is spent, after at least 5 measured epoch pairs; the reference
     /// gets 25 % of it and the same rule on its mean epoch time. 0: no budget, every run trains
-    /// --epochs epochs [default: 10m; none with --quick]
+    /// --epochs epochs [default: 10m; none with --quick, or across hosts, where configurations
+    /// run one after another]
     #[arg(long, value_parser = sampling::parse_duration, value_name = "DURATION")]
     pub time_budget: Option<Duration>,
     /// Under the time budget, stop once every speedup's interval is within ± this share of its
@@ -39,7 +40,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
     pub target_width: f64,
     /// World sizes to compare, each run with global batch = per-device batch × world size
-    /// [default: 1,2 on CPUs; on GPUs 1, 2, 4, … up to the GPU count]
+    /// [default: 1,2 on CPUs; on GPUs 1, 2, 4, … up to the GPU count; across hosts 1, 2, 4, …
+    /// up to what the launcher's allocation or hostfile offers]
     #[arg(long, value_delimiter = ',')]
     pub world_sizes: Option<Vec<usize>>,
     /// cpu, cuda (one rank a GPU, gradients summed by NCCL) or auto (cuda when libtorch sees a
@@ -523,6 +525,21 @@ mod tests {
         assert_eq!(rotates(&["--baseline-on-first-core"]), None);
         assert_eq!(rotates(&["--turn-examples", "0"]), None);
         assert_eq!(rotates(&["--threads", "2"]), None);
+    }
+
+    #[test]
+    fn across_hosts_the_reference_runs_one_rank_only_and_nothing_takes_turns() {
+        let across = ["--launcher", "mpiexec -launcher fork -hosts h1,h2 -ppn 1"];
+        let p = plan(&across);
+        // The reference starts its ranks on this host: it cannot be the 2-rank comparison.
+        assert!(p.iter().map(|p| p.reference).eq([true, false, false]));
+        assert!(flag(&p[0], "--rotate-cores").is_none(), "the baseline is not moved over cores");
+        let args = BenchArgs::parse_from(["data_parallel"].iter().chain(&across));
+        assert!(args.spans_hosts() && args.budget().is_none(), "no budget: no turns");
+        assert_eq!((args.epochs(), args.train_examples()), (13, 5000), "the fixed plan");
+        let trainer = ["--trainer", "python train.py {world_size}"];
+        let own = BenchArgs::parse_from(["data_parallel"].iter().chain(&across).chain(&trainer));
+        assert!(!own.spans_hosts(), "a --trainer starts its own ranks");
     }
 
     #[test]
