@@ -135,9 +135,10 @@ def sync(device):
 
 def train(rank, args):
     world = args.world_size
-    if args.bind and args.device == "cpu":  # as `mpirun -bind-to core` does for dp-bench, among the allowed cores
+    if args.bind and args.device == "cpu":  # as `mpirun -bind-to core:T` does for dp-bench, among the allowed cores
         allowed = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {allowed[rank % len(allowed)]})
+        t = max(args.threads, 1)
+        os.sched_setaffinity(0, {allowed[(rank * t + i) % len(allowed)] for i in range(t)})
     torch.set_num_threads(args.threads)
     device = torch.device("cuda", rank) if args.device == "cuda" else torch.device("cpu")
     if device.type == "cuda":
@@ -271,7 +272,7 @@ def main():
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--bind", action="store_true", help="pin rank r to the r-th core this process may use (mod their count); CPU ranks only")
+    p.add_argument("--bind", action="store_true", help="pin rank r to its own --threads cores among those this process may use (mod their count); CPU ranks only")
     p.add_argument("--stop-file", help="stop before the next epoch once this file exists (the bench's time budget)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="rank r trains on GPU r with cuda")
     p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",

@@ -154,7 +154,7 @@ pub fn run_padding_bench(
     let turns = variants
         .iter()
         .map(|(name, flags)| {
-            let mut command = bound_launcher(&args.run.mpirun, 1, true);
+            let mut command = bound_launcher(&args.run.mpirun, 1, args.run.threads, true);
             command
                 .arg(binary)
                 .args(common.iter().chain(&["--benchmark-only", "--overwrite"]).chain(flags.iter()))

@@ -127,6 +127,7 @@ fn run_reference(
         let i = p.args.iter().position(|a| a == name).expect("planned flag");
         p.args[i + 1].clone()
     };
+    let threads: usize = flag("--threads").parse().unwrap_or(1);
     let mode = if p.world_size == 1 { "eager" } else { "ddp" };
     // The script does not clear its directory; samples of an older run must not mix in.
     if dir.exists() {
@@ -145,7 +146,7 @@ fn run_reference(
         .args(["--threads", &flag("--threads")])
         .args(["--device", &flag("--device"), "--precision", &flag("--precision")])
         .args(compile.then_some("--compile"))
-        .args(bound(p.world_size, flag("--device") == "cpu").then_some("--bind"))
+        .args(bound(p.world_size, threads, flag("--device") == "cpu").then_some("--bind"))
         .arg("--stop-file")
         .arg(&stop_file)
         .arg("--workdir")

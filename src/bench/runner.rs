@@ -171,23 +171,30 @@ pub(crate) fn check_python(named: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Whether `n` ranks get a core each and are bound to it: CPU ranks, where there are enough
-/// cores. A GPU rank is not: it shares its core with NCCL's proxy thread and, compiled,
-/// Inductor's workers, which a binding to one core would starve.
-pub(crate) fn bound(n: usize, cpu: bool) -> bool {
-    cpu && n <= std::thread::available_parallelism().map_or(1, |c| c.get())
+/// Whether `n` ranks of `threads` intra-op threads get cores of their own (`threads` each) and
+/// are bound to them: CPU ranks, where there are enough cores. A GPU rank is not: it shares its
+/// core with NCCL's proxy thread and, compiled, Inductor's workers, which a binding to one core
+/// would starve.
+pub(crate) fn bound(n: usize, threads: usize, cpu: bool) -> bool {
+    cpu && n * threads.max(1) <= std::thread::available_parallelism().map_or(1, |c| c.get())
 }
 
-/// `launcher` with each rank bound to its own core where [`bound`]: CPU ranks that the scheduler
-/// moves around lose their caches and meet each other on one core (measured: ~4 % off a 2-rank
-/// epoch here, see BENCHMARKS.md).
-pub(crate) fn bound_launcher(spec: &str, n: usize, cpu: bool) -> Command {
+/// `launcher` with each rank bound to `threads` cores of its own where [`bound`]: CPU ranks
+/// that the scheduler moves around lose their caches and meet each other on one core (measured:
+/// ~4 % off a 2-rank epoch here, see BENCHMARKS.md). MPICH spells `threads` cores a rank
+/// `-bind-to core:T`, Open MPI `--map-by slot:PE=T --bind-to core`.
+pub(crate) fn bound_launcher(spec: &str, n: usize, threads: usize, cpu: bool) -> Command {
     let launcher = Launcher::lenient(spec);
     let mut cmd = launcher.command(n);
     // Never a binding that names this machine's cores when ranks may run elsewhere.
-    if bound(n, cpu) && !launcher.spans_hosts() {
+    if bound(n, threads, cpu) && !launcher.spans_hosts() {
         let open_mpi = cmd.get_args().any(|a| a == "--allow-run-as-root");
-        cmd.args(if open_mpi { ["--bind-to", "core"] } else { ["-bind-to", "core"] });
+        match (open_mpi, threads.max(1)) {
+            (true, 1) => cmd.args(["--bind-to", "core"]),
+            (true, t) => cmd.args(["--map-by", &format!("slot:PE={t}"), "--bind-to", "core"]),
+            (false, 1) => cmd.args(["-bind-to", "core"]),
+            (false, t) => cmd.args(["-bind-to", &format!("core:{t}")]),
+        };
     }
     cmd
 }
@@ -214,7 +221,7 @@ fn run_configurations(
         .iter()
         .map(|p| {
             let cpu = p.args.windows(2).all(|w| !(w[0] == "--device" && w[1] == "cuda"));
-            let mut command = bound_launcher(&args.run.mpirun, p.world_size, cpu);
+            let mut command = bound_launcher(&args.run.mpirun, p.world_size, args.run.threads, cpu);
             command.arg(binary).args(&p.args).arg("--workdir").arg(runs_dir.join(&p.id));
             Turn {
                 id: p.id.clone(),
@@ -475,9 +482,9 @@ mod tests {
         assert!(!Launcher::parse("mpirun").unwrap().spans_hosts());
         assert!(Launcher::parse("/opt/slurm/bin/srun --exclusive").unwrap().is_srun());
         // Bound only on this machine: with hosts, no -bind-to naming this machine's cores.
-        let here = words(&bound_launcher("mpiexec", 1, true));
+        let here = words(&bound_launcher("mpiexec", 1, 1, true));
         assert!(here.contains(&"-bind-to".to_string()), "{here:?}");
-        let there = words(&bound_launcher(fork, 1, true));
+        let there = words(&bound_launcher(fork, 1, 1, true));
         assert!(!there.contains(&"-bind-to".to_string()), "{there:?}");
         assert!(Launcher::parse("  ").is_err() && Launcher::parse("'a").is_err());
     }
@@ -515,8 +522,15 @@ mod tests {
         if venv.exists() {
             assert_eq!(check_python(&venv).unwrap(), venv);
         }
-        assert!(bound(1, true) && !bound(1, false), "CPU ranks are bound, GPU ranks not");
-        assert!(!bound(100_000, true), "not more ranks than cores");
+        assert!(bound(1, 1, true) && !bound(1, 1, false), "CPU ranks are bound, GPU ranks not");
+        assert!(!bound(100_000, 1, true), "not more ranks than cores");
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert!(bound(1, cores, true) && !bound(2, cores, true), "nor more threads");
+        if cores >= 2 {
+            // A rank of two threads gets two cores, not one shared by both.
+            let two = words(&bound_launcher("mpiexec", 1, 2, true));
+            assert!(two.ends_with(&["-bind-to".to_string(), "core:2".to_string()]), "{two:?}");
+        }
         let err = check_launcher("'unclosed").unwrap_err().to_string();
         assert!(err.contains("does not split into words"), "{err}");
         let err = check_launcher("no-such-mpirun").unwrap_err().to_string();
