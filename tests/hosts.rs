@@ -47,6 +47,9 @@ fn on_two_nodes(root: &Path, summary: &Summary) {
         std::fs::read_to_string(root.join("target/criterion/data_parallel/report/index.html"))
             .unwrap();
     assert!(html.contains("2 <small>(2 nodes × 1 rank)</small>"), "the report's ranks per node");
+    let table = std::fs::read_to_string(root.join("target/criterion/data_parallel/table.md"));
+    let table = table.unwrap();
+    assert!(table.contains("| 2 (2 nodes × 1 rank) |"), "{table}");
     let s = summary.speedup.iter().find(|s| s.id == "ws2_bs32").unwrap();
     assert!(s.unlike.is_empty(), "like for like across hosts: {:?}", s.unlike);
     assert!(s.world_size == 2 && s.tokens_per_sec.point.is_finite(), "{s:?}");

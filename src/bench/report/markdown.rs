@@ -131,7 +131,7 @@ pub fn render(summary: &Summary) -> String {
         out += &format!(
             "| `{}` | {implementation} | {} | {} | {} | {speedup} | {efficiency} |{mfu}\n",
             c.id,
-            c.world_size,
+            c.world_size.to_string() + &c.spread().map_or(String::new(), |s| format!(" ({s})")),
             Markdown.interval(t.lower, t.mean, t.upper, &format::seconds),
             Markdown.interval(r.lower, r.mean, r.upper, &format::rate),
         );
