@@ -167,7 +167,7 @@ fn gone_controller(dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(controller_file(dir)).ok()?;
     let (host, pid) = text.trim().split_once('\t')?;
     let pid: u32 = pid.parse().ok()?;
-    let here = gethostname::gethostname().to_string_lossy().into_owned();
+    let here = crate::hosts::host_name();
     (host == here && !Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
 }
 
@@ -183,7 +183,7 @@ impl Controller {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let host = crate::hosts::host_name();
         std::fs::write(controller_file(dir), format!("{host}\t{}\n", std::process::id()))?;
         Ok(Controller { dir: dir.to_path_buf() })
     }
@@ -273,7 +273,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let host = crate::hosts::host_name();
         std::fs::write(controller_file(dir), format!("{host}\t{pid}\n")).unwrap();
         let err = wait(dir, Stop::epoch(0), 0).unwrap_err().to_string();
         assert!(err.contains(&format!("controller (pid {pid}) has exited")), "{err}");

@@ -78,18 +78,23 @@ pub fn gather(
 /// (the ranks that share memory), so MPI's test hosts on one machine (`mpiexec -launcher fork
 /// -hosts a,b`) count as two.
 pub fn ranks_per_node(hosts: &[String], nodes: Option<&[usize]>) -> Vec<usize> {
-    let keys: Vec<String> = match nodes {
-        Some(nodes) => nodes.iter().map(usize::to_string).collect(),
-        None => hosts.to_vec(),
+    let counts = match nodes {
+        Some(nodes) => tally(nodes.iter().map(|&n| (n.to_string(), 1))),
+        None => tally(hosts.iter().map(|h| (h.clone(), 1))),
     };
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for key in &keys {
-        match counts.iter_mut().find(|(k, _)| k == key) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((key, 1)),
+    counts.into_iter().map(|(_, n)| n).collect()
+}
+
+/// `(key, count)` pairs summed by key, the keys in the order they first appear.
+pub fn tally<K: PartialEq>(items: impl IntoIterator<Item = (K, usize)>) -> Vec<(K, usize)> {
+    let mut sums: Vec<(K, usize)> = Vec::new();
+    for (key, n) in items {
+        match sums.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, sum)) => *sum += n,
+            None => sums.push((key, n)),
         }
     }
-    counts.into_iter().map(|(_, n)| n).collect()
+    sums
 }
 
 /// Ranks per node ([`ranks_per_node`]) in words: "1 node", "2 nodes × 4 ranks", "3 nodes:

@@ -33,7 +33,7 @@ pub struct WorkdirLock {
 
 /// Who holds a lock, as its file says: "pid N on HOST since TIME".
 fn holder_line() -> String {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = crate::hosts::host_name();
     format!("pid {} on {host} since {}", std::process::id(), chrono::Utc::now().to_rfc3339())
 }
 

@@ -78,14 +78,7 @@ fn host_slots(line: &str) -> Option<(String, usize)> {
 
 /// Every host of a hostfile with its slots, a host named twice counted once with both.
 fn hostfile(text: &str) -> Vec<(String, usize)> {
-    let mut hosts: Vec<(String, usize)> = Vec::new();
-    for (host, slots) in text.lines().filter_map(host_slots) {
-        match hosts.iter_mut().find(|(h, _)| *h == host) {
-            Some((_, s)) => *s += slots,
-            None => hosts.push((host, slots)),
-        }
-    }
-    hosts
+    crate::hosts::tally(text.lines().filter_map(host_slots))
 }
 
 /// A Slurm allocation (`SLURM_JOB_ID` set): on GPUs its nodes × GPUs a node

@@ -153,13 +153,10 @@ fn run_reference(
         .arg(dir);
     let id = format!("pytorch-{mode}{}_{}", if compile { "-compiled" } else { "" }, p.id);
     bar.set_prefix(id.clone());
-    let (mut child, errors, lines) = super::turns::spawn_reporting(cmd, &id, bar)?;
     let start = Instant::now();
     let mut stopped = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
+    let poll = Duration::from_millis(200);
+    let (status, errors) = super::turns::run_reporting(cmd, &id, bar, poll, || {
         if let (Some(rule), false) = (stopping, stopped) {
             let times = epoch_times(dir, p.world_size);
             if let Some(ended) = should_stop(&times, start.elapsed(), rule) {
@@ -167,11 +164,9 @@ fn run_reference(
                 stopped = true;
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        Ok(())
+    })?;
     let _ = std::fs::remove_file(&stop_file);
-    let _ = lines.join();
-    let errors = errors.join().unwrap_or_default();
     anyhow::ensure!(status.success(), "{id} failed ({status}): {}", errors.join(" | "));
     Ok(())
 }

@@ -361,12 +361,10 @@ fn across_hosts(
     let places = super::hosts::check_shared(&args.launcher(), binary, runs_dir, largest)?;
     let hosts: Vec<String> = places.iter().map(|p| p.host.clone()).collect();
     let nodes: Vec<usize> = places.iter().map(|p| p.node).collect();
-    let mut names: Vec<&str> = Vec::new();
-    for host in &hosts {
-        if !names.contains(&host.as_str()) {
-            names.push(host);
-        }
-    }
+    let names: Vec<&str> = crate::hosts::tally(hosts.iter().map(|h| (h.as_str(), 1)))
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
     println!(
         "data_parallel: across hosts (`{}`): {largest} ranks sit on {} ({}), and all see {}; the \
          configurations run one after another, each launched whole, with no time budget",

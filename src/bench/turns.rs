@@ -232,6 +232,32 @@ fn terminate(child: &mut Child) {
     }
 }
 
+/// Runs `command` to its end, its output reported as [`spawn_reporting`] does, calling `watch`
+/// every `poll` while it runs. An error from `watch` stops the run ([`terminate`]) and is
+/// returned; otherwise the run's exit status and standard error.
+pub(crate) fn run_reporting(
+    command: Command,
+    id: &str,
+    bar: &ProgressBar,
+    poll: Duration,
+    mut watch: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(std::process::ExitStatus, Vec<String>)> {
+    let (mut child, errors, lines) = spawn_reporting(command, id, bar)?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Ok(status);
+        }
+        if let Err(e) = watch() {
+            terminate(&mut child);
+            break Err(e);
+        }
+        std::thread::sleep(poll);
+    };
+    let _ = lines.join();
+    let errors = errors.join().unwrap_or_default();
+    Ok((status?, errors))
+}
+
 /// Runs `turns` one after another, each launched whole and never stopped at a gate: runs across
 /// hosts, whose ranks may not see this machine's gates in time. `bar` advances with each
 /// finished epoch; a run with no finished epoch for `stall` is stopped and reported as stalled.
@@ -243,27 +269,18 @@ pub fn run_one_after_another(
 ) -> Vec<(String, anyhow::Result<()>)> {
     let whole = |turn: Turn| -> anyhow::Result<()> {
         bar.set_prefix(turn.id.clone());
-        let (mut child, errors, lines) = spawn_reporting(turn.command, &turn.id, bar)?;
         let (mut epochs, mut since) = (bar.position(), std::time::Instant::now());
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Ok(status);
-            }
+        let (status, errors) = run_reporting(turn.command, &turn.id, bar, POLL, || {
             if bar.position() != epochs {
                 (epochs, since) = (bar.position(), std::time::Instant::now());
             }
-            if since.elapsed() >= stall {
-                terminate(&mut child);
-                break Err(anyhow::anyhow!(
-                    "stalled: no epoch finished for {:.0} s (the stall timeout), so it was stopped",
-                    stall.as_secs_f64()
-                ));
-            }
-            std::thread::sleep(POLL);
-        };
-        let _ = lines.join();
-        let errors = errors.join().unwrap_or_default();
-        let status = status?;
+            anyhow::ensure!(
+                since.elapsed() < stall,
+                "stalled: no epoch finished for {:.0} s (the stall timeout), so it was stopped",
+                stall.as_secs_f64()
+            );
+            Ok(())
+        })?;
         anyhow::ensure!(status.success(), "exited ({status}): {}", errors.join(" | "));
         Ok(())
     };

@@ -131,7 +131,7 @@ pub fn visible_ids(visible: usize) -> Vec<String> {
     if let Some(uuids) = driver_uuids().filter(|u| u.len() == visible) {
         return uuids;
     }
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = crate::hosts::host_name();
     (0..visible).map(|i| format!("cuda:{i} on {host}")).collect()
 }
 
